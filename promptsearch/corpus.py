@@ -1,0 +1,117 @@
+"""Document sources for the source, mix-in and held-out corpora, read with datatrove readers.
+
+In: a `CorpusSpec`. Out: a list of datatrove `Document`s (deterministic order, `skip`/`limit`
+applied, each cut at a newline to `max_chars`), plus counts of what was skipped and why.
+Empty, binary or undecodable documents are skipped and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.readers import HuggingFaceDatasetReader, JsonlReader, ParquetReader
+from datatrove.pipeline.readers.base import BaseDiskReader
+
+from promptsearch.errors import UserError
+from promptsearch.resources import lee_corpus_file
+from promptsearch.space import CorpusSpec
+
+
+class TextReader(BaseDiskReader):
+    """Plain-text files: one document per file (`per="file"`) or per non-empty line (`per="line"`)."""
+
+    name = "📄 Text"
+
+    def __init__(self, data_folder: str, per: str = "file", **kwargs):
+        super().__init__(data_folder, **kwargs)
+        self.per = per
+
+    def read_file(self, filepath: str) -> DocumentsPipeline:
+        with self.data_folder.open(filepath, "rb") as f:
+            raw = f.read()
+        for index, chunk in enumerate(raw.splitlines() if self.per == "line" else [raw]):
+            try:
+                text = chunk.decode("utf-8")
+            except UnicodeDecodeError:
+                # Not UTF-8: skipped and counted, like other unusable documents.
+                self.stat_update("skipped_not_utf8")
+                continue
+            if document := self.get_document_from_dict({"text": text}, filepath, index):
+                yield document
+
+
+@dataclass
+class Corpus:
+    documents: list[Document]
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+def truncate_at_newline(text: str, max_chars: int) -> str:
+    """Cut to at most `max_chars`, at the last newline (or space) before the limit, as FinePhrase did."""
+    if len(text) <= max_chars:
+        return text
+    cut = text.rfind("\n", 0, max_chars)
+    if cut < max_chars // 2:
+        cut = text.rfind(" ", 0, max_chars)
+    return text[: cut if cut > 0 else max_chars].rstrip()
+
+
+def _reader(spec: CorpusSpec) -> BaseDiskReader | HuggingFaceDatasetReader:
+    common = {"text_key": spec.text_key, "id_key": spec.id_key}
+    if spec.format == "embedded":
+        path = lee_corpus_file(spec.path)
+        return TextReader(str(path.parent), per="line", glob_pattern=path.name, recursive=False)
+    if spec.format == "hub":
+        return HuggingFaceDatasetReader(
+            spec.path, {"name": spec.hub_config, "split": spec.split}, streaming=True, **common
+        )
+    path = Path(spec.path)
+    if not path.exists():
+        raise UserError(f"corpus not found: {path}")
+    folder, glob = (str(path.parent), path.name) if path.is_file() else (str(path), spec.glob)
+    if spec.format == "jsonl":
+        return JsonlReader(folder, glob_pattern=glob, **common)
+    if spec.format == "parquet":
+        return ParquetReader(folder, glob_pattern=glob, **common)
+    return TextReader(folder, per="file", glob_pattern=glob or "**/*.txt")
+
+
+def _is_binary(text: str) -> bool:
+    return "\x00" in text or sum(not (c.isprintable() or c.isspace()) for c in text[:2000]) > 20
+
+
+def _documents(spec: CorpusSpec) -> Iterator[Document]:
+    try:
+        yield from _reader(spec).run()
+    except FileNotFoundError as exc:
+        raise UserError(f"corpus {spec.path}: {exc}") from exc
+
+
+def read_corpus(spec: CorpusSpec) -> Corpus:
+    corpus = Corpus(documents=[])
+    position = 0
+    for document in _documents(spec):
+        text = (document.text or "").strip()
+        if not text:
+            corpus.skipped["empty"] += 1
+            continue
+        if _is_binary(text):
+            corpus.skipped["binary"] += 1
+            continue
+        position += 1
+        if position <= spec.skip:
+            continue
+        if len(text) > spec.max_chars:
+            corpus.skipped["truncated"] += 1
+        document.text = truncate_at_newline(text, spec.max_chars)
+        document.id = str(document.id)
+        corpus.documents.append(document)
+        if spec.limit is not None and len(corpus.documents) >= spec.limit:
+            break
+    if not corpus.documents:
+        raise UserError(f"corpus {spec.format}:{spec.path} yielded no usable documents")
+    return corpus

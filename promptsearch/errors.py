@@ -1,0 +1,18 @@
+"""Errors a user can cause; the CLI prints them as one line and exits non-zero."""
+
+
+class UserError(Exception):
+    """A problem with the user's input or environment, reported without a traceback."""
+
+    exit_code = 1
+
+
+class SpaceError(UserError):
+    """A search-space file with one or more located mistakes."""
+
+    exit_code = 2
+
+    def __init__(self, path: str, messages: list[str]):
+        self.path = path
+        self.messages = messages
+        super().__init__(f"{path}: {len(messages)} error(s)")

@@ -1,0 +1,221 @@
+"""Stage 4, proxy: train a small Llama on the trial's synthetic + raw mixture and evaluate it.
+
+In: synthetic texts (the trial's selected outputs), raw mix-in texts, held-out raw texts, the
+trial's mix ratio (synthetic share of training tokens) and a `ProxyProfile`.
+Out: `ProxyResult` — held-out bits-per-byte, token counts, timings and an HF-format checkpoint.
+
+The mixture is consumed the way the full nanotron ablation consumes it: each source is tokenized
+by datatrove's `DocumentTokenizer` into its own folder of `.ds` files, read back with datatrove's
+`DatatroveFolderDataset`, and sampled by weight. The model is transformers' `LlamaForCausalLM`
+trained with torch (CPU or GPU, auto-detected) under a warmup-stable-decay schedule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from datatrove.data import Document
+from datatrove.pipeline.tokens import DocumentTokenizer
+
+from promptsearch.errors import UserError
+from promptsearch.pipelines import run_local_pipeline
+from promptsearch.space import ProxyProfile
+
+EOS = "<eos>"
+
+
+class TooLittleData(Exception):
+    """A mixture part has fewer tokens than one training sequence (e.g. a template that yields nothing)."""
+
+
+@dataclass
+class ProxyResult:
+    heldout_bpb: float
+    train_tokens: int
+    synthetic_tokens: int
+    raw_tokens: int
+    checkpoint: Path
+    seconds: dict[str, float] = field(default_factory=dict)
+    losses: list[float] = field(default_factory=list)
+
+
+def corpus_tokenizer(texts: list[str], vocab_size: int, cache_dir: Path) -> Path:
+    """A byte-level BPE trained on `texts` (deterministic; cached by content and size)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    digest = hashlib.sha256("\x00".join(texts).encode("utf-8") + str(vocab_size).encode()).hexdigest()[:16]
+    path = cache_dir / f"bpe-{vocab_size}-{digest}.json"
+    if path.is_file():
+        return path
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )  # fmt: skip
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{uuid.uuid4().hex[:6]}.tmp")
+    tokenizer.save(str(partial))
+    partial.rename(path)
+    return path
+
+
+def tokenize_folder(texts: list[str], tokenizer_path: Path, out_dir: Path, name: str, seed: int) -> int:
+    """datatrove DocumentTokenizer → `<out_dir>/<name>.ds` (+ .index, .metadata); returns token count."""
+    documents = [Document(text=t, id=f"{name}/{i}") for i, t in enumerate(texts) if t.strip()]
+    if not documents:
+        return 0
+    step = DocumentTokenizer(
+        output_folder=str(out_dir), tokenizer_name_or_path=str(tokenizer_path), eos_token=EOS,
+        save_filename=name, seed=seed, shuffle_documents=True,
+    )  # fmt: skip
+    run_local_pipeline([documents, step], out_dir.parent / "logs" / name)
+    return sum(p.stat().st_size for p in out_dir.glob("*.ds")) // 2
+
+
+def _device(profile: ProxyProfile) -> str:
+    import torch
+
+    if profile.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if profile.device == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"proxy profile {profile.name} asks for cuda but no GPU is visible")
+    return profile.device
+
+
+def _lr_at(step: int, total: int, profile: ProxyProfile) -> float:
+    """Warmup-stable-decay, as the FinePhrase ablations: linear warmup, flat, linear decay to 10%."""
+    peak = profile.train.learning_rate
+    warmup = max(1, int(total * profile.train.warmup_fraction))
+    decay_start = int(total * (1 - profile.train.decay_fraction))
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    if step < decay_start:
+        return peak
+    return peak * (1 - 0.9 * (step - decay_start) / max(1, total - decay_start))
+
+
+def _heldout_bpb(model, tokenizer_path: Path, texts: list[str], profile: ProxyProfile, device: str) -> float:
+    """Bits per byte on held-out text: every token after the first is predicted exactly once."""
+    import torch
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    eos_id = tokenizer.token_to_id(EOS)
+    ids: list[int] = []
+    n_bytes = 0
+    for text in texts:
+        encoded = tokenizer.encode(text).ids
+        room = profile.heldout_tokens - len(ids)
+        if room <= 1:
+            break
+        if len(encoded) + 1 > room:  # keep whole documents so the byte count is exact
+            continue
+        ids.extend([*encoded, eos_id])
+        n_bytes += len(text.encode("utf-8"))
+    if n_bytes == 0:
+        raise UserError("held-out corpus has no document short enough for the proxy's heldout_tokens")
+    seq = profile.model.seq_len
+    stream = torch.tensor(ids, dtype=torch.long)
+    nll = 0.0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(ids) - 1, seq):
+            window = stream[start : start + seq + 1].unsqueeze(0).to(device)
+            logits = model(window[:, :-1]).logits.float()
+            nll += torch.nn.functional.cross_entropy(
+                logits.view(-1, logits.size(-1)), window[:, 1:].reshape(-1), reduction="sum"
+            ).item()
+    return nll / math.log(2) / n_bytes
+
+
+def run_proxy(
+    synthetic: list[str], raw: list[str], heldout: list[str], mix_ratio: float,
+    profile: ProxyProfile, workdir: Path, seed: int,
+) -> ProxyResult:  # fmt: skip
+    import torch
+    from datatrove.utils.dataset import DatatroveFolderDataset
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers.utils.logging import disable_progress_bar
+
+    seconds: dict[str, float] = {}
+    started = time.monotonic()
+    if profile.tokenizer.kind == "path":
+        tokenizer_path = Path(profile.tokenizer.path or "")
+    else:
+        tokenizer_path = corpus_tokenizer(raw, profile.tokenizer.vocab_size, workdir.parent / "tokenizers")
+    tok_dir = workdir / "tokenized"
+    synthetic_tokens = tokenize_folder(synthetic, tokenizer_path, tok_dir / "synthetic", "synthetic", seed)
+    raw_tokens = tokenize_folder(raw, tokenizer_path, tok_dir / "raw", "raw", seed)
+    seconds["tokenize"] = time.monotonic() - started
+
+    seq = profile.model.seq_len
+    weights = {"synthetic": mix_ratio, "raw": 1 - mix_ratio}
+    datasets = {}
+    for name, count in (("synthetic", synthetic_tokens), ("raw", raw_tokens)):
+        if weights[name] == 0:
+            continue
+        if count < seq + 1:
+            raise TooLittleData(f"the {name} part has {count} tokens, fewer than one {seq}-token sequence")
+        datasets[name] = DatatroveFolderDataset(
+            str(tok_dir / name), seq_len=seq, filename_pattern="*.ds", recursive=False, token_size=2
+        )
+
+    device = _device(profile)
+    if profile.threads:
+        torch.set_num_threads(profile.threads)
+    torch.manual_seed(seed + profile.train.seed)
+    rng = np.random.default_rng(seed + profile.train.seed)
+    from tokenizers import Tokenizer
+
+    vocab = Tokenizer.from_file(str(tokenizer_path)).get_vocab_size()
+    m = profile.model
+    config = LlamaConfig(
+        vocab_size=vocab, hidden_size=m.hidden_size, intermediate_size=m.intermediate_size,
+        num_hidden_layers=m.num_layers, num_attention_heads=m.num_heads, num_key_value_heads=m.num_kv_heads,
+        max_position_embeddings=seq + 1, tie_word_embeddings=True, rope_theta=10000.0,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=profile.train.learning_rate, betas=(0.9, 0.95),
+                                  weight_decay=0.1)
+    batch = profile.train.batch_size
+    steps = max(1, profile.train.tokens // (batch * seq))
+    names = list(datasets)
+    probs = np.array([weights[n] for n in names]) / sum(weights[n] for n in names)
+    losses: list[float] = []
+    train_start = time.monotonic()
+    model.train()
+    for step in range(steps):
+        picks = rng.choice(len(names), size=batch, p=probs)
+        rows = [datasets[names[p]][int(rng.integers(len(datasets[names[p]])))]["input_ids"] for p in picks]
+        tokens = torch.stack([torch.as_tensor(r, dtype=torch.long) for r in rows]).to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, steps, profile)
+        loss = model(input_ids=tokens, labels=tokens).loss  # the model shifts labels by one itself
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(float(loss.item()))
+    seconds["train"] = time.monotonic() - train_start
+
+    eval_start = time.monotonic()
+    bpb = _heldout_bpb(model, tokenizer_path, heldout, profile, device)
+    seconds["eval"] = time.monotonic() - eval_start
+
+    checkpoint = workdir / "checkpoint"
+    disable_progress_bar()
+    model.save_pretrained(checkpoint)
+    PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_path), eos_token=EOS).save_pretrained(checkpoint)
+    return ProxyResult(
+        heldout_bpb=bpb, train_tokens=steps * batch * seq, synthetic_tokens=synthetic_tokens,
+        raw_tokens=raw_tokens, checkpoint=checkpoint, seconds=seconds, losses=losses,
+    )  # fmt: skip

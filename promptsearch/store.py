@@ -1,0 +1,322 @@
+"""The SQL store: one database URL holds Optuna's RDBStorage tables and these project tables.
+
+Optuna owns trials, params, values and user attrs (there is no second trials table here);
+the project tables hold what Optuna has no place for: template texts and lineage, the
+content-addressed generation cache, per-trial metrics and proxy runs. Rows reference trials by
+(study_name, trial_number). The schema is versioned with Alembic (`db/`); a database older than
+the code is refused with a message naming `promptsearch db upgrade`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from functools import cache
+from typing import Any
+
+import optuna
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    inspect,
+    select,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from promptsearch.errors import UserError
+from promptsearch.resources import bundled_dir
+
+VERSION_TABLE = "promptsearch_alembic_version"  # Optuna's own migrations use `alembic_version`
+DEFAULT_URL = "sqlite:///promptsearch.db"
+# Heartbeats, the stale-trial retry callback and metric names are marked experimental in Optuna 5;
+# they are what this project relies on, so the warnings only add noise.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class TemplateRow(Base):
+    __tablename__ = "ps_templates"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    text_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    family: Mapped[str] = mapped_column(String(100))
+    text: Mapped[str] = mapped_column(Text)
+    origin: Mapped[str] = mapped_column(String(50))  # seed | file | proposed
+    parents: Mapped[list[int]] = mapped_column(JSON, default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class GenerationRow(Base):
+    """One sample; `key` = hash(template text, model id+revision, sampling, seed, doc id, sample index)."""
+
+    __tablename__ = "ps_generations"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    template_hash: Mapped[str] = mapped_column(String(64), index=True)
+    model_id: Mapped[str] = mapped_column(String(500))
+    model_revision: Mapped[str] = mapped_column(String(200))
+    sampling: Mapped[dict[str, Any]] = mapped_column(JSON)
+    seed: Mapped[int] = mapped_column(Integer)
+    doc_id: Mapped[str] = mapped_column(String(500))
+    sample_index: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    finish_reason: Mapped[str] = mapped_column(String(50))
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class TrialOutputRow(Base):
+    """Which cached samples a trial used, and which one best-of-N selected per document."""
+
+    __tablename__ = "ps_trial_outputs"
+    __table_args__ = (UniqueConstraint("study_name", "trial_number", "generation_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_name: Mapped[str] = mapped_column(String(200), index=True)
+    trial_number: Mapped[int] = mapped_column(Integer)
+    doc_id: Mapped[str] = mapped_column(String(500))
+    generation_key: Mapped[str] = mapped_column(String(64))
+    selected: Mapped[bool] = mapped_column(Boolean)
+
+
+class TrialMetricRow(Base):
+    __tablename__ = "ps_trial_metrics"
+    __table_args__ = (UniqueConstraint("study_name", "trial_number", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_name: Mapped[str] = mapped_column(String(200), index=True)
+    trial_number: Mapped[int] = mapped_column(Integer)
+    stage: Mapped[str] = mapped_column(String(50))
+    name: Mapped[str] = mapped_column(String(200))
+    value: Mapped[float] = mapped_column(Float)
+
+
+class ProxyRunRow(Base):
+    __tablename__ = "ps_proxy_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_name: Mapped[str] = mapped_column(String(200), index=True)
+    trial_number: Mapped[int] = mapped_column(Integer)
+    profile: Mapped[str] = mapped_column(String(200))
+    model_config_json: Mapped[dict[str, Any]] = mapped_column(JSON)
+    seed: Mapped[int] = mapped_column(Integer)
+    train_tokens: Mapped[int] = mapped_column(Integer)
+    synthetic_tokens: Mapped[int] = mapped_column(Integer)
+    raw_tokens: Mapped[int] = mapped_column(Integer)
+    wall_seconds: Mapped[float] = mapped_column(Float)
+    checkpoint_path: Mapped[str] = mapped_column(Text)
+    scores: Mapped[dict[str, float]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+def generation_key(
+    template_text: str, model_id: str, revision: str, sampling: dict[str, Any], seed: int, doc_id: str, index: int
+) -> str:
+    payload = json.dumps([template_text, model_id, revision, sampling, seed, doc_id, index], sort_keys=True)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable database URL>"
+
+
+def _alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(bundled_dir("db")))
+    cfg.attributes["url"] = url
+    return cfg
+
+
+@cache
+def _head_revision() -> str:
+    return ScriptDirectory.from_config(_alembic_config("")).get_current_head() or ""
+
+
+def _engine(url: str) -> Engine:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise UserError(f"not a database URL: {redact(url)} (expected e.g. {DEFAULT_URL})") from exc
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if parsed.get_backend_name() == "sqlite":
+        kwargs["connect_args"] = {"timeout": 60}
+    try:
+        return create_engine(parsed, **kwargs)
+    except (ArgumentError, ImportError) as exc:
+        raise UserError(f"cannot use database URL {redact(url)}: {exc}") from exc
+
+
+class Store:
+    """Access to the project tables; `Store.open(url)` checks the schema version first."""
+
+    def __init__(self, url: str, engine: Engine):
+        self.url = url
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str, create_if_empty: bool = True) -> Store:
+        engine = _engine(url)
+        try:
+            with engine.connect() as conn:
+                current = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+                empty = not inspect(conn).get_table_names()
+        except OperationalError as exc:
+            raise UserError(f"cannot reach database {redact(url)}: {exc.orig}") from exc
+        head = _head_revision()
+        if current != head:
+            if current is None and empty and create_if_empty:
+                upgrade(url)
+            elif current is None:
+                raise UserError(
+                    f"database {redact(url)} has no promptsearch tables; run `promptsearch db upgrade --db URL`"
+                )
+            else:
+                raise UserError(
+                    f"database {redact(url)} is at schema {current}, this code needs {head}: "
+                    "run `promptsearch db upgrade --db URL`"
+                )
+        return cls(url, engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def optuna_storage(
+        self, heartbeat_interval: int | None = None, grace_period: int | None = None
+    ) -> optuna.storages.RDBStorage:
+        callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3) if heartbeat_interval else None
+        return optuna.storages.RDBStorage(
+            self.url,
+            engine_kwargs=_storage_engine_kwargs(self.url),
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=callback,
+        )
+
+    # -- templates
+    def add_template(self, name: str, family: str, text: str, text_hash: str, origin: str,
+                     parents: Iterable[int] = ()) -> int:
+        with self.session() as s:
+            row = s.scalar(select(TemplateRow).where(TemplateRow.text_hash == text_hash))
+            if row is None:
+                row = TemplateRow(name=name, family=family, text=text, text_hash=text_hash,
+                                  origin=origin, parents=list(parents))
+                s.add(row)
+                s.flush()
+            return row.id
+
+    def template(self, template_id: int) -> TemplateRow:
+        with self.session() as s:
+            row = s.get(TemplateRow, template_id)
+            if row is None:
+                raise UserError(f"template {template_id} not found in {redact(self.url)}")
+            s.expunge(row)
+            return row
+
+    # -- generation cache
+    def cached_generations(self, keys: list[str]) -> dict[str, GenerationRow]:
+        out: dict[str, GenerationRow] = {}
+        with self.session() as s:
+            for start in range(0, len(keys), 500):
+                for row in s.scalars(select(GenerationRow).where(GenerationRow.key.in_(keys[start:start + 500]))):
+                    s.expunge(row)
+                    out[row.key] = row
+        return out
+
+    def put_generation(self, row: GenerationRow) -> None:
+        """Committed immediately, so nothing generated is lost to a crash or Ctrl-C."""
+        with self.session() as s:
+            if s.get(GenerationRow, row.key) is None:
+                s.add(row)
+
+    # -- per-trial results
+    def record_trial_outputs(self, study: str, trial: int, rows: list[tuple[str, str, bool]]) -> None:
+        with self.session() as s:
+            existing = {
+                r.generation_key: r
+                for r in s.scalars(select(TrialOutputRow).where(
+                    TrialOutputRow.study_name == study, TrialOutputRow.trial_number == trial))
+            }
+            for doc_id, key, selected in rows:
+                if key in existing:
+                    existing[key].selected = selected
+                else:
+                    s.add(TrialOutputRow(study_name=study, trial_number=trial, doc_id=doc_id,
+                                         generation_key=key, selected=selected))
+
+    def record_metrics(self, study: str, trial: int, stage: str, metrics: dict[str, float]) -> None:
+        with self.session() as s:
+            existing = {
+                r.name: r
+                for r in s.scalars(select(TrialMetricRow).where(
+                    TrialMetricRow.study_name == study, TrialMetricRow.trial_number == trial))
+            }
+            for name, value in metrics.items():
+                if name in existing:
+                    existing[name].value = float(value)
+                else:
+                    s.add(TrialMetricRow(study_name=study, trial_number=trial, stage=stage, name=name,
+                                         value=float(value)))
+
+    def trial_metrics(self, study: str, trial: int) -> dict[str, float]:
+        with self.session() as s:
+            rows = s.scalars(select(TrialMetricRow).where(
+                TrialMetricRow.study_name == study, TrialMetricRow.trial_number == trial))
+            return {r.name: r.value for r in rows}
+
+    def add_proxy_run(self, row: ProxyRunRow) -> None:
+        with self.session() as s:
+            s.add(row)
+
+    def delete_study_rows(self, study: str) -> None:
+        with self.session() as s:
+            for table in (TrialOutputRow, TrialMetricRow, ProxyRunRow):
+                s.query(table).filter(table.study_name == study).delete()
+
+
+def _storage_engine_kwargs(url: str) -> dict[str, Any]:
+    if make_url(url).get_backend_name() == "sqlite":
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
+
+
+def upgrade(url: str) -> str:
+    """Create or migrate the project tables (Alembic) and Optuna's tables; return the head revision."""
+    engine = _engine(url)
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as exc:
+        raise UserError(f"cannot reach database {redact(url)}: {exc.orig}") from exc
+    command.upgrade(_alembic_config(url), "head")
+    storage = optuna.storages.RDBStorage(url, engine_kwargs=_storage_engine_kwargs(url), skip_compatibility_check=True)
+    current, head = storage.get_current_version(), storage.get_head_version()
+    if current != head:
+        storage.upgrade()
+    return _head_revision()

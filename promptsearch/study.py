@@ -1,0 +1,248 @@
+"""The study lifecycle on Optuna: create from a space file, start/resume N trials with K workers.
+
+The validated space is stored in the study's user attrs, so a study carries its own definition.
+Templates enter as enqueued trials with `template_id` in user attrs; Optuna's sampler picks the
+fixed-shape knobs. A worker killed mid-trial is caught by Optuna's heartbeat and its trial re-run
+once with the same template and params (`RetryHeartbeatStaleTrialCallback`); a trial stopped by
+Ctrl-C is re-enqueued the next time the study starts.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
+
+from promptsearch.corpus import read_corpus
+from promptsearch.errors import UserError
+from promptsearch.rephrase import Generators
+from promptsearch.space import SearchSpace, load_space
+from promptsearch.store import Store, redact
+from promptsearch.templates import TemplateSpec, template_pool
+from promptsearch.trial import Corpora, TrialContext, build_stages, run_trial, suggest_recipe
+
+SPACE_ATTR = "space"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How `study start` runs: not part of the space, so the same study can run differently."""
+
+    db_url: str
+    workdir: Path
+    workers: int = 1
+    heartbeat_seconds: int = 30
+    grace_seconds: int = 90
+
+
+def _load(store: Store, name: str, heartbeat: int | None = None, grace: int | None = None) -> optuna.Study:
+    storage = store.optuna_storage(heartbeat, grace)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError as exc:
+        raise UserError(f"no study named {name!r} in {redact(store.url)} (see `promptsearch study list`)") from exc
+
+
+def study_space(study: optuna.Study) -> SearchSpace:
+    return SearchSpace.model_validate(study.user_attrs[SPACE_ATTR])
+
+
+def create_study(space_file: Path, db_url: str, name: str | None = None) -> optuna.Study:
+    space = load_space(space_file)
+    if name:
+        space = space.model_copy(update={"name": name})
+    store = Store.open(db_url)
+    storage = store.optuna_storage()
+    if space.name in {s.study_name for s in storage.get_all_studies()}:
+        raise UserError(f"study {space.name!r} already exists in {redact(db_url)}; start it or delete it first")
+    study = optuna.create_study(
+        study_name=space.name, storage=storage, directions=[o.direction for o in space.objectives],
+        sampler=optuna.samplers.TPESampler(seed=space.seed),
+    )  # fmt: skip
+    study.set_metric_names([o.metric for o in space.objectives])
+    study.set_user_attr(SPACE_ATTR, space.model_dump(mode="json"))
+    pool = template_pool(space.templates)
+    ids = [store.add_template(t.name, t.family, t.text, t.text_hash, "seed" if t.name in space.templates.seeds
+                              else "file") for t in pool]
+    study.set_user_attr("template_ids", ids)
+    _enqueue_templates(study, ids, len(ids))
+    return study
+
+
+def _enqueue_templates(study: optuna.Study, template_ids: list[int], count: int) -> None:
+    """Enqueue `count` trials, templates least tried first (round robin over the pool)."""
+    tried = Counter(t.user_attrs.get("template_id") for t in study.get_trials(deepcopy=False))
+    for _ in range(count):
+        template_id = min(template_ids, key=lambda i: (tried[i], template_ids.index(i)))
+        tried[template_id] += 1
+        study.enqueue_trial({}, user_attrs={"template_id": template_id})
+
+
+def _requeue_interrupted(study: optuna.Study) -> int:
+    """Trials failed by Ctrl-C get one re-run with the same params and template."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    count = 0
+    for t in trials:
+        if t.state == TrialState.FAIL and t.user_attrs.get("interrupted") and t.number not in retried:
+            attrs = {k: v for k, v in t.user_attrs.items() if k == "template_id"} | {"retry_of": t.number}
+            study.enqueue_trial(t.params, user_attrs=attrs)
+            count += 1
+    return count
+
+
+def finished_count(study: optuna.Study) -> int:
+    return sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+
+
+class _Objective:
+    def __init__(self, study: optuna.Study, store: Store, generators: Generators, options: RunOptions):
+        self.space = study_space(study)
+        self.study = study
+        self.store = store
+        self.generators = generators
+        self.options = options
+        self.stages = build_stages(self.space)
+        self.corpora = Corpora(
+            source=read_corpus(self.space.source).documents,
+            mix_in=[d.text for d in read_corpus(self.space.mix_in).documents],
+            heldout=[d.text for d in read_corpus(self.space.heldout).documents],
+        )
+        self.template_ids: list[int] = study.user_attrs["template_ids"]
+
+    def __call__(self, trial: optuna.Trial) -> list[float]:
+        template_id = trial.user_attrs.get("template_id")
+        if template_id is None:  # a trial Optuna created itself once the queue ran dry
+            template_id = self.template_ids[trial.number % len(self.template_ids)]
+            trial.set_user_attr("template_id", template_id)
+        row = self.store.template(int(template_id))
+        recipe = suggest_recipe(trial, self.space, row.id, TemplateSpec(row.name, row.family, row.text))
+        trial.set_user_attr("recipe_fingerprint", recipe.fingerprint())
+        ctx = TrialContext(
+            study_name=self.study.study_name, trial=trial, recipe=recipe, corpora=self.corpora, store=self.store,
+            generators=self.generators, workdir=self.options.workdir / self.study.study_name / f"trial-{trial.number}",
+        )  # fmt: skip
+        try:
+            return run_trial(ctx, self.stages, self.space)
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
+            raise
+
+
+def _budget_callbacks(space: SearchSpace) -> list[Callable[[optuna.Study, FrozenTrial], None]]:
+    # RUNNING counts too: otherwise a worker that finds the queue empty starts a trial beyond the
+    # budget while others are still finishing theirs.
+    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [
+        optuna.study.MaxTrialsCallback(space.budget.trials, states=(*FINISHED, TrialState.RUNNING))
+    ]
+    if space.budget.generated_tokens:
+        limit = space.budget.generated_tokens
+
+        def stop_on_tokens(study: optuna.Study, _: FrozenTrial) -> None:
+            used = sum(t.user_attrs.get("rephrase.completion_tokens", 0) for t in study.get_trials(deepcopy=False))
+            if used >= limit:
+                study.stop()
+
+        callbacks.append(stop_on_tokens)
+    return callbacks
+
+
+def _fill_queue(study: optuna.Study, budget: int) -> None:
+    """Keep one template trial waiting while the budget has room for it."""
+    trials = study.get_trials(deepcopy=False)
+    planned = sum(t.state in (*FINISHED, TrialState.RUNNING, TrialState.WAITING) for t in trials)
+    if planned < budget and not any(t.state == TrialState.WAITING for t in trials):
+        _enqueue_templates(study, study.user_attrs["template_ids"], 1)
+
+
+def run_worker(name: str, options: RunOptions) -> None:
+    """One worker process: run trials until the study's budget is used up."""
+    store = Store.open(options.db_url, create_if_empty=False)
+    study = _load(store, name, options.heartbeat_seconds, options.grace_seconds)
+    space = study_space(study)
+    remaining = space.budget.trials - finished_count(study)
+    if remaining <= 0:
+        return
+    log_dir = options.workdir / name / "logs"
+    with Generators(log_dir) as generators:
+        objective = _Objective(study, store, generators, options)
+        study.optimize(
+            objective, n_trials=remaining, catch=(),
+            timeout=space.budget.wall_time_minutes * 60 if space.budget.wall_time_minutes else None,
+            callbacks=[*_budget_callbacks(space), lambda s, _: _fill_queue(s, space.budget.trials)],
+        )  # fmt: skip
+
+
+def _worker_entry(name: str, options: RunOptions, errors: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    try:
+        run_worker(name, options)
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:
+        errors.put(f"{type(exc).__name__}: {exc}")
+        raise SystemExit(1) from exc
+
+
+def start_study(name: str, options: RunOptions, on_progress: Callable[[optuna.Study], None] | None = None) -> None:
+    store = Store.open(options.db_url, create_if_empty=False)
+    if options.workers > 1 and make_url(options.db_url).get_backend_name() == "sqlite":
+        raise UserError(
+            "SQLite cannot serve several workers: Optuna hands out enqueued trials with SELECT … FOR UPDATE, "
+            "which SQLite lacks. Use PostgreSQL (--db postgresql+psycopg://user@host/db) or --workers 1."
+        )
+    study = _load(store, name)
+    _requeue_interrupted(study)
+    _fill_queue(study, study_space(study).budget.trials)
+    done = threading.Event()
+    poller = threading.Thread(target=_poll, args=(study, on_progress, done), daemon=True) if on_progress else None
+    if poller:
+        poller.start()
+    try:
+        if options.workers == 1:
+            run_worker(name, options)
+        else:
+            _run_processes(name, options)
+    finally:
+        done.set()
+        if poller:
+            poller.join()
+
+
+def _poll(study: optuna.Study, on_progress: Callable[[optuna.Study], None], done: threading.Event) -> None:
+    while not done.wait(1.0):
+        on_progress(study)
+    on_progress(study)
+
+
+def _run_processes(name: str, options: RunOptions) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    errors = ctx.Queue()
+    processes = [ctx.Process(target=_worker_entry, args=(name, options, errors)) for _ in range(options.workers)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join()
+    failures = [errors.get() for _ in range(errors.qsize())] if not errors.empty() else []
+    if failures:
+        raise UserError(f"{len(failures)} worker(s) failed; first: {failures[0]}")
+
+
+def delete_study(name: str, db_url: str) -> None:
+    store = Store.open(db_url, create_if_empty=False)
+    _load(store, name)
+    optuna.delete_study(study_name=name, storage=store.optuna_storage())
+    store.delete_study_rows(name)
+
+
+def load_study(name: str, db_url: str) -> tuple[optuna.Study, Store]:
+    store = Store.open(db_url, create_if_empty=False)
+    return _load(store, name), store

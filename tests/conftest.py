@@ -1,0 +1,80 @@
+"""Shared fixtures: one real embedded generator server for the session, tiny real search spaces."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from promptsearch.embedded import TransformersServer, embedded_model
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(scope="session")
+def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TransformersServer]:
+    """`transformers serve` on the embedded SmolLM2-135M (real model, real HTTP)."""
+    model = embedded_model()
+    server = TransformersServer(model.path, tmp_path_factory.mktemp("server") / "server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """A fresh PostgreSQL schema for this test; CI=true turns a missing server into a failure."""
+    url = os.environ.get("PROMPTSEARCH_TEST_PG_URL")
+    if not url:
+        if os.environ.get("CI") == "true":
+            pytest.fail("PROMPTSEARCH_TEST_PG_URL is not set: .ci/run starts PostgreSQL and sets it")
+        pytest.skip("no PostgreSQL (set PROMPTSEARCH_TEST_PG_URL, as .ci/run does)")
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+    return url
+
+
+def write_space(path: Path, server: TransformersServer | None, **overrides: object) -> Path:
+    """A tiny real space: 2 short news documents, 12 new tokens, the micro proxy (or none)."""
+    generator = (
+        {"name": "smollm2-135m", "backend": "endpoint", "model": str(server.model_dir),
+         "endpoint_url": server.url, "concurrency": 8}
+        if server is not None else {"name": "smollm2-135m", "backend": "embedded", "model": "embedded"}
+    )  # fmt: skip
+    space = {
+        "name": "tiny",
+        "objectives": [{"metric": "proxy.heldout_bpb", "direction": "minimize"}],
+        "source": {"format": "embedded", "path": "lee_background", "limit": 2, "max_chars": 300},
+        "mix_in": {"format": "embedded", "path": "lee_background", "skip": 100, "limit": 60},
+        "heldout": {"format": "embedded", "path": "lee", "limit": 10},
+        "templates": {"seeds": ["faq", "table"]},
+        "generators": [generator],
+        "sampling": {"temperature": {"low": 0.2, "high": 1.0}, "max_new_tokens": [12]},
+        "best_of_n": [1, 2],
+        "mix_ratio": {"low": 0.3, "high": 0.7},
+        "proxy": str(DATA / "proxy-micro.yaml"),
+        "budget": {"trials": 2},
+        "seed": 0,
+    }
+    space.update(overrides)
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "cli.py"), *args], cwd=cwd, capture_output=True, text=True,
+        env=os.environ | (env or {}), timeout=timeout,
+    )  # fmt: skip

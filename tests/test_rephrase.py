@@ -1,0 +1,34 @@
+from pathlib import Path
+
+from promptsearch.corpus import read_corpus
+from promptsearch.embedded import TransformersServer
+from promptsearch.rephrase import Generators, rephrase
+from promptsearch.space import CorpusSpec, GeneratorSpec, Recipe, Sampling
+from promptsearch.store import GenerationRow, Store
+from promptsearch.templates import SEED_TEMPLATES
+
+
+def test_generation_round_trip_and_cache(tmp_path: Path, embedded_server: TransformersServer) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'g.db'}")
+    template = SEED_TEMPLATES["faq"]
+    template_id = store.add_template(template.name, template.family, template.text, template.text_hash, "seed")
+    documents = read_corpus(CorpusSpec(format="embedded", path="lee_background", limit=2, max_chars=300)).documents
+    recipe = Recipe(
+        template_id=template_id, template_name=template.name, template_text=template.text,
+        template_hash=template.text_hash,
+        generator=GeneratorSpec(name="smol", backend="endpoint", model=str(embedded_server.model_dir),
+                                endpoint_url=embedded_server.url),
+        sampling=Sampling(temperature=0.7, top_p=0.95, max_new_tokens=12), best_of_n=2, mix_ratio=0.5, seed=3,
+    )  # fmt: skip
+    with Generators(tmp_path / "logs") as generators:
+        first = rephrase(documents, recipe, store, generators, tmp_path)
+        again = rephrase(documents, recipe, store, generators, tmp_path)
+    assert (first.requests_made, first.requests_cached) == (4, 0)
+    assert 0 < first.completion_tokens_generated <= 4 * 12
+    assert (again.requests_made, again.requests_cached) == (0, 4)
+    for doc in documents:
+        texts = [s.text for s in first.samples[doc.id]]
+        assert [s.text for s in again.samples[doc.id]] == texts
+        assert any(t.strip() for t in texts)
+    with store.session() as s:
+        assert s.query(GenerationRow).count() == 4

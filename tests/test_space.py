@@ -1,0 +1,96 @@
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_cli
+
+from promptsearch.errors import SpaceError, UserError
+from promptsearch.space import load_space
+from promptsearch.templates import SEED_TEMPLATES, load_template_file, template_pool
+
+FIVE_MISTAKES = """\
+name: "bad name!"
+objectives:
+  - metric: proxy.accuracy
+    direction: minimize
+source: {format: embedded, path: lee_background, limit: 0}
+mix_in: {format: embedded, path: lee_background}
+heldout: {format: embedded, path: lee}
+templates: {seeds: [faq]}
+generators:
+  - {name: a, backend: embedded, model: embedded}
+  - {name: b, backend: endpoint, model: x, endpoint_url: "ftp://x"}
+sampling:
+  temperature: {low: 0.2, high: 2.5}
+proxy: cpu-tiny
+budget: {trials: 4}
+"""
+
+
+@pytest.mark.parametrize("name", ["quickstart.yaml", "finephrase.yaml"])
+def test_shipped_spaces_are_valid(name: str) -> None:
+    space = load_space(REPO / "search_spaces" / name)
+    assert space.budget.trials >= 4
+    assert Path(space.proxy).is_file()
+
+
+def test_five_mistakes_give_five_located_messages(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(FIVE_MISTAKES)
+    result = run_cli("space", "validate", str(path), cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(lines) == 5, result.stderr
+    expected = ["name:", "objectives[0].metric:", "source.limit:", "generators[1]:", "sampling.temperature:"]
+    for line, where in zip(lines, expected, strict=True):
+        assert line.startswith(f"{path}: {where}"), line
+        assert "(line " in line
+    assert "sampling.temperature: high must be <= 2.0 (line 13)" in result.stderr
+
+
+def test_bad_yaml_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: [unclosed\n")
+    result = run_cli("space", "validate", str(path), cwd=tmp_path)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "not valid YAML" in result.stderr
+
+
+def test_missing_files_are_located(tmp_path: Path) -> None:
+    text = (REPO / "search_spaces" / "quickstart.yaml").read_text()
+    text = text.replace("proxy: cpu-tiny", "proxy: nowhere.yaml").replace(
+        "seeds: [faq, table, math, tutorial]", "seeds: [faq]\n  files: [missing.txt]")
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    with pytest.raises(SpaceError) as err:
+        load_space(path)
+    joined = "\n".join(err.value.messages)
+    assert "templates.files[0]: template file not found: missing.txt" in joined
+    assert "proxy: proxy profile not found" in joined
+
+
+def test_user_template_file_with_its_own_placeholder(tmp_path: Path) -> None:
+    good = tmp_path / "format" / "glossary.md"
+    good.parent.mkdir()
+    good.write_text("List the key terms of this text with definitions. Output only the list.\n\n[TEXT]")
+    template = load_template_file(good, "[TEXT]")
+    assert template.text.endswith("{document}") and template.family == "format"
+    bad = tmp_path / "twice.md"
+    bad.write_text("[TEXT] and again [TEXT]")
+    with pytest.raises(UserError, match=r"twice.md: template must contain \[TEXT\] exactly once"):
+        load_template_file(bad, "[TEXT]")
+    unknown = tmp_path / "unknown.md"
+    unknown.write_text("Rewrite for {audience}: {document}")
+    with pytest.raises(UserError, match=r"unknown placeholder\(s\) \{audience\}"):
+        load_template_file(unknown, "{document}")
+
+
+def test_seed_pool_is_valid_and_distinct() -> None:
+    from promptsearch.space import TemplatePoolSpec
+
+    pool = template_pool(TemplatePoolSpec(seeds=list(SEED_TEMPLATES)))
+    assert len(pool) == len(SEED_TEMPLATES) == 11
+    for t in pool:
+        assert t.text.rstrip().endswith("{document}")
+        assert "Output only" in t.text

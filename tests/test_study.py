@@ -1,0 +1,153 @@
+"""Study lifecycle through the CLI, with real generation (shared embedded server) and a real proxy."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from conftest import REPO, run_cli, write_space
+
+from promptsearch.embedded import TransformersServer
+from promptsearch.store import Store
+
+
+def _study(url: str, name: str = "tiny") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def _start(space: Path, url: str, tmp_path: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "cli.py"), "study", "start", str(space), "--db", url,
+         "--workdir", str(tmp_path / "runs"), *extra],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _wait_running(url: str, process: subprocess.Popen, timeout: float = 180) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            running = _study(url).get_trials(states=(optuna.trial.TrialState.RUNNING,))
+        except KeyError:
+            running = []
+        if running and running[0].user_attrs.get("stage") in ("rephrase", "proxy"):
+            return running[0].number
+        time.sleep(0.2)
+    raise AssertionError("no trial reached a stage in time")
+
+
+def test_start_status_export(tmp_path: Path, embedded_server: TransformersServer) -> None:
+    space = write_space(tmp_path / "space.yaml", embedded_server)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    result = run_cli("study", "start", str(space), "--db", url, "--workdir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"database: sqlite:///{tmp_path / 'study.db'}" in result.stdout
+    study = _study(url)
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(complete) == 2
+    assert {t.user_attrs["template_id"] for t in complete} == {1, 2}  # both seeds enqueued and run
+
+    status = run_cli("study", "status", "tiny", "--db", url, cwd=tmp_path)
+    assert status.returncode == 0 and status.stdout.count("COMPLETE") == 2
+    assert f"{study.best_value:.4f}" in status.stdout
+
+    exported = run_cli("export", "tiny", "--db", url, "-o", str(tmp_path / "recipes"), cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    doc = yaml.safe_load((tmp_path / "recipes" / f"recipe-trial-{study.best_trial.number}.yaml").read_text())
+    best = study.best_trial
+    template = Store.open(url).template(best.user_attrs["template_id"])
+    assert doc["recipe"]["template_text"] == template.text
+    assert doc["recipe"]["sampling"]["temperature"] == best.params["temperature"]
+    assert doc["recipe"]["best_of_n"] == best.params["best_of_n"]
+    assert doc["recipe"]["mix_ratio"] == best.params["mix_ratio"]
+    assert doc["objectives"]["proxy.heldout_bpb"] == best.value
+    assert doc["metrics"]["measure.unique_prefix_ratio_10"] == best.user_attrs["measure.unique_prefix_ratio_10"]
+
+
+def test_ctrl_c_then_resume(tmp_path: Path, embedded_server: TransformersServer) -> None:
+    space = write_space(tmp_path / "space.yaml", embedded_server, budget={"trials": 3})
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    process = _start(space, url, tmp_path)
+    interrupted = _wait_running(url, process)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    failed = _study(url).trials[interrupted]
+    assert failed.state == optuna.trial.TrialState.FAIL and failed.user_attrs["interrupted"]
+
+    resumed = run_cli("study", "start", "tiny", "--db", url, "--workdir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    trials = _study(url).trials
+    reruns = [t for t in trials if t.user_attrs.get("retry_of") == interrupted]
+    assert len(reruns) == 1
+    assert reruns[0].params == {k: v for k, v in reruns[0].params.items()} and reruns[0].state.name == "COMPLETE"
+    assert reruns[0].user_attrs["template_id"] == failed.user_attrs["template_id"]
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 3
+
+
+def test_killed_worker_trial_is_rerun_exactly_once(tmp_path: Path, embedded_server: TransformersServer) -> None:
+    space = write_space(tmp_path / "space.yaml", embedded_server)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    beat = ("--heartbeat-seconds", "1", "--grace-seconds", "3")
+    process = _start(space, url, tmp_path, *beat)
+    killed = _wait_running(url, process)
+    killed_params = _study(url).trials[killed].params
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    time.sleep(4)
+    resumed = run_cli("study", "start", "tiny", "--db", url, "--workdir", str(tmp_path / "runs"), *beat, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    trials = _study(url).trials
+    assert trials[killed].state == optuna.trial.TrialState.FAIL
+    reruns = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
+    assert len(reruns) == 1
+    assert reruns[0].state == optuna.trial.TrialState.COMPLETE
+    assert reruns[0].params == killed_params
+    assert reruns[0].user_attrs["template_id"] == trials[killed].user_attrs["template_id"]
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 2
+
+
+def test_sqlite_refuses_two_workers(tmp_path: Path) -> None:
+    space = write_space(tmp_path / "space.yaml", None)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    assert run_cli("study", "create", str(space), "--db", url, cwd=tmp_path).returncode == 0
+    result = run_cli("study", "start", "tiny", "--db", url, "--workers", "2", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "SQLite cannot serve several workers" in result.stderr and "PostgreSQL" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_study_is_one_line(tmp_path: Path) -> None:
+    result = run_cli("study", "status", "nope", "--db", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
+    assert result.returncode == 1 and "no study named 'nope'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.postgres
+def test_four_workers_on_postgres_run_20_enqueued_trials_once(
+    tmp_path: Path, pg_url: str, embedded_server: TransformersServer
+) -> None:
+    space = write_space(
+        tmp_path / "space.yaml", embedded_server, proxy=None, best_of_n=[1], budget={"trials": 20},
+        objectives=[{"metric": "measure.number_recall", "direction": "maximize"}],
+    )  # fmt: skip
+    assert run_cli("study", "create", str(space), "--db", pg_url, cwd=tmp_path).returncode == 0
+    study = _study(pg_url)
+    for i in range(18):
+        study.enqueue_trial({}, user_attrs={"template_id": 1 + i % 2})
+    enqueued = [t.number for t in study.get_trials(states=(optuna.trial.TrialState.WAITING,))]
+    assert len(enqueued) == 20
+    result = run_cli("study", "start", "tiny", "--db", pg_url, "--workers", "4",
+                     "--workdir", str(tmp_path / "runs"), cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    trials = _study(pg_url).trials
+    assert sorted(t.number for t in trials) == sorted(enqueued)  # nothing beyond the 20
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert "postgresql" in result.stdout and pg_url.split("@")[0].split(":")[-1] not in result.stdout
