@@ -45,14 +45,24 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks."
 
 
 def _quiet_libraries(workdir: Path) -> None:
+    """Library logs go to <workdir>/promptsearch.log; the terminal keeps the progress bar and errors."""
+    import logging
+
+    import optuna
     from loguru import logger
 
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     workdir.mkdir(parents=True, exist_ok=True)
+    log_file = workdir / "promptsearch.log"
     logger.remove()
-    logger.add(workdir / "promptsearch.log", level="INFO")
+    logger.add(log_file, level="INFO")
     logger.add(sys.stderr, level="ERROR")
+    optuna.logging.disable_default_handler()
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s optuna: %(message)s"))
+    optuna.logging.get_logger("optuna").addHandler(handler)
+    optuna.logging.set_verbosity(optuna.logging.INFO)
 
 
 def _describe_db(url: str) -> str:

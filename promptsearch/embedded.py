@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,9 @@ class TransformersServer:
         self.settings = settings
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self._watching = False
+        self._watcher: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -129,9 +133,10 @@ class TransformersServer:
         ]  # fmt: skip
 
     def start(self) -> str:
+        """Start on a free port, or on the previous port when restarting (clients keep their URL)."""
         import torch
 
-        self.port = _free_port()
+        self.port = self.port or _free_port()
         hub_cache = cache_root() / "hf-hub"
         # transformers serve answers /v1/models with HTTP 500 when the hub cache folder is missing.
         hub_cache.mkdir(parents=True, exist_ok=True)
@@ -160,7 +165,24 @@ class TransformersServer:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def watch(self) -> None:
+        """Restart the server whenever it dies, until `stop()`; in-flight requests are retried by datatrove."""
+        self._watching = True
+
+        def loop() -> None:
+            while self._watching:
+                if self.process is not None and not self.alive() and self._watching:
+                    self.restarts += 1
+                    self.start()
+                time.sleep(0.5)
+
+        self._watcher = threading.Thread(target=loop, name=f"watch-{self.port}", daemon=True)
+        self._watcher.start()
+
     def stop(self) -> None:
+        self._watching = False
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join(timeout=5)
         if self.process is not None and self.alive():
             self.process.terminate()
             try:

@@ -41,7 +41,8 @@ def trial_recipe(study: optuna.Study, store: Store, trial: FrozenTrial) -> Recip
     return Recipe(
         template_id=template.id, template_name=template.name, template_text=template.text,
         template_hash=template.text_hash, generator=space.generator(p["generator"]),
-        sampling=Sampling(temperature=p["temperature"], top_p=p["top_p"], max_new_tokens=p["max_new_tokens"]),
+        sampling=Sampling(temperature=p["temperature"], top_p=p["top_p"], max_new_tokens=p["max_new_tokens"],
+                          top_k=p.get("top_k", 0)),
         best_of_n=p["best_of_n"], mix_ratio=p["mix_ratio"], seed=space.seed,
     )  # fmt: skip
 

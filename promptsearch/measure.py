@@ -17,6 +17,9 @@ from statistics import fmean
 
 PREFIX_LENGTHS = (5, 10, 20, 40, 80)
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*")
+_REFUSAL = re.compile(
+    r"^\W*(i'?m sorry|i am sorry|i can(no|')t|i cannot|as an ai|i'?m unable|i am unable|unfortunately, i)", re.I
+)
 
 
 def numbers(text: str) -> set[str]:
@@ -58,6 +61,7 @@ def measure(pairs: list[tuple[str, str]]) -> dict[str, float]:
         "number_recall": fmean(recalls) if recalls else 0.0,
         "top_opening_share": top_share,
         "empty_rate": sum(not o.strip() for o in outputs) / max(1, len(outputs)),
+        "refusal_rate": sum(bool(_REFUSAL.match(o)) for o in outputs) / max(1, len(outputs)),
         "echo_rate": sum(_is_echo(s, o) for s, o in pairs) / max(1, len(pairs)),
         "mean_output_chars": fmean(len(o) for o in outputs) if outputs else 0.0,
         "output_input_ratio": fmean(len(o) / max(1, len(s)) for s, o in pairs) if pairs else 0.0,
@@ -70,6 +74,7 @@ def select_sample(source: str, samples: list[str]) -> int:
 
     def rank(i: int) -> tuple[bool, bool, float, int]:
         text = samples[i]
-        return (bool(text.strip()), not _is_echo(source, text), number_recall(source, text) or 0.0, len(text))
+        usable = bool(text.strip()) and not _REFUSAL.match(text)
+        return (usable, not _is_echo(source, text), number_recall(source, text) or 0.0, len(text))
 
     return max(range(len(samples)), key=rank)

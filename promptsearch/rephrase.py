@@ -16,7 +16,7 @@ import json
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ class RephraseResult:
     wall_seconds: float
     completion_tokens_generated: int = 0
     prompt_tokens_generated: int = 0
-    errors: list[str] = field(default_factory=list)
+    server_restarts: int = 0
 
 
 class Generators:
@@ -62,6 +62,9 @@ class Generators:
             server.stop()
         self._servers.clear()
 
+    def restarts(self) -> int:
+        return sum(server.restarts for server in self._servers.values())
+
     def identity(self, generator: GeneratorSpec) -> tuple[str, str]:
         """(model id, revision) as used in cache keys and recipes."""
         if generator.backend == "embedded" and generator.model == "embedded":
@@ -79,9 +82,10 @@ class Generators:
         if not model_dir.is_dir():
             raise UserError(f"generator {generator.name}: model folder not found: {model_dir}")
         server = self._servers.get(model_dir)
-        if server is None or not server.alive():
+        if server is None:
             server = TransformersServer(model_dir, self.log_dir / f"server-{model_dir.name}.log")
             server.start()
+            server.watch()  # a server that dies mid-trial comes back on the same port
             self._servers[model_dir] = server
         return server
 
@@ -137,11 +141,15 @@ def _export_api_key(generator: GeneratorSpec) -> None:
 
 
 def sampling_params(recipe: Recipe) -> dict[str, Any]:
-    return {
+    """The request's sampling fields (also part of the cache key); top_k only when set."""
+    params: dict[str, Any] = {
         "temperature": round(recipe.sampling.temperature, 6),
         "top_p": round(recipe.sampling.top_p, 6),
         "max_tokens": recipe.sampling.max_new_tokens,
     }
+    if recipe.sampling.top_k > 0:
+        params["top_k"] = recipe.sampling.top_k
+    return params
 
 
 def _prompt_text(document: Document, recipe: Recipe) -> str:
@@ -166,6 +174,7 @@ def rephrase(
     cached = store.cached_generations([k for ks in keys.values() for k in ks])
     missing = [doc for doc in documents if any(k not in cached for k in keys[doc.id])]
     produced: list[GenerationRow] = []
+    restarts_before = generators.restarts()
     if missing:
         produced = _generate(missing, keys, cached, recipe, model_id, revision, sampling, store, generators, workdir)
     rows = cached | {row.key: row for row in produced}
@@ -179,6 +188,7 @@ def rephrase(
         wall_seconds=time.monotonic() - start,
         completion_tokens_generated=sum(r.completion_tokens for r in produced),
         prompt_tokens_generated=sum(r.prompt_tokens for r in produced),
+        server_restarts=generators.restarts() - restarts_before,
     )
 
 

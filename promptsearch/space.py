@@ -149,6 +149,7 @@ class SamplingSpace(_Strict):
     temperature: FloatRange = FloatRange(low=0.3, high=1.0)
     top_p: FloatRange = FloatRange(low=0.8, high=1.0)
     max_new_tokens: list[int] = Field(default_factory=lambda: [256])
+    top_k: list[int] = Field(default_factory=lambda: [0], description="0 leaves top-k off; vLLM and most endpoints")
 
     _temperature_bounds = field_validator("temperature")(_bounded(0.0, 2.0))
     _top_p_bounds = field_validator("top_p")(_bounded(0.0, 1.0, lo_open=True))
@@ -160,6 +161,13 @@ class SamplingSpace(_Strict):
             raise ValueError("needs at least one choice")
         if any(v < 1 or v > 32768 for v in value):
             raise ValueError("each choice must be between 1 and 32768")
+        return value
+
+    @field_validator("top_k")
+    @classmethod
+    def _top_k(cls, value: list[int]) -> list[int]:
+        if not value or any(v < 0 for v in value):
+            raise ValueError("needs one or more choices >= 0 (0 = off)")
         return value
 
 
@@ -270,6 +278,7 @@ class Sampling(_Strict):
     temperature: float
     top_p: float
     max_new_tokens: int
+    top_k: int = 0
 
 
 class Recipe(_Strict):

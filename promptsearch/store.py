@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -180,11 +181,16 @@ class Store:
 
     @classmethod
     def open(cls, url: str, create_if_empty: bool = True) -> Store:
+        parsed = make_url(url) if "://" in url else None
+        if (parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database
+                and parsed.database != ":memory:" and not create_if_empty and not Path(parsed.database).exists()):
+            raise UserError(f"database file {Path(parsed.database).resolve()} does not exist")
         engine = _engine(url)
         try:
             with engine.connect() as conn:
                 current = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
-                empty = not inspect(conn).get_table_names()
+                # A database with no promptsearch tables yet (new, or holding only Optuna's) gets them.
+                empty = not any(t.startswith("ps_") for t in inspect(conn).get_table_names())
         except OperationalError as exc:
             raise UserError(f"cannot reach database {redact(url)}: {exc.orig}") from exc
         head = _head_revision()

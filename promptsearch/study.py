@@ -30,7 +30,6 @@ from promptsearch.trial import Corpora, TrialContext, build_stages, run_trial, s
 
 SPACE_ATTR = "space"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @dataclass(frozen=True)

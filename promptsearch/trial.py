@@ -71,10 +71,12 @@ class RephraseStage:
         result = rephrase(ctx.corpora.source, ctx.recipe, ctx.store, ctx.generators, ctx.workdir)
         ctx.rephrased = result
         outputs: list[tuple[str, str, bool]] = []
+        truncated = 0
         for doc in ctx.corpora.source:
             samples = result.samples[doc.id]
             best = select_sample(doc.text, [s.text for s in samples])
             ctx.pairs.append((doc.text, samples[best].text))
+            truncated += samples[best].finish_reason == "length"
             outputs.extend((doc.id, s.key, i == best) for i, s in enumerate(samples))
         ctx.store.record_trial_outputs(ctx.study_name, ctx.trial.number, outputs)
         ctx.record("rephrase", {
@@ -85,6 +87,8 @@ class RephraseStage:
             "seconds": result.wall_seconds,
             "tokens_per_second": result.completion_tokens_generated / max(result.wall_seconds, 1e-9)
             if result.requests_made else 0.0,
+            "truncated_rate": truncated / max(1, len(ctx.corpora.source)),
+            "server_restarts": result.server_restarts,
         })  # fmt: skip
 
 
@@ -143,6 +147,7 @@ def suggest_recipe(trial: optuna.Trial, space: SearchSpace, template_id: int, te
                                             log=s.temperature.log),
             top_p=trial.suggest_float("top_p", s.top_p.low, s.top_p.high, log=s.top_p.log),
             max_new_tokens=int(trial.suggest_categorical("max_new_tokens", s.max_new_tokens)),
+            top_k=int(trial.suggest_categorical("top_k", s.top_k)),
         ),
         best_of_n=int(trial.suggest_categorical("best_of_n", space.best_of_n)),
         mix_ratio=trial.suggest_float("mix_ratio", space.mix_ratio.low, space.mix_ratio.high),

@@ -124,10 +124,16 @@ def test_sqlite_refuses_two_workers(tmp_path: Path) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_unknown_study_is_one_line(tmp_path: Path) -> None:
-    result = run_cli("study", "status", "nope", "--db", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
-    assert result.returncode == 1 and "no study named 'nope'" in result.stderr
-    assert "Traceback" not in result.stderr
+def test_unknown_study_or_database_is_one_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    missing = run_cli("study", "status", "nope", "--db", url, cwd=tmp_path)
+    assert missing.returncode == 1 and "x.db does not exist" in missing.stderr
+    assert not (tmp_path / "x.db").exists()
+    assert run_cli("db", "upgrade", "--db", url, cwd=tmp_path).returncode == 0
+    unknown = run_cli("study", "status", "nope", "--db", url, cwd=tmp_path)
+    assert unknown.returncode == 1 and "no study named 'nope'" in unknown.stderr
+    for result in (missing, unknown):
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.postgres
