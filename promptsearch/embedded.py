@@ -150,6 +150,17 @@ class TransformersServer:
         self._wait_ready()
         return self.url
 
+    def wait_ready(self) -> None:
+        """Wait for the server to answer, also through a restart by the watcher."""
+        deadline = time.monotonic() + self.settings.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self.alive():
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{self.url}/v1/models", timeout=2).status_code == 200:
+                        return
+            time.sleep(0.5)
+        raise UserError(f"the embedded generator server did not come back; see {self.log_path}")
+
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.settings.startup_timeout_s
         while time.monotonic() < deadline:

@@ -31,6 +31,8 @@ from promptsearch.pipelines import run_local_pipeline
 from promptsearch.space import GeneratorSpec, Recipe
 from promptsearch.store import GenerationRow, Store, generation_key
 
+MAX_SERVER_RESTARTS = 3
+
 
 @dataclass
 class RephraseResult:
@@ -64,6 +66,18 @@ class Generators:
 
     def restarts(self) -> int:
         return sum(server.restarts for server in self._servers.values())
+
+    def restarted_since(self, count: int, within_s: float = 3.0) -> bool:
+        """Whether a server died and was restarted (the watcher notices a death within a second)."""
+        deadline = time.monotonic() + within_s
+        while self.restarts() == count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self.restarts() > count
+
+    def wait_ready(self, generator: GeneratorSpec) -> None:
+        """Block until a restarted embedded server answers again."""
+        if generator.backend == "embedded":
+            self.embedded_server(generator).wait_ready()
 
     def identity(self, generator: GeneratorSpec) -> tuple[str, str]:
         """(model id, revision) as used in cache keys and recipes."""
@@ -205,6 +219,7 @@ def _generate(
     workdir: Path,
 ) -> list[GenerationRow]:
     produced: list[GenerationRow] = []
+    have = set(cached)
 
     async def one_sample(document: Document, index: int, generate: Any) -> None:
         payload = {
@@ -225,18 +240,31 @@ def _generate(
 
     # One datatrove rollout per document issues its missing best-of-N samples concurrently: the
     # rollout callback does not expose its rollout index, which the cache key needs.
-    async def rollout(document: Document, generate: Any) -> dict[str, int]:
+    async def rollout(document: Document, generate: Any) -> dict[str, int] | None:
         import asyncio
 
-        todo = [i for i, k in enumerate(keys[document.id]) if k not in cached]
+        todo = [i for i, k in enumerate(keys[document.id]) if k not in have]
         await asyncio.gather(*(one_sample(document, i, generate) for i in todo))
         return {"samples": len(todo)}
 
-    run_dir = workdir / "rephrase" / uuid.uuid4().hex[:8]
-    runner = InferenceRunner(
-        rollout_fn=rollout,
-        config=generators.inference_config(recipe.generator, recipe.best_of_n),
-        output_writer=JsonlWriter(str(run_dir / "output"), output_filename="${rank}.jsonl", compression=None),
-    )
-    run_local_pipeline([documents, runner], run_dir / "logs")
+    # A dying embedded server is restarted by its watcher, but datatrove aborts the run on the dropped
+    # connection (it reads as HTTP 500), so the run is repeated for what is still missing, from the cache.
+    for attempt in range(MAX_SERVER_RESTARTS + 1):
+        restarts = generators.restarts()
+        todo = [d for d in documents if any(k not in have for k in keys[d.id])]
+        run_dir = workdir / "rephrase" / uuid.uuid4().hex[:8]
+        runner = InferenceRunner(
+            rollout_fn=rollout,
+            config=generators.inference_config(recipe.generator, recipe.best_of_n),
+            output_writer=JsonlWriter(str(run_dir / "output"), output_filename="${rank}.jsonl", compression=None),
+        )
+        try:
+            run_local_pipeline([todo, runner], run_dir / "logs")
+            break
+        except Exception:
+            if attempt == MAX_SERVER_RESTARTS or not generators.restarted_since(restarts):
+                raise
+            generators.wait_ready(recipe.generator)
+        finally:
+            have.update(row.key for row in produced)
     return produced

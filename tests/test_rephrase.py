@@ -1,3 +1,7 @@
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 from promptsearch.corpus import read_corpus
@@ -32,3 +36,36 @@ def test_generation_round_trip_and_cache(tmp_path: Path, embedded_server: Transf
         assert any(t.strip() for t in texts)
     with store.session() as s:
         assert s.query(GenerationRow).count() == 4
+
+
+def test_server_killed_mid_trial_resumes_each_document_once(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'g.db'}")
+    template = SEED_TEMPLATES["summary"]
+    template_id = store.add_template(template.name, template.family, template.text, template.text_hash, "seed")
+    documents = read_corpus(CorpusSpec(format="embedded", path="lee_background", limit=6, max_chars=300)).documents
+    recipe = Recipe(
+        template_id=template_id, template_name=template.name, template_text=template.text,
+        template_hash=template.text_hash,
+        generator=GeneratorSpec(name="smol", backend="embedded", model="embedded", concurrency=2),
+        sampling=Sampling(temperature=0.5, top_p=0.9, max_new_tokens=24), best_of_n=1, mix_ratio=0.5, seed=0,
+    )  # fmt: skip
+    with Generators(tmp_path / "logs") as generators:
+        server = generators.embedded_server(recipe.generator)
+
+        def kill_after_first_sample() -> None:
+            while True:
+                with store.session() as s:
+                    if s.query(GenerationRow).count() >= 1:
+                        break
+                time.sleep(0.1)
+            os.kill(server.process.pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_after_first_sample, daemon=True)
+        killer.start()
+        result = rephrase(documents, recipe, store, generators, tmp_path)
+        killer.join(timeout=1)
+    assert result.server_restarts == 1
+    assert result.requests_made == len(documents)
+    with store.session() as s:
+        doc_ids = [row.doc_id for row in s.query(GenerationRow)]
+    assert sorted(doc_ids) == sorted(d.id for d in documents)  # each document generated exactly once
