@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from promptsearch.errors import SpaceError, UserError
+
+if TYPE_CHECKING:
+    from promptsearch.space import CorpusSpec
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n")[0])
 study_app = typer.Typer(no_args_is_help=True, help="Create, run and inspect studies.")
@@ -253,6 +256,124 @@ def export(
     loaded, store = load_study(study, db)
     for path in export_recipes(loaded, store, out):
         console.print(f"wrote {path}")
+
+
+# ----------------------------------------------------------------------------------------- metrics
+
+
+@app.command("metrics")
+def metrics(
+    file: Annotated[Path, typer.Argument(help="JSONL (optionally .gz) or Parquet of (source, output) rows.")],
+    source_key: Annotated[str, typer.Option(help="Field with the source document.")] = "source_text",
+    output_key: Annotated[str, typer.Option(help="Field with the synthetic output.")] = "text",
+    family: Annotated[str, typer.Option(help="Template family for format validity (faq, table, math, …).")] = "",
+    embeddings: Annotated[bool, typer.Option(help="Also Vendi score and similarity (MiniLM).")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:  # fmt: skip
+    """Audit an existing synthetic dataset with the same metrics a trial gets."""
+    import json
+
+    from promptsearch.measure import Embedder, OutputRecord, measure, most_common_opening
+
+    rows = _read_rows(file)
+    missing = [k for k in (source_key, output_key) if rows and k not in rows[0]]
+    if not rows or missing:
+        raise UserError(f"{file}: no rows" if not rows else f"{file}: rows have no field(s) {', '.join(missing)}")
+    records = [OutputRecord(str(r[source_key] or ""), str(r[output_key] or ""),
+                            family or str((r.get("metadata") or {}).get("template_family", "")))
+               for r in rows]  # fmt: skip
+    report = measure(records, Embedder() if embeddings else None)
+    opening, share = most_common_opening([r.output for r in records])
+    if as_json:
+        console.print_json(json.dumps({"rows": len(records), "top_opening": opening, **report}))
+        return
+    table = Table("metric", "value", title=f"{file} ({len(records)} rows)")
+    for name, value in report.items():
+        table.add_row(name, f"{value:.4f}")
+    table.add_row("top_opening", f"{opening!r} ({share:.0%})")
+    console.print(table)
+
+
+def _read_rows(path: Path) -> list[dict]:
+    import gzip
+    import json
+
+    if not path.is_file():
+        raise UserError(f"file not found: {path}")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise UserError(f"{path}: not JSONL ({exc})") from exc
+
+
+# ---------------------------------------------------------------------------------------- generate
+
+
+def _input_corpus(path: str, input_format: str, text_key: str, limit: int | None) -> CorpusSpec:
+    from promptsearch.space import CorpusSpec
+
+    if input_format == "auto":
+        name = path.lower()
+        input_format = ("jsonl" if ".jsonl" in name or ".json" in name else "parquet" if name.endswith(".parquet")
+                        else "embedded" if path in ("lee_background", "lee") else "text")  # fmt: skip
+    return CorpusSpec(format=input_format, path=path, text_key=text_key, limit=limit)
+
+
+@app.command("generate")
+def generate(
+    input: Annotated[str, typer.Option("--input", help="File or folder (jsonl/parquet/txt), or a Hub dataset.")],
+    output: Annotated[Path, typer.Option("--output", help="Output folder (data/, checkpoints/, logs/).")],
+    recipe: Annotated[Path | None, typer.Option(help="Recipe YAML from `promptsearch export`.")] = None,
+    space: Annotated[Path | None, typer.Option(help="Search space, with --template, instead of a recipe.")] = None,
+    template: Annotated[str | None, typer.Option(help="Template name (with --space).")] = None,
+    generator: Annotated[str | None, typer.Option(help="Generator name in the space (default: the first).")] = None,
+    temperature: Annotated[float | None, typer.Option(min=0.0, max=2.0)] = None,
+    top_p: Annotated[float | None, typer.Option(min=0.0, max=1.0)] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(min=1)] = None,
+    best_of_n: Annotated[int, typer.Option(min=1, max=64)] = 1,
+    input_format: Annotated[str, typer.Option(help="auto|jsonl|parquet|text|hub|embedded")] = "auto",
+    text_key: Annotated[str, typer.Option(help="Text field of jsonl/parquet/hub rows.")] = "text",
+    limit: Annotated[int | None, typer.Option(min=1, help="Stop after this many documents.")] = None,
+    output_format: Annotated[str, typer.Option("--format", help="jsonl or parquet")] = "jsonl",
+    tasks: Annotated[int, typer.Option(min=1, help="datatrove tasks (shards of the input).")] = 1,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Documents per checkpointed output chunk.")] = 100,
+) -> None:  # fmt: skip
+    """Generate a synthetic dataset from a recipe (or a space's template); resumable."""
+    from promptsearch.generate import default_sampling, generate_dataset, recipe_from_file, recipe_from_space
+    from promptsearch.rephrase import Generators
+    from promptsearch.space import Sampling, load_space
+
+    if output_format not in ("jsonl", "parquet"):
+        raise UserError(f"--format must be jsonl or parquet (got {output_format!r})")
+    if (recipe is None) == (space is None):
+        raise UserError("give either --recipe FILE or --space FILE --template NAME")
+    if recipe is not None:
+        chosen = recipe_from_file(recipe)
+    else:
+        if template is None:
+            raise UserError("--space needs --template NAME")
+        loaded = load_space(space)
+        base = default_sampling(loaded)
+        sampling = Sampling(
+            temperature=base.temperature if temperature is None else temperature,
+            top_p=base.top_p if top_p is None else top_p,
+            max_new_tokens=base.max_new_tokens if max_new_tokens is None else max_new_tokens, top_k=base.top_k,
+        )  # fmt: skip
+        chosen = recipe_from_space(loaded, template, generator, sampling, best_of_n)
+    corpus = _input_corpus(input, input_format, text_key, limit)
+    _quiet_libraries(output)
+    with Progress(TextColumn("generating"), MofNCompleteColumn(), TextColumn("documents"), TimeElapsedColumn(),
+                  console=console) as progress, Generators(output / "logs") as generators:  # fmt: skip
+        task = progress.add_task("generate", total=limit)
+        generate_dataset(chosen, corpus, output, generators, output_format=output_format, tasks=tasks,
+                         records_per_chunk=chunk_size, on_document=lambda: progress.advance(task))  # fmt: skip
+    console.print(f"wrote {output / 'data'} (template {chosen.template_name}, generator {chosen.generator.name})")
 
 
 def main() -> None:

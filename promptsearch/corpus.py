@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.readers import HuggingFaceDatasetReader, JsonlReader, ParquetReader
@@ -60,11 +61,12 @@ def truncate_at_newline(text: str, max_chars: int) -> str:
     return text[: cut if cut > 0 else max_chars].rstrip()
 
 
-def _reader(spec: CorpusSpec) -> BaseDiskReader | HuggingFaceDatasetReader:
-    common = {"text_key": spec.text_key, "id_key": spec.id_key}
+def corpus_reader(spec: CorpusSpec, limit: int = -1) -> BaseDiskReader | HuggingFaceDatasetReader:
+    """The datatrove reader for a corpus; `read_corpus` applies skip/limit itself, after filtering."""
+    common: dict[str, Any] = {"text_key": spec.text_key, "id_key": spec.id_key, "limit": limit}
     if spec.format == "embedded":
         path = lee_corpus_file(spec.path)
-        return TextReader(str(path.parent), per="line", glob_pattern=path.name, recursive=False)
+        return TextReader(str(path.parent), per="line", glob_pattern=path.name, recursive=False, limit=limit)
     if spec.format == "hub":
         return HuggingFaceDatasetReader(
             spec.path, {"name": spec.hub_config, "split": spec.split}, streaming=True, **common
@@ -77,7 +79,7 @@ def _reader(spec: CorpusSpec) -> BaseDiskReader | HuggingFaceDatasetReader:
         return JsonlReader(folder, glob_pattern=glob, **common)
     if spec.format == "parquet":
         return ParquetReader(folder, glob_pattern=glob, **common)
-    return TextReader(folder, per="file", glob_pattern=glob or "**/*.txt")
+    return TextReader(folder, per="file", glob_pattern=glob or "**/*.txt", limit=limit)
 
 
 def _is_binary(text: str) -> bool:
@@ -86,7 +88,7 @@ def _is_binary(text: str) -> bool:
 
 def _documents(spec: CorpusSpec) -> Iterator[Document]:
     try:
-        yield from _reader(spec).run()
+        yield from corpus_reader(spec).run()
     except FileNotFoundError as exc:
         raise UserError(f"corpus {spec.path}: {exc}") from exc
 

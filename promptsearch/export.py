@@ -39,11 +39,13 @@ def trial_recipe(study: optuna.Study, store: Store, trial: FrozenTrial) -> Recip
     template = store.template(int(trial.user_attrs["template_id"]))
     p = trial.params
     return Recipe(
-        template_id=template.id, template_name=template.name, template_text=template.text,
+        template_id=template.id, template_name=template.name, template_family=template.family,
+        template_text=template.text,
         template_hash=template.text_hash, generator=space.generator(p["generator"]),
         sampling=Sampling(temperature=p["temperature"], top_p=p["top_p"], max_new_tokens=p["max_new_tokens"],
                           top_k=p.get("top_k", 0)),
-        best_of_n=p["best_of_n"], mix_ratio=p["mix_ratio"], seed=space.seed,
+        best_of_n=p["best_of_n"], selection=p.get("selection", "fidelity"), mix_ratio=p["mix_ratio"],
+        seed=space.seed,
     )  # fmt: skip
 
 

@@ -12,10 +12,10 @@ from datatrove.executor import LocalPipelineExecutor
 from loguru import logger
 
 
-def run_local_pipeline(pipeline: Sequence[Any], logging_dir: Path) -> None:
-    """One task, in this process; datatrove's log goes to `logging_dir` (its own files + console.log)."""
+def run_local_pipeline(pipeline: Sequence[Any], logging_dir: Path, tasks: int = 1) -> None:
+    """`tasks` ranks, one after another in this process; datatrove's log goes to `logging_dir`."""
     logging_dir.mkdir(parents=True, exist_ok=True)
-    executor = LocalPipelineExecutor(list(pipeline), tasks=1, workers=1, logging_dir=str(logging_dir))
+    executor = LocalPipelineExecutor(list(pipeline), tasks=tasks, workers=1, logging_dir=str(logging_dir))
     # datatrove's task logger adds a sys.stderr sink when the task starts; point that at a file.
     with (logging_dir / "console.log").open("a") as console, contextlib.redirect_stderr(console):
         try:

@@ -166,10 +166,19 @@ def sampling_params(recipe: Recipe) -> dict[str, Any]:
     return params
 
 
-def _prompt_text(document: Document, recipe: Recipe) -> str:
+def prompt_text(document: Document, recipe: Recipe) -> str:
     # FinePhrase's rule: the input may take (context - max new tokens) * 3 characters.
     budget = max(256, (recipe.generator.max_context - recipe.sampling.max_new_tokens) * 3)
     return recipe.template_text.replace("{document}", truncate_at_newline(document.text, budget))
+
+
+def request_payload(document: Document, recipe: Recipe, sample_index: int) -> dict[str, Any]:
+    """The OpenAI-style chat request for one sample (datatrove adds the model name)."""
+    return {
+        "messages": [{"role": "user", "content": prompt_text(document, recipe)}],
+        **sampling_params(recipe),
+        "seed": recipe.seed + sample_index,
+    }
 
 
 def rephrase(
@@ -222,12 +231,7 @@ def _generate(
     have = set(cached)
 
     async def one_sample(document: Document, index: int, generate: Any) -> None:
-        payload = {
-            "messages": [{"role": "user", "content": _prompt_text(document, recipe)}],
-            **sampling,
-            "seed": recipe.seed + index,
-        }
-        result = await generate(payload)
+        result = await generate(request_payload(document, recipe, index))
         row = GenerationRow(
             key=keys[document.id][index], template_hash=recipe.template_hash, model_id=model_id,
             model_revision=revision, sampling=sampling, seed=recipe.seed + index, doc_id=document.id,

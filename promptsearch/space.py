@@ -24,6 +24,10 @@ OBJECTIVE_METRICS = {
     "proxy.heldout_bpb": "bits per byte of the proxy model on held-out raw text (lower is better)",
     "measure.unique_prefix_ratio_10": "unique 10-character openings / outputs (template collapse)",
     "measure.number_recall": "share of the source's numbers that reappear in the output",
+    "measure.entity_recall": "share of the source's capitalized entities that reappear in the output",
+    "measure.format_validity": "share of outputs with the shape their template family asks for",
+    "measure.vendi_score": "effective number of distinct outputs (MiniLM embeddings)",
+    "measure.embedding_similarity": "mean cosine similarity of output and source (MiniLM embeddings)",
 }
 
 
@@ -127,7 +131,7 @@ class GeneratorSpec(_Strict):
     endpoint_url: str | None = None
     api_key_env: str | None = None
     max_context: int = Field(8192, ge=256)
-    concurrency: int = Field(16, ge=1, le=4096)
+    concurrency: int = Field(32, ge=1, le=4096)
     serving: dict[str, int | float | str | bool] = Field(default_factory=dict)
     speculative: dict[str, int | float | str] | None = None
 
@@ -183,6 +187,27 @@ class Objective(_Strict):
         return value
 
 
+class PruneThresholds(_Strict):
+    """A trial that breaks one is PRUNED before proxy training (fidelity F0 of the ladder).
+
+    Defaults sit well below what the quickstart's seed templates reach with SmolLM2-135M
+    (unique-prefix ratio@10 0.50-0.75, number recall 0.23-0.56, echo rate 0.08-0.25, failure rate
+    0.58-0.75 with 128 new tokens, format validity 0-0.08), so they only catch broken templates.
+    Raise `min_format_validity` for 1B-class generators, which follow formats.
+    """
+
+    min_unique_prefix_ratio_10: float = Field(0.2, ge=0, le=1)
+    min_number_recall: float = Field(0.05, ge=0, le=1)
+    min_format_validity: float = Field(0.0, ge=0, le=1)
+    max_echo_rate: float = Field(0.5, ge=0, le=1)
+    max_failure_rate: float = Field(0.9, ge=0, le=1)
+
+
+class MeasureSpec(_Strict):
+    embeddings: bool = Field(True, description="Vendi score and source similarity with the embedded MiniLM")
+    prune: PruneThresholds = PruneThresholds()
+
+
 class Budget(_Strict):
     trials: int = Field(ge=1)
     wall_time_minutes: float | None = Field(None, gt=0)
@@ -202,7 +227,11 @@ class SearchSpace(_Strict):
     generators: list[GeneratorSpec] = Field(min_length=1)
     sampling: SamplingSpace = SamplingSpace()
     best_of_n: list[int] = Field(default_factory=lambda: [1])
+    selection: list[Literal["fidelity", "format", "novelty", "length"]] = Field(
+        default_factory=lambda: ["fidelity"], min_length=1, description="best-of-N selection rules to search"
+    )
     mix_ratio: FloatRange = FloatRange(low=0.5, high=0.5)
+    measure: MeasureSpec = MeasureSpec()
     proxy: str | None = Field(None, description="a profile in proxies/ or a YAML path; null leaves it out")
     budget: Budget
     seed: int = 0
@@ -286,11 +315,13 @@ class Recipe(_Strict):
 
     template_id: int
     template_name: str
+    template_family: str = ""
     template_text: str
     template_hash: str
     generator: GeneratorSpec
     sampling: Sampling
     best_of_n: int
+    selection: str = "fidelity"
     mix_ratio: float
     seed: int
 

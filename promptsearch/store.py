@@ -117,6 +117,8 @@ class TrialMetricRow(Base):
 class ProxyRunRow(Base):
     __tablename__ = "ps_proxy_runs"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # hash of everything the result depends on (profile, mixture texts, ratio, seed): identical inputs reuse it
+    input_key: Mapped[str] = mapped_column(String(64), index=True)
     study_name: Mapped[str] = mapped_column(String(200), index=True)
     trial_number: Mapped[int] = mapped_column(Integer)
     profile: Mapped[str] = mapped_column(String(200))
@@ -299,6 +301,10 @@ class Store:
     def add_proxy_run(self, row: ProxyRunRow) -> None:
         with self.session() as s:
             s.add(row)
+
+    def proxy_run(self, input_key: str) -> ProxyRunRow | None:
+        with self.session() as s:
+            return s.scalars(select(ProxyRunRow).where(ProxyRunRow.input_key == input_key).limit(1)).first()
 
     def delete_study_rows(self, study: str) -> None:
         with self.session() as s:

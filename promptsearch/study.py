@@ -17,16 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
 from promptsearch.corpus import read_corpus
 from promptsearch.errors import UserError
+from promptsearch.measure import Embedder
 from promptsearch.rephrase import Generators
 from promptsearch.space import SearchSpace, load_space
 from promptsearch.store import Store, redact
 from promptsearch.templates import TemplateSpec, template_pool
-from promptsearch.trial import Corpora, TrialContext, build_stages, run_trial, suggest_recipe
+from promptsearch.trial import Corpora, TrialContext, WorkerResources, build_stages, run_trial, suggest_recipe
 
 SPACE_ATTR = "space"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -103,12 +105,22 @@ def finished_count(study: optuna.Study) -> int:
     return sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
 
 
+def artifact_store(workdir: Path, study_name: str) -> FileSystemArtifactStore:
+    """Where trial artifacts (metrics JSON, plots, samples) live; the dashboard serves them from here."""
+    folder = workdir / study_name / "artifacts"
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(folder))
+
+
 class _Objective:
     def __init__(self, study: optuna.Study, store: Store, generators: Generators, options: RunOptions):
         self.space = study_space(study)
         self.study = study
         self.store = store
-        self.generators = generators
+        self.resources = WorkerResources(
+            generators=generators, embedder=Embedder() if self.space.measure.embeddings else None,
+            artifacts=artifact_store(options.workdir, study.study_name),
+        )  # fmt: skip
         self.options = options
         self.stages = build_stages(self.space)
         self.corpora = Corpora(
@@ -127,8 +139,9 @@ class _Objective:
         recipe = suggest_recipe(trial, self.space, row.id, TemplateSpec(row.name, row.family, row.text))
         trial.set_user_attr("recipe_fingerprint", recipe.fingerprint())
         ctx = TrialContext(
-            study_name=self.study.study_name, trial=trial, recipe=recipe, corpora=self.corpora, store=self.store,
-            generators=self.generators, workdir=self.options.workdir / self.study.study_name / f"trial-{trial.number}",
+            study_name=self.study.study_name, trial=trial, recipe=recipe, family=row.family, corpora=self.corpora,
+            store=self.store, resources=self.resources,
+            workdir=self.options.workdir / self.study.study_name / f"trial-{trial.number}",
         )  # fmt: skip
         try:
             return run_trial(ctx, self.stages, self.space)

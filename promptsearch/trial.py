@@ -9,18 +9,30 @@ space uses (no proxy profile → no proxy stage). A stage that is not built is l
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import optuna
 from datatrove.data import Document
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
-from promptsearch.measure import measure, select_sample
+from promptsearch.measure import PREFIX_LENGTHS, Embedder, OutputRecord, measure, most_common_opening, select_sample
 from promptsearch.proxy import ProxyResult, TooLittleData, run_proxy
 from promptsearch.rephrase import Generators, RephraseResult, rephrase
-from promptsearch.space import ProxyProfile, Recipe, Sampling, SearchSpace, load_proxy_profile
+from promptsearch.space import (
+    ProxyProfile,
+    PruneThresholds,
+    Recipe,
+    Sampling,
+    SearchSpace,
+    load_proxy_profile,
+)
 from promptsearch.store import ProxyRunRow, Store
 from promptsearch.templates import TemplateSpec
 
@@ -35,16 +47,26 @@ class Corpora:
 
 
 @dataclass
+class WorkerResources:
+    """What a worker sets up once and every trial reuses."""
+
+    generators: Generators
+    embedder: Embedder | None
+    artifacts: FileSystemArtifactStore
+
+
+@dataclass
 class TrialContext:
     study_name: str
     trial: optuna.Trial
     recipe: Recipe
+    family: str
     corpora: Corpora
     store: Store
-    generators: Generators
+    resources: WorkerResources
     workdir: Path
     rephrased: RephraseResult | None = None
-    pairs: list[tuple[str, str]] = field(default_factory=list)
+    records: list[OutputRecord] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     proxy: ProxyResult | None = None
     seconds: dict[str, float] = field(default_factory=dict)
@@ -64,19 +86,52 @@ class Stage(Protocol):
     def run(self, ctx: TrialContext) -> None: ...
 
 
+def predicted_rephrase_seconds(ctx: TrialContext) -> float | None:
+    """Cost prediction before generating: this generator's measured throughput in earlier trials."""
+    earlier = [
+        t.user_attrs for t in ctx.trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if t.params.get("generator") == ctx.recipe.generator.name and t.user_attrs.get("rephrase.requests_made")
+    ]  # fmt: skip
+    if not earlier:
+        return None
+    tokens_per_request = sum(a["rephrase.completion_tokens"] / a["rephrase.requests_made"] for a in earlier)
+    tokens_per_second = sum(a["rephrase.tokens_per_second"] for a in earlier)
+    requests = len(ctx.corpora.source) * ctx.recipe.best_of_n
+    return requests * tokens_per_request / tokens_per_second  # the len(earlier) factors cancel
+
+
+def _device_hours(ctx: TrialContext, seconds: float) -> dict[str, float]:
+    """GPU-hours for vLLM (tp x dp GPUs), CPU core-hours for the embedded server on CPU."""
+    import torch
+
+    generator = ctx.recipe.generator
+    if generator.backend == "vllm":
+        gpus = int(generator.serving.get("tp", 1)) * int(generator.serving.get("dp", 1))
+        return {"gpu_hours": seconds * gpus / 3600}
+    if generator.backend == "embedded":
+        if torch.cuda.is_available():
+            return {"gpu_hours": seconds / 3600}
+        return {"cpu_core_hours": seconds * len(os.sched_getaffinity(0)) / 3600}
+    return {}
+
+
 class RephraseStage:
     name = "rephrase"
 
     def run(self, ctx: TrialContext) -> None:
-        result = rephrase(ctx.corpora.source, ctx.recipe, ctx.store, ctx.generators, ctx.workdir)
+        if (predicted := predicted_rephrase_seconds(ctx)) is not None:
+            ctx.trial.set_user_attr("rephrase.predicted_seconds", predicted)
+        result = rephrase(ctx.corpora.source, ctx.recipe, ctx.store, ctx.resources.generators, ctx.workdir)
         ctx.rephrased = result
         outputs: list[tuple[str, str, bool]] = []
-        truncated = 0
+        openings: Counter[str] = Counter()
         for doc in ctx.corpora.source:
             samples = result.samples[doc.id]
-            best = select_sample(doc.text, [s.text for s in samples])
-            ctx.pairs.append((doc.text, samples[best].text))
-            truncated += samples[best].finish_reason == "length"
+            best = select_sample(doc.text, [s.text for s in samples], ctx.family, ctx.recipe.selection, openings)
+            chosen = samples[best]
+            openings[chosen.text.strip()[:20]] += 1
+            ctx.records.append(OutputRecord(doc.text, chosen.text, ctx.family, chosen.finish_reason,
+                                            chosen.completion_tokens))  # fmt: skip
             outputs.extend((doc.id, s.key, i == best) for i, s in enumerate(samples))
         ctx.store.record_trial_outputs(ctx.study_name, ctx.trial.number, outputs)
         ctx.record("rephrase", {
@@ -87,16 +142,67 @@ class RephraseStage:
             "seconds": result.wall_seconds,
             "tokens_per_second": result.completion_tokens_generated / max(result.wall_seconds, 1e-9)
             if result.requests_made else 0.0,
-            "truncated_rate": truncated / max(1, len(ctx.corpora.source)),
             "server_restarts": result.server_restarts,
+            **_device_hours(ctx, result.wall_seconds if result.requests_made else 0.0),
         })  # fmt: skip
 
 
 class MeasureStage:
+    """Metrics of the selected outputs; a trial breaking a threshold is PRUNED here, before the proxy."""
+
     name = "measure"
 
+    def __init__(self, thresholds: PruneThresholds):
+        self.thresholds = thresholds
+
+    def violations(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Optuna constraint values (> 0 = broken), one per threshold."""
+        t = self.thresholds
+        return {
+            "unique_prefix_ratio_10": t.min_unique_prefix_ratio_10 - metrics["unique_prefix_ratio_10"],
+            "number_recall": t.min_number_recall - metrics["number_recall"],
+            "format_validity": t.min_format_validity - metrics["format_validity"],
+            "echo_rate": metrics["echo_rate"] - t.max_echo_rate,
+            "failure_rate": metrics["failure_rate"] - t.max_failure_rate,
+        }
+
     def run(self, ctx: TrialContext) -> None:
-        ctx.record("measure", measure(ctx.pairs))
+        metrics = measure(ctx.records, ctx.resources.embedder)
+        ctx.record("measure", metrics)
+        opening, _ = most_common_opening([r.output for r in ctx.records])
+        ctx.trial.set_user_attr("measure.top_opening", opening)
+        save_measure_artifacts(ctx, metrics)
+        violations = self.violations(metrics)
+        for name, value in violations.items():
+            ctx.trial.set_constraint(name, value)
+        if broken := [name for name, value in violations.items() if value > 0]:
+            reason = "measure: " + ", ".join(f"{n} {metrics[n]:.2f} breaks its threshold" for n in broken)
+            ctx.trial.set_user_attr("pruned_reason", reason)
+            raise optuna.TrialPruned(reason)
+
+
+def save_measure_artifacts(ctx: TrialContext, metrics: dict[str, float]) -> None:
+    """The metrics JSON and the prefix-collapse plot, as Optuna artifacts of the trial."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = ctx.workdir / "measure"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(PREFIX_LENGTHS, [metrics[f"unique_prefix_ratio_{n}"] for n in PREFIX_LENGTHS], marker="o")
+    ax.set(xscale="log", xlabel="prefix length (characters)", ylabel="unique prefixes / outputs", ylim=(0, 1.05),
+           title=f"trial {ctx.trial.number}: {ctx.recipe.template_name} prefix collapse")  # fmt: skip
+    ax.set_xticks(PREFIX_LENGTHS, [str(n) for n in PREFIX_LENGTHS])
+    fig.tight_layout()
+    fig.savefig(folder / "prefix_collapse.png", dpi=100)
+    plt.close(fig)
+    for name, mimetype in (("metrics.json", "application/json"), ("prefix_collapse.png", "image/png")):
+        artifact_id = upload_artifact(artifact_store=ctx.resources.artifacts, file_path=str(folder / name),
+                                      study_or_trial=ctx.trial, mimetype=mimetype)  # fmt: skip
+        ctx.trial.set_user_attr(f"artifact.{name}", artifact_id)
 
 
 class ProxyStage:
@@ -105,11 +211,21 @@ class ProxyStage:
     def __init__(self, profile: ProxyProfile):
         self.profile = profile
 
+    def input_key(self, ctx: TrialContext) -> str:
+        parts = [self.profile.model_dump(mode="json"), ctx.recipe.mix_ratio, ctx.recipe.seed,
+                 [r.output for r in ctx.records], ctx.corpora.mix_in, ctx.corpora.heldout]  # fmt: skip
+        return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()
+
     def run(self, ctx: TrialContext) -> None:
+        key = self.input_key(ctx)
+        if (previous := ctx.store.proxy_run(key)) is not None:
+            # Training is deterministic given its inputs: an identical mixture reuses the earlier run.
+            ctx.record("proxy", {**previous.scores, "train_tokens": previous.train_tokens, "reused": 1})
+            return
         started = time.monotonic()
         try:
             result = run_proxy(
-                synthetic=[o for _, o in ctx.pairs], raw=ctx.corpora.mix_in, heldout=ctx.corpora.heldout,
+                synthetic=[r.output for r in ctx.records], raw=ctx.corpora.mix_in, heldout=ctx.corpora.heldout,
                 mix_ratio=ctx.recipe.mix_ratio, profile=self.profile, workdir=ctx.workdir / "proxy",
                 seed=ctx.recipe.seed,
             )  # fmt: skip
@@ -118,18 +234,18 @@ class ProxyStage:
             raise optuna.TrialPruned(str(exc)) from exc
         ctx.proxy = result
         ctx.store.add_proxy_run(ProxyRunRow(
-            study_name=ctx.study_name, trial_number=ctx.trial.number, profile=self.profile.name,
+            input_key=key, study_name=ctx.study_name, trial_number=ctx.trial.number, profile=self.profile.name,
             model_config_json=self.profile.model.model_dump(), seed=ctx.recipe.seed + self.profile.train.seed,
             train_tokens=result.train_tokens, synthetic_tokens=result.synthetic_tokens, raw_tokens=result.raw_tokens,
             wall_seconds=time.monotonic() - started, checkpoint_path=str(result.checkpoint),
             scores={"heldout_bpb": result.heldout_bpb},
         ))  # fmt: skip
-        ctx.record("proxy", {"heldout_bpb": result.heldout_bpb, "train_tokens": result.train_tokens,
+        ctx.record("proxy", {"heldout_bpb": result.heldout_bpb, "train_tokens": result.train_tokens, "reused": 0,
                              **{f"{k}_seconds": v for k, v in result.seconds.items()}})
 
 
 def build_stages(space: SearchSpace) -> list[Stage]:
-    stages: list[Stage] = [RephraseStage(), MeasureStage()]
+    stages: list[Stage] = [RephraseStage(), MeasureStage(space.measure.prune)]
     if space.proxy is not None:
         stages.append(ProxyStage(load_proxy_profile(Path(space.proxy))))
     return stages
@@ -140,8 +256,8 @@ def suggest_recipe(trial: optuna.Trial, space: SearchSpace, template_id: int, te
     s = space.sampling
     generator = trial.suggest_categorical("generator", [g.name for g in space.generators])
     return Recipe(
-        template_id=template_id, template_name=template.name, template_text=template.text,
-        template_hash=template.text_hash, generator=space.generator(str(generator)),
+        template_id=template_id, template_name=template.name, template_family=template.family,
+        template_text=template.text, template_hash=template.text_hash, generator=space.generator(str(generator)),
         sampling=Sampling(
             temperature=trial.suggest_float("temperature", s.temperature.low, s.temperature.high,
                                             log=s.temperature.log),
@@ -150,6 +266,7 @@ def suggest_recipe(trial: optuna.Trial, space: SearchSpace, template_id: int, te
             top_k=int(trial.suggest_categorical("top_k", s.top_k)),
         ),
         best_of_n=int(trial.suggest_categorical("best_of_n", space.best_of_n)),
+        selection=str(trial.suggest_categorical("selection", space.selection)),
         mix_ratio=trial.suggest_float("mix_ratio", space.mix_ratio.low, space.mix_ratio.high),
         seed=space.seed,
     )  # fmt: skip

@@ -157,3 +157,27 @@ def test_four_workers_on_postgres_run_20_enqueued_trials_once(
     assert sorted(t.number for t in trials) == sorted(enqueued)  # nothing beyond the 20
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert "postgresql" in result.stdout and pg_url.split("@")[0].split(":")[-1] not in result.stdout
+
+
+def test_broken_template_is_pruned_before_proxy_training(tmp_path: Path, embedded_server: TransformersServer) -> None:
+    broken = tmp_path / "broken" / "echo.txt"
+    broken.parent.mkdir()
+    broken.write_text("Repeat after me:\n\n{document}")  # SmolLM2-135M echoes the document
+    space = write_space(
+        tmp_path / "space.yaml", embedded_server, templates={"files": [str(broken)]}, budget={"trials": 1},
+        source={"format": "embedded", "path": "lee_background", "limit": 4, "max_chars": 300},
+        sampling={"temperature": {"low": 0.2, "high": 0.4}, "max_new_tokens": [24]},
+        measure={"embeddings": False, "prune": {"max_failure_rate": 1.0}},  # default collapse/fidelity thresholds
+    )  # fmt: skip
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    result = run_cli("study", "start", str(space), "--db", url, "--workdir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    trial = _study(url).trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert trial.user_attrs["pruned_reason"].startswith("measure:")
+    assert trial.constraints["echo_rate"] > 0 and trial.constraints["unique_prefix_ratio_10"] <= 0
+    assert "proxy.heldout_bpb" not in trial.user_attrs  # the proxy never ran
+    artifacts = optuna.artifacts.get_all_artifact_meta(trial, storage=optuna.storages.get_storage(url))
+    assert {a.filename for a in artifacts} == {"metrics.json", "prefix_collapse.png"}
+    status = run_cli("study", "status", "tiny", "--db", url, cwd=tmp_path)
+    assert "PRUNED" in status.stdout and "breaks its threshold" in status.stdout

@@ -65,6 +65,7 @@ def upgrade() -> None:
     op.create_table(
         "ps_proxy_runs",
         sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("input_key", sa.String(64), nullable=False, index=True),
         sa.Column("study_name", sa.String(200), nullable=False, index=True),
         sa.Column("trial_number", sa.Integer(), nullable=False),
         sa.Column("profile", sa.String(200), nullable=False),

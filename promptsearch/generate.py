@@ -1,0 +1,120 @@
+"""Generate a synthetic dataset from a recipe, outside a study, with datatrove.
+
+In: a `Recipe` (from `promptsearch export`, or a space + template name), an input corpus and an
+output folder. Out: JSONL or Parquet files whose rows hold the selected rephrasing as `text`, the
+source as `source_text`, and the recipe (template hash, model, sampling, best-of-N) in `metadata`.
+
+The pipeline is datatrove's own: a reader → `InferenceRunner` (best-of-N samples per document,
+selected as in a study) → writer, under the Local or Slurm executor. It resumes from datatrove's
+chunk checkpoints in the output folder, so an interrupted run produces each document exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from datatrove.data import Document
+from datatrove.pipeline.inference.run_inference import InferenceRunner
+from datatrove.pipeline.writers import JsonlWriter, ParquetWriter
+
+from promptsearch.corpus import corpus_reader
+from promptsearch.errors import UserError
+from promptsearch.measure import select_sample
+from promptsearch.pipelines import run_local_pipeline
+from promptsearch.rephrase import Generators, request_payload
+from promptsearch.space import CorpusSpec, Recipe, Sampling, SearchSpace
+from promptsearch.templates import SEED_TEMPLATES, template_pool
+
+
+def recipe_from_file(path: Path) -> Recipe:
+    """A recipe YAML written by `promptsearch export` (its `recipe:` block)."""
+    if not path.is_file():
+        raise UserError(f"recipe file not found: {path}")
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or "recipe" not in data:
+        raise UserError(f"{path}: not a promptsearch recipe (no `recipe:` block)")
+    try:
+        return Recipe.model_validate(data["recipe"])
+    except ValueError as exc:
+        raise UserError(f"{path}: invalid recipe: {str(exc).splitlines()[0]}") from exc
+
+
+def recipe_from_space(space: SearchSpace, template_name: str, generator: str | None, sampling: Sampling,
+                      best_of_n: int) -> Recipe:  # fmt: skip
+    """A recipe for one template of a space; unset knobs take the middle of their ranges."""
+    pool = {t.name: t for t in template_pool(space.templates)} | SEED_TEMPLATES
+    if template_name not in pool:
+        raise UserError(f"unknown template {template_name!r} (known: {', '.join(sorted(pool))})")
+    template = pool[template_name]
+    names = [g.name for g in space.generators]
+    if generator is not None and generator not in names:
+        raise UserError(f"unknown generator {generator!r} (the space has: {', '.join(names)})")
+    return Recipe(
+        template_id=0, template_name=template.name, template_family=template.family, template_text=template.text,
+        template_hash=template.text_hash,
+        generator=space.generator(generator or names[0]), sampling=sampling, best_of_n=best_of_n,
+        mix_ratio=(space.mix_ratio.low + space.mix_ratio.high) / 2, seed=space.seed,
+    )  # fmt: skip
+
+
+def default_sampling(space: SearchSpace) -> Sampling:
+    s = space.sampling
+    return Sampling(temperature=(s.temperature.low + s.temperature.high) / 2, top_p=(s.top_p.low + s.top_p.high) / 2,
+                    max_new_tokens=s.max_new_tokens[0], top_k=s.top_k[0])
+
+
+def _rollout(recipe: Recipe, on_document: Callable[[], None] | None) -> Callable[..., Any]:
+    async def rollout(document: Document, generate: Any) -> dict[str, Any] | None:
+        results = await asyncio.gather(*(generate(request_payload(document, recipe, i))
+                                         for i in range(recipe.best_of_n)))
+        texts = [r.text for r in results]
+        best = select_sample(document.text, texts, recipe.template_family, recipe.selection)
+        if on_document is not None:
+            on_document()
+        return {"text": texts[best], "finish_reason": results[best].finish_reason, "samples": texts,
+                "completion_tokens": sum(int(r.usage.get("completion_tokens", 0)) for r in results)}
+
+    return rollout
+
+
+def _row_adapter(recipe: Recipe, model_id: str, revision: str) -> Callable[..., dict[str, Any]]:
+    info = {
+        "template_name": recipe.template_name, "template_family": recipe.template_family,
+        "template_hash": recipe.template_hash, "model_id": model_id,
+        "model_revision": revision, "sampling": recipe.sampling.model_dump(), "best_of_n": recipe.best_of_n,
+        "seed": recipe.seed,
+    }  # fmt: skip
+
+    def adapter(_writer: Any, document: Document) -> dict[str, Any]:
+        result = document.metadata["rollout_results"][0]
+        return {"id": document.id, "text": result["text"], "source_text": document.text,
+                "metadata": {**info, "finish_reason": result["finish_reason"],
+                             "completion_tokens": result["completion_tokens"], "samples": result["samples"]}}
+
+    return adapter
+
+
+def generate_dataset(
+    recipe: Recipe, source: CorpusSpec, output: Path, generators: Generators,
+    output_format: Literal["jsonl", "parquet"] = "jsonl", tasks: int = 1, records_per_chunk: int = 100,
+    on_document: Callable[[], None] | None = None,
+) -> Path:  # fmt: skip
+    """Run the local pipeline; returns the output folder. Re-running resumes where it stopped."""
+    model_id, revision = generators.identity(recipe.generator)
+    writer_cls = JsonlWriter if output_format == "jsonl" else ParquetWriter
+    suffix = "jsonl" if output_format == "jsonl" else "parquet"
+    writer_kwargs: dict[str, Any] = {"compression": None} if output_format == "jsonl" else {}
+    writer = writer_cls(str(output / "data"), output_filename=f"${{rank}}_${{chunk_index}}.{suffix}",
+                        adapter=_row_adapter(recipe, model_id, revision), **writer_kwargs)  # fmt: skip
+    runner = InferenceRunner(
+        rollout_fn=_rollout(recipe, on_document),
+        config=generators.inference_config(recipe.generator, recipe.best_of_n),
+        output_writer=writer, checkpoints_local_dir=str(output / "checkpoints"), records_per_chunk=records_per_chunk,
+        skip_bad_requests=True,
+    )  # fmt: skip
+    run_local_pipeline([corpus_reader(source, limit=source.limit or -1), runner], output / "logs", tasks=tasks)
+    return output
