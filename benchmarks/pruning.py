@@ -19,8 +19,13 @@ from promptsearch.study import RunOptions, create_study, load_study, start_study
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 BROKEN = "Repeat after me:\n\n{document}"  # SmolLM2-135M echoes the document
-NO_PRUNING = {"min_unique_prefix_ratio_10": 0, "min_number_recall": 0, "min_format_validity": 0,
-              "max_echo_rate": 1, "max_failure_rate": 1}  # fmt: skip
+NO_PRUNING = {
+    "min_unique_prefix_ratio_10": 0,
+    "min_number_recall": 0,
+    "min_format_validity": 0,
+    "max_echo_rate": 1,
+    "max_failure_rate": 1,
+}
 
 
 def run(tmp: Path, name: str, prune: dict[str, float] | None) -> dict:
@@ -28,9 +33,13 @@ def run(tmp: Path, name: str, prune: dict[str, float] | None) -> dict:
     broken = tmp / "broken" / "echo.txt"
     broken.parent.mkdir(exist_ok=True)
     broken.write_text(BROKEN)
-    space |= {"name": name, "proxy": str(REPO / "proxies" / "cpu-tiny.yaml"), "budget": {"trials": 6},
-              "templates": {"seeds": ["faq", "table"], "files": [str(broken)]},
-              "measure": {"embeddings": True, **({"prune": prune} if prune is not None else {})}}  # fmt: skip
+    space |= {
+        "name": name,
+        "proxy": str(REPO / "proxies" / "cpu-tiny.yaml"),
+        "budget": {"trials": 6},
+        "templates": {"seeds": ["faq", "table"], "files": [str(broken)]},
+        "measure": {"embeddings": True, **({"prune": prune} if prune is not None else {})},
+    }
     space_file = tmp / f"{name}.yaml"
     space_file.write_text(yaml.safe_dump(space))
     url = f"sqlite:///{tmp / f'{name}.db'}"
@@ -40,12 +49,24 @@ def run(tmp: Path, name: str, prune: dict[str, float] | None) -> dict:
     trials = study.trials
     best = study.best_trial
     return {
-        "trials": [{"number": t.number, "state": t.state.name, "template_id": t.user_attrs.get("template_id"),
-                    "value": t.value, "proxy_seconds": t.user_attrs.get("seconds.proxy", 0.0),
-                    "pruned_reason": t.user_attrs.get("pruned_reason")} for t in trials],
+        "trials": [
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "template_id": t.user_attrs.get("template_id"),
+                "value": t.value,
+                "proxy_seconds": t.user_attrs.get("seconds.proxy", 0.0),
+                "pruned_reason": t.user_attrs.get("pruned_reason"),
+            }
+            for t in trials
+        ],
         "proxy_seconds": sum(t.user_attrs.get("seconds.proxy", 0.0) for t in trials),
-        "best": {"number": best.number, "template_id": best.user_attrs["template_id"], "params": best.params,
-                 "value": best.value},
+        "best": {
+            "number": best.number,
+            "template_id": best.user_attrs["template_id"],
+            "params": best.params,
+            "value": best.value,
+        },
     }
 
 
@@ -54,11 +75,13 @@ def main() -> None:
         pruned = run(Path(tmp), "with-pruning", None)
         unpruned = run(Path(tmp), "without-pruning", NO_PRUNING)
     report = {
-        "benchmark": "pruning", "with_pruning": pruned, "without_pruning": unpruned,
+        "benchmark": "pruning",
+        "with_pruning": pruned,
+        "without_pruning": unpruned,
         "proxy_compute_saved": 1 - pruned["proxy_seconds"] / unpruned["proxy_seconds"],
         "best_trial_unchanged": pruned["best"]["template_id"] == unpruned["best"]["template_id"]
         and pruned["best"]["params"] == unpruned["best"]["params"],
-    }  # fmt: skip
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "pruning.json").write_text(json.dumps(report, indent=2))
     print(json.dumps({k: report[k] for k in ("proxy_compute_saved", "best_trial_unchanged")}, indent=2))

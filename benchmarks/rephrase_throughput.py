@@ -33,11 +33,17 @@ def naive_loop(documents, recipe: Recipe, model, tokenizer) -> tuple[int, float]
     tokens, start = 0, time.monotonic()
     for document in documents:
         messages = [{"role": "user", "content": prompt_text(document, recipe)}]
-        inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                               return_dict=True)
+        inputs = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
         with torch.no_grad():
-            out = model.generate(**inputs, max_new_tokens=recipe.sampling.max_new_tokens, do_sample=True,
-                                 temperature=recipe.sampling.temperature, top_p=recipe.sampling.top_p)
+            out = model.generate(
+                **inputs,
+                max_new_tokens=recipe.sampling.max_new_tokens,
+                do_sample=True,
+                temperature=recipe.sampling.temperature,
+                top_p=recipe.sampling.top_p,
+            )
         tokens += out.shape[1] - inputs["input_ids"].shape[1]
     return tokens, time.monotonic() - start
 
@@ -45,16 +51,16 @@ def naive_loop(documents, recipe: Recipe, model, tokenizer) -> tuple[int, float]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--docs", type=int, default=64)
-    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
 
-    documents = read_corpus(CorpusSpec(format="embedded", path="lee_background", limit=args.docs,
-                                       max_chars=1200)).documents
+    documents = read_corpus(
+        CorpusSpec(format="embedded", path="lee_background", limit=args.docs, max_chars=1200)
+    ).documents
     template = SEED_TEMPLATES["faq"]
-    generator = GeneratorSpec(name="smollm2-135m", backend="embedded", model="embedded",
-                              concurrency=args.concurrency)
+    generator = GeneratorSpec(name="smollm2-135m", backend="embedded", model="embedded", concurrency=args.concurrency)
     local = embedded_model()
     tokenizer = AutoTokenizer.from_pretrained(local.path)
     model = AutoModelForCausalLM.from_pretrained(local.path).eval()
@@ -62,36 +68,52 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, Generators(Path(tmp) / "logs") as generators:
         generators.embedded_server(generator)  # started (and warmed by the first run) outside the timing
         for repeat in range(args.repeats):
-            recipe = Recipe(
-                template_id=1, template_name=template.name, template_text=template.text,
-                template_hash=template.text_hash, generator=generator,
+            recipe = Recipe.for_template(
+                1,
+                template,
+                generator=generator,
                 sampling=Sampling(temperature=0.7, top_p=0.95, max_new_tokens=args.max_new_tokens),
-                best_of_n=1, mix_ratio=0.5, seed=1000 * repeat,
-            )  # fmt: skip
+                best_of_n=1,
+                mix_ratio=0.5,
+                seed=1000 * repeat,
+            )
             torch.manual_seed(repeat)
             naive_tokens, naive_seconds = naive_loop(documents, recipe, model, tokenizer)
             store = Store.open(f"sqlite:///{Path(tmp) / f'bench-{repeat}.db'}")  # empty cache: every request runs
             result = rephrase(documents, recipe, store, generators, Path(tmp) / f"run-{repeat}")
             run = {
-                "naive_tokens": naive_tokens, "naive_seconds": naive_seconds,
+                "naive_tokens": naive_tokens,
+                "naive_seconds": naive_seconds,
                 "naive_tokens_per_s": naive_tokens / naive_seconds,
-                "embedded_tokens": result.completion_tokens_generated, "embedded_seconds": result.wall_seconds,
+                "embedded_tokens": result.completion_tokens_generated,
+                "embedded_seconds": result.wall_seconds,
                 "embedded_tokens_per_s": result.completion_tokens_generated / result.wall_seconds,
-            }  # fmt: skip
+            }
             run["ratio"] = run["embedded_tokens_per_s"] / run["naive_tokens_per_s"]
             runs.append(run)
             print(json.dumps(run))
     report = {
         "benchmark": "rephrase_throughput",
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "python": platform.python_version(), "torch": torch.__version__},
-        "settings": {"documents": len(documents), "max_new_tokens": args.max_new_tokens, "temperature": 0.7,
-                     "top_p": 0.95, "template": "faq", "concurrency": args.concurrency,
-                     "server": ServerSettings().__dict__},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+        "settings": {
+            "documents": len(documents),
+            "max_new_tokens": args.max_new_tokens,
+            "temperature": 0.7,
+            "top_p": 0.95,
+            "template": "faq",
+            "concurrency": args.concurrency,
+            "server": ServerSettings().__dict__,
+        },
         "runs": runs,
-        "median": {k: statistics.median(r[k] for r in runs)
-                   for k in ("naive_tokens_per_s", "embedded_tokens_per_s", "ratio")},
-    }  # fmt: skip
+        "median": {
+            k: statistics.median(r[k] for r in runs) for k in ("naive_tokens_per_s", "embedded_tokens_per_s", "ratio")
+        },
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "rephrase_throughput.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report["median"], indent=2))

@@ -22,8 +22,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         space = yaml.safe_load((REPO / "search_spaces" / "quickstart.yaml").read_text())
-        space |= {"name": "rerun", "proxy": str(REPO / "proxies" / "cpu-tiny.yaml"),
-                  "templates": {"seeds": ["faq"]}, "budget": {"trials": 1}}  # fmt: skip
+        space |= {
+            "name": "rerun",
+            "proxy": str(REPO / "proxies" / "cpu-tiny.yaml"),
+            "templates": {"seeds": ["faq"]},
+            "budget": {"trials": 1},
+        }
         space_file = Path(tmp) / "space.yaml"
         space_file.write_text(yaml.safe_dump(space))
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
@@ -44,12 +48,19 @@ def main() -> None:
 
     report = {
         "benchmark": "rerun_identical_trial",
-        "first": {"seconds": seconds(first), "requests_made": first.user_attrs["rephrase.requests_made"],
-                  "value": first.value},
-        "rerun": {"seconds": seconds(second), "requests_made": second.user_attrs["rephrase.requests_made"],
-                  "requests_cached": second.user_attrs["rephrase.requests_cached"],
-                  "proxy_reused": second.user_attrs["proxy.reused"], "value": second.value},
-    }  # fmt: skip
+        "first": {
+            "seconds": seconds(first),
+            "requests_made": first.user_attrs["rephrase.requests_made"],
+            "value": first.value,
+        },
+        "rerun": {
+            "seconds": seconds(second),
+            "requests_made": second.user_attrs["rephrase.requests_made"],
+            "requests_cached": second.user_attrs["rephrase.requests_cached"],
+            "proxy_reused": second.user_attrs["proxy.reused"],
+            "value": second.value,
+        },
+    }
     report["time_ratio"] = report["rerun"]["seconds"] / report["first"]["seconds"]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "rerun_identical_trial.json").write_text(json.dumps(report, indent=2))

@@ -88,9 +88,11 @@ def space_validate(file: Path) -> None:
     from promptsearch.space import load_space
 
     space = load_space(file)
-    console.print(f"{file}: ok — study {space.name!r}, {len(space.generators)} generator(s), "
-                  f"{len(space.templates.seeds) + len(space.templates.files)} template(s), "
-                  f"budget {space.budget.trials} trial(s)")
+    console.print(
+        f"{file}: ok — study {space.name!r}, {len(space.generators)} generator(s), "
+        f"{len(space.templates.seeds) + len(space.templates.files)} template(s), "
+        f"budget {space.budget.trials} trial(s)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- db
@@ -110,9 +112,10 @@ def db_upgrade(db: DbOption = DEFAULT_DB) -> None:
 
 @study_app.command("create")
 def study_create(
-    space_file: Path, db: DbOption = DEFAULT_DB,
+    space_file: Path,
+    db: DbOption = DEFAULT_DB,
     name: Annotated[str | None, typer.Option(help="Study name (default: the space's name).")] = None,
-) -> None:  # fmt: skip
+) -> None:
     """Create a study from a search-space file and enqueue its templates."""
     from promptsearch.study import create_study
 
@@ -128,7 +131,7 @@ def study_start(
     workdir: WorkdirOption = DEFAULT_WORKDIR,
     heartbeat_seconds: Annotated[int, typer.Option(min=1, help="Optuna heartbeat interval.")] = 30,
     grace_seconds: Annotated[int, typer.Option(min=2, help="A RUNNING trial silent this long is re-run.")] = 90,
-) -> None:  # fmt: skip
+) -> None:
     """Run (or resume) a study until its trial budget is used; shows live progress."""
     import optuna
 
@@ -146,11 +149,23 @@ def study_start(
             create_study(Path(study), db)
     existing, _ = load_study(name, db)
     total = study_space(existing).budget.trials
-    options = RunOptions(db_url=db, workdir=workdir.resolve(), workers=workers,
-                         heartbeat_seconds=heartbeat_seconds, grace_seconds=grace_seconds)
+    options = RunOptions(
+        db_url=db,
+        workdir=workdir.resolve(),
+        workers=workers,
+        heartbeat_seconds=heartbeat_seconds,
+        grace_seconds=grace_seconds,
+    )
     started = time.monotonic()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("trials"),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("trials"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(f"study {name}", total=total, completed=finished_count(existing))
 
@@ -158,8 +173,7 @@ def study_start(
             trials = current.get_trials(deepcopy=False)
             running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
             stage = ", ".join(f"#{t.number} {t.user_attrs.get('stage', 'starting')}" for t in running) or "idle"
-            progress.update(task, completed=min(total, finished_count(current)),
-                            description=f"study {name} [{stage}]")
+            progress.update(task, completed=min(total, finished_count(current)), description=f"study {name} [{stage}]")
 
         try:
             start_study(name, options, on_progress=update)
@@ -180,8 +194,21 @@ def study_status(study: str, db: DbOption = DEFAULT_DB) -> None:
     names = loaded.metric_names or [f"objective_{i}" for i in range(len(loaded.directions))]
     goals = ", ".join(f"{n} {d.name.lower()}" for n, d in zip(names, loaded.directions, strict=True))
     table = Table(title=f"study {study} ({goals})")
-    for col in ("#", "state", "template", "generator", "temp", "top_p", "N", "mix", *names, "prefix@10",
-                "num.recall", "seconds", "note"):
+    for col in (
+        "#",
+        "state",
+        "template",
+        "generator",
+        "temp",
+        "top_p",
+        "N",
+        "mix",
+        *names,
+        "prefix@10",
+        "num.recall",
+        "seconds",
+        "note",
+    ):
         table.add_column(col)
     for t in loaded.get_trials(deepcopy=False):
         p, u = t.params, t.user_attrs
@@ -196,10 +223,20 @@ def study_status(study: str, db: DbOption = DEFAULT_DB) -> None:
         elif "failed_trial" in t.system_attrs:
             note = f"re-run of #{t.system_attrs['failed_trial']} (worker lost)"
         table.add_row(
-            str(t.number), t.state.name, template, str(p.get("generator", "-")),
-            _fmt(p.get("temperature")), _fmt(p.get("top_p")), str(p.get("best_of_n", "-")), _fmt(p.get("mix_ratio")),
-            *values, _fmt(u.get("measure.unique_prefix_ratio_10")), _fmt(u.get("measure.number_recall")), seconds, note,
-        )  # fmt: skip
+            str(t.number),
+            t.state.name,
+            template,
+            str(p.get("generator", "-")),
+            _fmt(p.get("temperature")),
+            _fmt(p.get("top_p")),
+            str(p.get("best_of_n", "-")),
+            _fmt(p.get("mix_ratio")),
+            *values,
+            _fmt(u.get("measure.unique_prefix_ratio_10")),
+            _fmt(u.get("measure.number_recall")),
+            seconds,
+            note,
+        )
     console.print(table)
     trials = loaded.get_trials(deepcopy=False)
     tokens = sum(int(t.user_attrs.get("rephrase.completion_tokens", 0)) for t in trials)
@@ -224,14 +261,19 @@ def study_list(db: DbOption = DEFAULT_DB) -> None:
     storage = Store.open(db, create_if_empty=False).optuna_storage()
     table = Table("study", "trials", "directions", "created")
     for s in storage.get_all_studies():
-        table.add_row(s.study_name, str(s.n_trials), ", ".join(d.name.lower() for d in s.directions),
-                      s.datetime_start.isoformat(timespec="seconds") if s.datetime_start else "-")
+        table.add_row(
+            s.study_name,
+            str(s.n_trials),
+            ", ".join(d.name.lower() for d in s.directions),
+            s.datetime_start.isoformat(timespec="seconds") if s.datetime_start else "-",
+        )
     console.print(table)
 
 
 @study_app.command("delete")
-def study_delete(study: str, db: DbOption = DEFAULT_DB,
-                 yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False) -> None:
+def study_delete(
+    study: str, db: DbOption = DEFAULT_DB, yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False
+) -> None:
     """Delete a study, its trials and its metrics (the generation cache is kept)."""
     from promptsearch.study import delete_study
 
@@ -246,9 +288,10 @@ def study_delete(study: str, db: DbOption = DEFAULT_DB,
 
 @app.command("export")
 def export(
-    study: str, db: DbOption = DEFAULT_DB,
+    study: str,
+    db: DbOption = DEFAULT_DB,
     out: Annotated[Path, typer.Option("-o", "--out", help="Folder for the recipe files.")] = Path("recipes"),
-) -> None:  # fmt: skip
+) -> None:
     """Write the best trial (or the Pareto set) as recipe YAML files."""
     from promptsearch.export import export_recipes
     from promptsearch.study import load_study
@@ -269,7 +312,7 @@ def metrics(
     family: Annotated[str, typer.Option(help="Template family for format validity (faq, table, math, …).")] = "",
     embeddings: Annotated[bool, typer.Option(help="Also Vendi score and similarity (MiniLM).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-) -> None:  # fmt: skip
+) -> None:
     """Audit an existing synthetic dataset with the same metrics a trial gets."""
     import json
 
@@ -279,9 +322,14 @@ def metrics(
     missing = [k for k in (source_key, output_key) if rows and k not in rows[0]]
     if not rows or missing:
         raise UserError(f"{file}: no rows" if not rows else f"{file}: rows have no field(s) {', '.join(missing)}")
-    records = [OutputRecord(str(r[source_key] or ""), str(r[output_key] or ""),
-                            family or str((r.get("metadata") or {}).get("template_family", "")))
-               for r in rows]  # fmt: skip
+    records = [
+        OutputRecord(
+            str(r[source_key] or ""),
+            str(r[output_key] or ""),
+            family or str((r.get("metadata") or {}).get("template_family", "")),
+        )
+        for r in rows
+    ]
     report = measure(records, Embedder() if embeddings else None)
     opening, share = most_common_opening([r.output for r in records])
     if as_json:
@@ -320,8 +368,15 @@ def _input_corpus(path: str, input_format: str, text_key: str, limit: int | None
 
     if input_format == "auto":
         name = path.lower()
-        input_format = ("jsonl" if ".jsonl" in name or ".json" in name else "parquet" if name.endswith(".parquet")
-                        else "embedded" if path in ("lee_background", "lee") else "text")  # fmt: skip
+        input_format = (
+            "jsonl"
+            if ".jsonl" in name or ".json" in name
+            else "parquet"
+            if name.endswith(".parquet")
+            else "embedded"
+            if path in ("lee_background", "lee")
+            else "text"
+        )
     return CorpusSpec(format=input_format, path=path, text_key=text_key, limit=limit)
 
 
@@ -343,7 +398,7 @@ def generate(
     output_format: Annotated[str, typer.Option("--format", help="jsonl or parquet")] = "jsonl",
     tasks: Annotated[int, typer.Option(min=1, help="datatrove tasks (shards of the input).")] = 1,
     chunk_size: Annotated[int, typer.Option(min=1, help="Documents per checkpointed output chunk.")] = 100,
-) -> None:  # fmt: skip
+) -> None:
     """Generate a synthetic dataset from a recipe (or a space's template); resumable."""
     from promptsearch.generate import default_sampling, generate_dataset, recipe_from_file, recipe_from_space
     from promptsearch.rephrase import Generators
@@ -363,16 +418,33 @@ def generate(
         sampling = Sampling(
             temperature=base.temperature if temperature is None else temperature,
             top_p=base.top_p if top_p is None else top_p,
-            max_new_tokens=base.max_new_tokens if max_new_tokens is None else max_new_tokens, top_k=base.top_k,
-        )  # fmt: skip
+            max_new_tokens=base.max_new_tokens if max_new_tokens is None else max_new_tokens,
+            top_k=base.top_k,
+        )
         chosen = recipe_from_space(loaded, template, generator, sampling, best_of_n)
     corpus = _input_corpus(input, input_format, text_key, limit)
     _quiet_libraries(output)
-    with Progress(TextColumn("generating"), MofNCompleteColumn(), TextColumn("documents"), TimeElapsedColumn(),
-                  console=console) as progress, Generators(output / "logs") as generators:  # fmt: skip
+    with (
+        Progress(
+            TextColumn("generating"),
+            MofNCompleteColumn(),
+            TextColumn("documents"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress,
+        Generators(output / "logs") as generators,
+    ):
         task = progress.add_task("generate", total=limit)
-        generate_dataset(chosen, corpus, output, generators, output_format=output_format, tasks=tasks,
-                         records_per_chunk=chunk_size, on_document=lambda: progress.advance(task))  # fmt: skip
+        generate_dataset(
+            chosen,
+            corpus,
+            output,
+            generators,
+            output_format=output_format,
+            tasks=tasks,
+            records_per_chunk=chunk_size,
+            on_document=lambda: progress.advance(task),
+        )
     console.print(f"wrote {output / 'data'} (template {chosen.template_name}, generator {chosen.generator.name})")
 
 
@@ -404,6 +476,7 @@ def main() -> None:
             sys.exit(exc.exit_code)
         if debug:
             raise
-        err_console.print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-                          highlight=False, markup=False)
+        err_console.print(
+            f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", highlight=False, markup=False
+        )
         sys.exit(1)

@@ -128,11 +128,27 @@ class TransformersServer:
     def _command(self, device: str) -> list[str]:
         s = self.settings
         return [
-            sys.executable, "-m", "transformers.cli.transformers", "serve", str(self.model_dir),
-            "--continuous-batching", "--device", device, "--host", "127.0.0.1", "--port", str(self.port),
-            "--cb-num-blocks", str(s.num_blocks), "--cb-block-size", str(s.block_size),
-            "--cb-max-batch-tokens", str(s.max_batch_tokens), "--log-level", "warning",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "transformers.cli.transformers",
+            "serve",
+            str(self.model_dir),
+            "--continuous-batching",
+            "--device",
+            device,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--cb-num-blocks",
+            str(s.num_blocks),
+            "--cb-block-size",
+            str(s.block_size),
+            "--cb-max-batch-tokens",
+            str(s.max_batch_tokens),
+            "--log-level",
+            "warning",
+        ]
 
     def start(self) -> str:
         """Start on a free port, or on the previous port when restarting (clients keep their URL)."""

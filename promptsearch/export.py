@@ -17,9 +17,8 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from promptsearch.errors import UserError
-from promptsearch.space import Recipe, Sampling
+from promptsearch.space import Recipe
 from promptsearch.store import Store
-from promptsearch.study import study_space
 
 _VERSIONED = ("promptsearch", "optuna", "datatrove", "transformers", "torch", "sqlalchemy")
 
@@ -34,19 +33,9 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def trial_recipe(study: optuna.Study, store: Store, trial: FrozenTrial) -> Recipe:
-    space = study_space(study)
-    template = store.template(int(trial.user_attrs["template_id"]))
-    p = trial.params
-    return Recipe(
-        template_id=template.id, template_name=template.name, template_family=template.family,
-        template_text=template.text,
-        template_hash=template.text_hash, generator=space.generator(p["generator"]),
-        sampling=Sampling(temperature=p["temperature"], top_p=p["top_p"], max_new_tokens=p["max_new_tokens"],
-                          top_k=p.get("top_k", 0)),
-        best_of_n=p["best_of_n"], selection=p.get("selection", "fidelity"), mix_ratio=p["mix_ratio"],
-        seed=space.seed,
-    )  # fmt: skip
+def trial_recipe(trial: FrozenTrial) -> Recipe:
+    """The recipe exactly as the trial ran it (stored in its user attrs when it started)."""
+    return Recipe.model_validate(trial.user_attrs["recipe"])
 
 
 def best_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -56,7 +45,7 @@ def best_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def recipe_document(study: optuna.Study, store: Store, trial: FrozenTrial) -> dict[str, Any]:
-    recipe = trial_recipe(study, store, trial)
+    recipe = trial_recipe(trial)
     names = study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
     return {
         "study": study.study_name,

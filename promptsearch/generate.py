@@ -43,8 +43,9 @@ def recipe_from_file(path: Path) -> Recipe:
         raise UserError(f"{path}: invalid recipe: {str(exc).splitlines()[0]}") from exc
 
 
-def recipe_from_space(space: SearchSpace, template_name: str, generator: str | None, sampling: Sampling,
-                      best_of_n: int) -> Recipe:  # fmt: skip
+def recipe_from_space(
+    space: SearchSpace, template_name: str, generator: str | None, sampling: Sampling, best_of_n: int
+) -> Recipe:
     """A recipe for one template of a space; unset knobs take the middle of their ranges."""
     pool = {t.name: t for t in template_pool(space.templates)} | SEED_TEMPLATES
     if template_name not in pool:
@@ -53,68 +54,103 @@ def recipe_from_space(space: SearchSpace, template_name: str, generator: str | N
     names = [g.name for g in space.generators]
     if generator is not None and generator not in names:
         raise UserError(f"unknown generator {generator!r} (the space has: {', '.join(names)})")
-    return Recipe(
-        template_id=0, template_name=template.name, template_family=template.family, template_text=template.text,
-        template_hash=template.text_hash,
-        generator=space.generator(generator or names[0]), sampling=sampling, best_of_n=best_of_n,
-        mix_ratio=(space.mix_ratio.low + space.mix_ratio.high) / 2, seed=space.seed,
-    )  # fmt: skip
+    return Recipe.for_template(
+        0,
+        template,
+        generator=space.generator(generator or names[0]),
+        sampling=sampling,
+        best_of_n=best_of_n,
+        mix_ratio=(space.mix_ratio.low + space.mix_ratio.high) / 2,
+        seed=space.seed,
+    )
 
 
 def default_sampling(space: SearchSpace) -> Sampling:
     s = space.sampling
-    return Sampling(temperature=(s.temperature.low + s.temperature.high) / 2, top_p=(s.top_p.low + s.top_p.high) / 2,
-                    max_new_tokens=s.max_new_tokens[0], top_k=s.top_k[0])
+    return Sampling(
+        temperature=(s.temperature.low + s.temperature.high) / 2,
+        top_p=(s.top_p.low + s.top_p.high) / 2,
+        max_new_tokens=s.max_new_tokens[0],
+        top_k=s.top_k[0],
+    )
 
 
 def _rollout(recipe: Recipe, on_document: Callable[[], None] | None) -> Callable[..., Any]:
     async def rollout(document: Document, generate: Any) -> dict[str, Any] | None:
-        results = await asyncio.gather(*(generate(request_payload(document, recipe, i))
-                                         for i in range(recipe.best_of_n)))
+        results = await asyncio.gather(
+            *(generate(request_payload(document, recipe, i)) for i in range(recipe.best_of_n))
+        )
         texts = [r.text for r in results]
         best = select_sample(document.text, texts, recipe.template_family, recipe.selection)
         if on_document is not None:
             on_document()
-        return {"text": texts[best], "finish_reason": results[best].finish_reason, "samples": texts,
-                "completion_tokens": sum(int(r.usage.get("completion_tokens", 0)) for r in results)}
+        return {
+            "text": texts[best],
+            "finish_reason": results[best].finish_reason,
+            "samples": texts,
+            "completion_tokens": sum(int(r.usage.get("completion_tokens", 0)) for r in results),
+        }
 
     return rollout
 
 
 def _row_adapter(recipe: Recipe, model_id: str, revision: str) -> Callable[..., dict[str, Any]]:
     info = {
-        "template_name": recipe.template_name, "template_family": recipe.template_family,
-        "template_hash": recipe.template_hash, "model_id": model_id,
-        "model_revision": revision, "sampling": recipe.sampling.model_dump(), "best_of_n": recipe.best_of_n,
+        "template_name": recipe.template_name,
+        "template_family": recipe.template_family,
+        "template_hash": recipe.template_hash,
+        "model_id": model_id,
+        "model_revision": revision,
+        "sampling": recipe.sampling.model_dump(),
+        "best_of_n": recipe.best_of_n,
         "seed": recipe.seed,
-    }  # fmt: skip
+    }
 
     def adapter(_writer: Any, document: Document) -> dict[str, Any]:
         result = document.metadata["rollout_results"][0]
-        return {"id": document.id, "text": result["text"], "source_text": document.text,
-                "metadata": {**info, "finish_reason": result["finish_reason"],
-                             "completion_tokens": result["completion_tokens"], "samples": result["samples"]}}
+        return {
+            "id": document.id,
+            "text": result["text"],
+            "source_text": document.text,
+            "metadata": {
+                **info,
+                "finish_reason": result["finish_reason"],
+                "completion_tokens": result["completion_tokens"],
+                "samples": result["samples"],
+            },
+        }
 
     return adapter
 
 
 def generate_dataset(
-    recipe: Recipe, source: CorpusSpec, output: Path, generators: Generators,
-    output_format: Literal["jsonl", "parquet"] = "jsonl", tasks: int = 1, records_per_chunk: int = 100,
+    recipe: Recipe,
+    source: CorpusSpec,
+    output: Path,
+    generators: Generators,
+    output_format: Literal["jsonl", "parquet"] = "jsonl",
+    tasks: int = 1,
+    records_per_chunk: int = 100,
     on_document: Callable[[], None] | None = None,
-) -> Path:  # fmt: skip
+) -> Path:
     """Run the local pipeline; returns the output folder. Re-running resumes where it stopped."""
     model_id, revision = generators.identity(recipe.generator)
     writer_cls = JsonlWriter if output_format == "jsonl" else ParquetWriter
     suffix = "jsonl" if output_format == "jsonl" else "parquet"
     writer_kwargs: dict[str, Any] = {"compression": None} if output_format == "jsonl" else {}
-    writer = writer_cls(str(output / "data"), output_filename=f"${{rank}}_${{chunk_index}}.{suffix}",
-                        adapter=_row_adapter(recipe, model_id, revision), **writer_kwargs)  # fmt: skip
+    writer = writer_cls(
+        str(output / "data"),
+        output_filename=f"${{rank}}_${{chunk_index}}.{suffix}",
+        adapter=_row_adapter(recipe, model_id, revision),
+        **writer_kwargs,
+    )
     runner = InferenceRunner(
         rollout_fn=_rollout(recipe, on_document),
         config=generators.inference_config(recipe.generator, recipe.best_of_n),
-        output_writer=writer, checkpoints_local_dir=str(output / "checkpoints"), records_per_chunk=records_per_chunk,
+        output_writer=writer,
+        checkpoints_local_dir=str(output / "checkpoints"),
+        records_per_chunk=records_per_chunk,
         skip_bad_requests=True,
-    )  # fmt: skip
+    )
     run_local_pipeline([corpus_reader(source, limit=source.limit or -1), runner], output / "logs", tasks=tasks)
     return output

@@ -57,9 +57,11 @@ def corpus_tokenizer(texts: list[str], vocab_size: int, cache_dir: Path) -> Path
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=vocab_size,
+        special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
-    )  # fmt: skip
+    )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     cache_dir.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{uuid.uuid4().hex[:6]}.tmp")
@@ -74,9 +76,13 @@ def tokenize_folder(texts: list[str], tokenizer_path: Path, out_dir: Path, name:
     if not documents:
         return 0
     step = DocumentTokenizer(
-        output_folder=str(out_dir), tokenizer_name_or_path=str(tokenizer_path), eos_token=EOS,
-        save_filename=name, seed=seed, shuffle_documents=True,
-    )  # fmt: skip
+        output_folder=str(out_dir),
+        tokenizer_name_or_path=str(tokenizer_path),
+        eos_token=EOS,
+        save_filename=name,
+        seed=seed,
+        shuffle_documents=True,
+    )
     run_local_pipeline([documents, step], out_dir.parent / "logs" / name)
     return sum(p.stat().st_size for p in out_dir.glob("*.ds")) // 2
 
@@ -138,9 +144,14 @@ def _heldout_bpb(model, tokenizer_path: Path, texts: list[str], profile: ProxyPr
 
 
 def run_proxy(
-    synthetic: list[str], raw: list[str], heldout: list[str], mix_ratio: float,
-    profile: ProxyProfile, workdir: Path, seed: int,
-) -> ProxyResult:  # fmt: skip
+    synthetic: list[str],
+    raw: list[str],
+    heldout: list[str],
+    mix_ratio: float,
+    profile: ProxyProfile,
+    workdir: Path,
+    seed: int,
+) -> ProxyResult:
     import torch
     from datatrove.utils.dataset import DatatroveFolderDataset
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -179,13 +190,20 @@ def run_proxy(
     vocab = Tokenizer.from_file(str(tokenizer_path)).get_vocab_size()
     m = profile.model
     config = LlamaConfig(
-        vocab_size=vocab, hidden_size=m.hidden_size, intermediate_size=m.intermediate_size,
-        num_hidden_layers=m.num_layers, num_attention_heads=m.num_heads, num_key_value_heads=m.num_kv_heads,
-        max_position_embeddings=seq + 1, tie_word_embeddings=True, rope_theta=10000.0,
-    )  # fmt: skip
+        vocab_size=vocab,
+        hidden_size=m.hidden_size,
+        intermediate_size=m.intermediate_size,
+        num_hidden_layers=m.num_layers,
+        num_attention_heads=m.num_heads,
+        num_key_value_heads=m.num_kv_heads,
+        max_position_embeddings=seq + 1,
+        tie_word_embeddings=True,
+        rope_theta=10000.0,
+    )
     model = LlamaForCausalLM(config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=profile.train.learning_rate, betas=(0.9, 0.95),
-                                  weight_decay=0.1)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=profile.train.learning_rate, betas=(0.9, 0.95), weight_decay=0.1
+    )
     batch = profile.train.batch_size
     steps = max(1, profile.train.tokens // (batch * seq))
     names = list(datasets)
@@ -216,6 +234,11 @@ def run_proxy(
     model.save_pretrained(checkpoint)
     PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_path), eos_token=EOS).save_pretrained(checkpoint)
     return ProxyResult(
-        heldout_bpb=bpb, train_tokens=steps * batch * seq, synthetic_tokens=synthetic_tokens,
-        raw_tokens=raw_tokens, checkpoint=checkpoint, seconds=seconds, losses=losses,
-    )  # fmt: skip
+        heldout_bpb=bpb,
+        train_tokens=steps * batch * seq,
+        synthetic_tokens=synthetic_tokens,
+        raw_tokens=raw_tokens,
+        checkpoint=checkpoint,
+        seconds=seconds,
+        losses=losses,
+    )

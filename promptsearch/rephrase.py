@@ -120,9 +120,11 @@ class Generators:
         if generator.backend == "endpoint":
             _export_api_key(generator)
             return InferenceConfig(
-                server_type="endpoint", endpoint_url=generator.endpoint_url, model_name_or_path=generator.model,
+                server_type="endpoint",
+                endpoint_url=generator.endpoint_url,
+                model_name_or_path=generator.model,
                 **common,
-            )  # fmt: skip
+            )
         return vllm_inference_config(generator, common)
 
 
@@ -136,9 +138,14 @@ def vllm_inference_config(generator: GeneratorSpec, common: dict[str, Any]) -> I
     if generator.revision:
         kwargs["revision"] = generator.revision
     return InferenceConfig(
-        server_type="vllm", model_name_or_path=generator.model, tp=tp, dp=dp, model_kwargs=kwargs,
-        server_start_timeout_sec=1800, **common,
-    )  # fmt: skip
+        server_type="vllm",
+        model_name_or_path=generator.model,
+        tp=tp,
+        dp=dp,
+        model_kwargs=kwargs,
+        server_start_timeout_sec=1800,
+        **common,
+    )
 
 
 def _export_api_key(generator: GeneratorSpec) -> None:
@@ -233,12 +240,19 @@ def _generate(
     async def one_sample(document: Document, index: int, generate: Any) -> None:
         result = await generate(request_payload(document, recipe, index))
         row = GenerationRow(
-            key=keys[document.id][index], template_hash=recipe.template_hash, model_id=model_id,
-            model_revision=revision, sampling=sampling, seed=recipe.seed + index, doc_id=document.id,
-            sample_index=index, text=result.text, finish_reason=result.finish_reason or "",
+            key=keys[document.id][index],
+            template_hash=recipe.template_hash,
+            model_id=model_id,
+            model_revision=revision,
+            sampling=sampling,
+            seed=recipe.seed + index,
+            doc_id=document.id,
+            sample_index=index,
+            text=result.text,
+            finish_reason=result.finish_reason or "",
             prompt_tokens=int(result.usage.get("prompt_tokens", 0)),
             completion_tokens=int(result.usage.get("completion_tokens", 0)),
-        )  # fmt: skip
+        )
         store.put_generation(row)
         produced.append(row)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -203,9 +203,19 @@ class PruneThresholds(_Strict):
     max_failure_rate: float = Field(0.9, ge=0, le=1)
 
 
+class ClassifierSpec(_Strict):
+    """A quality classifier whose mean score is stored as `measure.quality.<name>` (never the objective)."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    kind: Literal["fasttext", "transformers"] = "fasttext"
+    path: str = Field(description="fastText .bin file, or a transformers model folder / Hub id")
+    label: str = "__label__hq"
+
+
 class MeasureSpec(_Strict):
     embeddings: bool = Field(True, description="Vendi score and source similarity with the embedded MiniLM")
     prune: PruneThresholds = PruneThresholds()
+    classifiers: list[ClassifierSpec] = Field(default_factory=list)
 
 
 class Budget(_Strict):
@@ -310,6 +320,13 @@ class Sampling(_Strict):
     top_k: int = 0
 
 
+class TemplateLike(Protocol):
+    name: str
+    family: str
+    text: str
+    text_hash: str
+
+
 class Recipe(_Strict):
     """One concrete point of the space: everything needed to regenerate a trial's data."""
 
@@ -324,6 +341,18 @@ class Recipe(_Strict):
     selection: str = "fidelity"
     mix_ratio: float
     seed: int
+
+    @classmethod
+    def for_template(cls, template_id: int, template: TemplateLike, **knobs: Any) -> Recipe:
+        """A recipe for a stored or seed template; `knobs` are the other fields."""
+        return cls(
+            template_id=template_id,
+            template_name=template.name,
+            template_family=template.family,
+            template_text=template.text,
+            template_hash=template.text_hash,
+            **knobs,
+        )
 
     def fingerprint(self) -> str:
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
@@ -409,6 +438,9 @@ def _file_checks(space: SearchSpace, base: Path, root: yaml.Node | None) -> list
         corpus: CorpusSpec = getattr(space, field)
         if corpus.format in ("jsonl", "parquet", "text") and not Path(resolve_relative(base, corpus.path)).exists():
             problems.append(((field, "path"), f"not found: {corpus.path}"))
+    for i, classifier in enumerate(space.measure.classifiers):
+        if classifier.kind == "fasttext" and not Path(resolve_relative(base, classifier.path)).is_file():
+            problems.append((("measure", "classifiers", i, "path"), f"not found: {classifier.path}"))
     for i, file in enumerate(space.templates.files):
         if not Path(resolve_relative(base, file)).is_file():
             problems.append((("templates", "files", i), f"template file not found: {file}"))
@@ -459,5 +491,13 @@ def _with_absolute_paths(space: SearchSpace, base: Path) -> SearchSpace:
                 update={"files": [resolve_relative(base, f) for f in space.templates.files]}
             ),
             "proxy": None if space.proxy is None else str(proxy_profile_path(space.proxy, base)),
+            "measure": space.measure.model_copy(
+                update={
+                    "classifiers": [
+                        c.model_copy(update={"path": resolve_relative(base, c.path)}) if c.kind == "fasttext" else c
+                        for c in space.measure.classifiers
+                    ]
+                }
+            ),
         }
     )

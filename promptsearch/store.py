@@ -184,8 +184,14 @@ class Store:
     @classmethod
     def open(cls, url: str, create_if_empty: bool = True) -> Store:
         parsed = make_url(url) if "://" in url else None
-        if (parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database
-                and parsed.database != ":memory:" and not create_if_empty and not Path(parsed.database).exists()):
+        if (
+            parsed is not None
+            and parsed.get_backend_name() == "sqlite"
+            and parsed.database
+            and parsed.database != ":memory:"
+            and not create_if_empty
+            and not Path(parsed.database).exists()
+        ):
             raise UserError(f"database file {Path(parsed.database).resolve()} does not exist")
         engine = _engine(url)
         try:
@@ -228,13 +234,15 @@ class Store:
         )
 
     # -- templates
-    def add_template(self, name: str, family: str, text: str, text_hash: str, origin: str,
-                     parents: Iterable[int] = ()) -> int:
+    def add_template(
+        self, name: str, family: str, text: str, text_hash: str, origin: str, parents: Iterable[int] = ()
+    ) -> int:
         with self.session() as s:
             row = s.scalar(select(TemplateRow).where(TemplateRow.text_hash == text_hash))
             if row is None:
-                row = TemplateRow(name=name, family=family, text=text, text_hash=text_hash,
-                                  origin=origin, parents=list(parents))
+                row = TemplateRow(
+                    name=name, family=family, text=text, text_hash=text_hash, origin=origin, parents=list(parents)
+                )
                 s.add(row)
                 s.flush()
             return row.id
@@ -252,7 +260,7 @@ class Store:
         out: dict[str, GenerationRow] = {}
         with self.session() as s:
             for start in range(0, len(keys), 500):
-                for row in s.scalars(select(GenerationRow).where(GenerationRow.key.in_(keys[start:start + 500]))):
+                for row in s.scalars(select(GenerationRow).where(GenerationRow.key.in_(keys[start : start + 500]))):
                     s.expunge(row)
                     out[row.key] = row
         return out
@@ -268,34 +276,45 @@ class Store:
         with self.session() as s:
             existing = {
                 r.generation_key: r
-                for r in s.scalars(select(TrialOutputRow).where(
-                    TrialOutputRow.study_name == study, TrialOutputRow.trial_number == trial))
+                for r in s.scalars(
+                    select(TrialOutputRow).where(
+                        TrialOutputRow.study_name == study, TrialOutputRow.trial_number == trial
+                    )
+                )
             }
             for doc_id, key, selected in rows:
                 if key in existing:
                     existing[key].selected = selected
                 else:
-                    s.add(TrialOutputRow(study_name=study, trial_number=trial, doc_id=doc_id,
-                                         generation_key=key, selected=selected))
+                    s.add(
+                        TrialOutputRow(
+                            study_name=study, trial_number=trial, doc_id=doc_id, generation_key=key, selected=selected
+                        )
+                    )
 
     def record_metrics(self, study: str, trial: int, stage: str, metrics: dict[str, float]) -> None:
         with self.session() as s:
             existing = {
                 r.name: r
-                for r in s.scalars(select(TrialMetricRow).where(
-                    TrialMetricRow.study_name == study, TrialMetricRow.trial_number == trial))
+                for r in s.scalars(
+                    select(TrialMetricRow).where(
+                        TrialMetricRow.study_name == study, TrialMetricRow.trial_number == trial
+                    )
+                )
             }
             for name, value in metrics.items():
                 if name in existing:
                     existing[name].value = float(value)
                 else:
-                    s.add(TrialMetricRow(study_name=study, trial_number=trial, stage=stage, name=name,
-                                         value=float(value)))
+                    s.add(
+                        TrialMetricRow(study_name=study, trial_number=trial, stage=stage, name=name, value=float(value))
+                    )
 
     def trial_metrics(self, study: str, trial: int) -> dict[str, float]:
         with self.session() as s:
-            rows = s.scalars(select(TrialMetricRow).where(
-                TrialMetricRow.study_name == study, TrialMetricRow.trial_number == trial))
+            rows = s.scalars(
+                select(TrialMetricRow).where(TrialMetricRow.study_name == study, TrialMetricRow.trial_number == trial)
+            )
             return {r.name: r.value for r in rows}
 
     def add_proxy_run(self, row: ProxyRunRow) -> None:

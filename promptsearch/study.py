@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 
 from promptsearch.corpus import read_corpus
 from promptsearch.errors import UserError
-from promptsearch.measure import Embedder
+from promptsearch.measure import Embedder, QualityClassifier
 from promptsearch.rephrase import Generators
 from promptsearch.space import SearchSpace, load_space
 from promptsearch.store import Store, redact
@@ -66,14 +66,18 @@ def create_study(space_file: Path, db_url: str, name: str | None = None) -> optu
     if space.name in {s.study_name for s in storage.get_all_studies()}:
         raise UserError(f"study {space.name!r} already exists in {redact(db_url)}; start it or delete it first")
     study = optuna.create_study(
-        study_name=space.name, storage=storage, directions=[o.direction for o in space.objectives],
+        study_name=space.name,
+        storage=storage,
+        directions=[o.direction for o in space.objectives],
         sampler=optuna.samplers.TPESampler(seed=space.seed),
-    )  # fmt: skip
+    )
     study.set_metric_names([o.metric for o in space.objectives])
     study.set_user_attr(SPACE_ATTR, space.model_dump(mode="json"))
     pool = template_pool(space.templates)
-    ids = [store.add_template(t.name, t.family, t.text, t.text_hash, "seed" if t.name in space.templates.seeds
-                              else "file") for t in pool]
+    ids = [
+        store.add_template(t.name, t.family, t.text, t.text_hash, "seed" if t.name in space.templates.seeds else "file")
+        for t in pool
+    ]
     study.set_user_attr("template_ids", ids)
     _enqueue_templates(study, ids, len(ids))
     return study
@@ -118,9 +122,11 @@ class _Objective:
         self.study = study
         self.store = store
         self.resources = WorkerResources(
-            generators=generators, embedder=Embedder() if self.space.measure.embeddings else None,
+            generators=generators,
+            embedder=Embedder() if self.space.measure.embeddings else None,
+            classifiers=[QualityClassifier(c) for c in self.space.measure.classifiers],
             artifacts=artifact_store(options.workdir, study.study_name),
-        )  # fmt: skip
+        )
         self.options = options
         self.stages = build_stages(self.space)
         self.corpora = Corpora(
@@ -137,12 +143,18 @@ class _Objective:
             trial.set_user_attr("template_id", template_id)
         row = self.store.template(int(template_id))
         recipe = suggest_recipe(trial, self.space, row.id, TemplateSpec(row.name, row.family, row.text))
+        trial.set_user_attr("recipe", recipe.model_dump(mode="json"))
         trial.set_user_attr("recipe_fingerprint", recipe.fingerprint())
         ctx = TrialContext(
-            study_name=self.study.study_name, trial=trial, recipe=recipe, family=row.family, corpora=self.corpora,
-            store=self.store, resources=self.resources,
+            study_name=self.study.study_name,
+            trial=trial,
+            recipe=recipe,
+            family=row.family,
+            corpora=self.corpora,
+            store=self.store,
+            resources=self.resources,
             workdir=self.options.workdir / self.study.study_name / f"trial-{trial.number}",
-        )  # fmt: skip
+        )
         try:
             return run_trial(ctx, self.stages, self.space)
         except KeyboardInterrupt:
@@ -188,10 +200,12 @@ def run_worker(name: str, options: RunOptions) -> None:
     with Generators(log_dir) as generators:
         objective = _Objective(study, store, generators, options)
         study.optimize(
-            objective, n_trials=remaining, catch=(),
+            objective,
+            n_trials=remaining,
+            catch=(),
             timeout=space.budget.wall_time_minutes * 60 if space.budget.wall_time_minutes else None,
             callbacks=[*_budget_callbacks(space), lambda s, _: _fill_queue(s, space.budget.trials)],
-        )  # fmt: skip
+        )
 
 
 def _worker_entry(name: str, options: RunOptions, errors: multiprocessing.Queue) -> None:  # type: ignore[type-arg]

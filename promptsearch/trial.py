@@ -22,7 +22,15 @@ import optuna
 from datatrove.data import Document
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
-from promptsearch.measure import PREFIX_LENGTHS, Embedder, OutputRecord, measure, most_common_opening, select_sample
+from promptsearch.measure import (
+    PREFIX_LENGTHS,
+    Embedder,
+    OutputRecord,
+    QualityClassifier,
+    measure,
+    most_common_opening,
+    select_sample,
+)
 from promptsearch.proxy import ProxyResult, TooLittleData, run_proxy
 from promptsearch.rephrase import Generators, RephraseResult, rephrase
 from promptsearch.space import (
@@ -52,6 +60,7 @@ class WorkerResources:
 
     generators: Generators
     embedder: Embedder | None
+    classifiers: list[QualityClassifier]
     artifacts: FileSystemArtifactStore
 
 
@@ -74,8 +83,9 @@ class TrialContext:
     def record(self, stage: str, metrics: dict[str, float]) -> None:
         """Store metrics in the project table and as Optuna user attrs, immediately."""
         self.metrics |= {f"{stage}.{k}": v for k, v in metrics.items()}
-        self.store.record_metrics(self.study_name, self.trial.number, stage,
-                                  {f"{stage}.{k}": v for k, v in metrics.items()})
+        self.store.record_metrics(
+            self.study_name, self.trial.number, stage, {f"{stage}.{k}": v for k, v in metrics.items()}
+        )
         for name, value in metrics.items():
             self.trial.set_user_attr(f"{stage}.{name}", value)
 
@@ -89,9 +99,10 @@ class Stage(Protocol):
 def predicted_rephrase_seconds(ctx: TrialContext) -> float | None:
     """Cost prediction before generating: this generator's measured throughput in earlier trials."""
     earlier = [
-        t.user_attrs for t in ctx.trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        t.user_attrs
+        for t in ctx.trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if t.params.get("generator") == ctx.recipe.generator.name and t.user_attrs.get("rephrase.requests_made")
-    ]  # fmt: skip
+    ]
     if not earlier:
         return None
     tokens_per_request = sum(a["rephrase.completion_tokens"] / a["rephrase.requests_made"] for a in earlier)
@@ -130,21 +141,26 @@ class RephraseStage:
             best = select_sample(doc.text, [s.text for s in samples], ctx.family, ctx.recipe.selection, openings)
             chosen = samples[best]
             openings[chosen.text.strip()[:20]] += 1
-            ctx.records.append(OutputRecord(doc.text, chosen.text, ctx.family, chosen.finish_reason,
-                                            chosen.completion_tokens))  # fmt: skip
+            ctx.records.append(
+                OutputRecord(doc.text, chosen.text, ctx.family, chosen.finish_reason, chosen.completion_tokens)
+            )
             outputs.extend((doc.id, s.key, i == best) for i, s in enumerate(samples))
         ctx.store.record_trial_outputs(ctx.study_name, ctx.trial.number, outputs)
-        ctx.record("rephrase", {
-            "requests_made": result.requests_made,
-            "requests_cached": result.requests_cached,
-            "completion_tokens": result.completion_tokens_generated,
-            "prompt_tokens": result.prompt_tokens_generated,
-            "seconds": result.wall_seconds,
-            "tokens_per_second": result.completion_tokens_generated / max(result.wall_seconds, 1e-9)
-            if result.requests_made else 0.0,
-            "server_restarts": result.server_restarts,
-            **_device_hours(ctx, result.wall_seconds if result.requests_made else 0.0),
-        })  # fmt: skip
+        ctx.record(
+            "rephrase",
+            {
+                "requests_made": result.requests_made,
+                "requests_cached": result.requests_cached,
+                "completion_tokens": result.completion_tokens_generated,
+                "prompt_tokens": result.prompt_tokens_generated,
+                "seconds": result.wall_seconds,
+                "tokens_per_second": result.completion_tokens_generated / max(result.wall_seconds, 1e-9)
+                if result.requests_made
+                else 0.0,
+                "server_restarts": result.server_restarts,
+                **_device_hours(ctx, result.wall_seconds if result.requests_made else 0.0),
+            },
+        )
 
 
 class MeasureStage:
@@ -167,7 +183,7 @@ class MeasureStage:
         }
 
     def run(self, ctx: TrialContext) -> None:
-        metrics = measure(ctx.records, ctx.resources.embedder)
+        metrics = measure(ctx.records, ctx.resources.embedder, ctx.resources.classifiers)
         ctx.record("measure", metrics)
         opening, _ = most_common_opening([r.output for r in ctx.records])
         ctx.trial.set_user_attr("measure.top_opening", opening)
@@ -193,15 +209,24 @@ def save_measure_artifacts(ctx: TrialContext, metrics: dict[str, float]) -> None
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot(PREFIX_LENGTHS, [metrics[f"unique_prefix_ratio_{n}"] for n in PREFIX_LENGTHS], marker="o")
-    ax.set(xscale="log", xlabel="prefix length (characters)", ylabel="unique prefixes / outputs", ylim=(0, 1.05),
-           title=f"trial {ctx.trial.number}: {ctx.recipe.template_name} prefix collapse")  # fmt: skip
+    ax.set(
+        xscale="log",
+        xlabel="prefix length (characters)",
+        ylabel="unique prefixes / outputs",
+        ylim=(0, 1.05),
+        title=f"trial {ctx.trial.number}: {ctx.recipe.template_name} prefix collapse",
+    )
     ax.set_xticks(PREFIX_LENGTHS, [str(n) for n in PREFIX_LENGTHS])
     fig.tight_layout()
     fig.savefig(folder / "prefix_collapse.png", dpi=100)
     plt.close(fig)
     for name, mimetype in (("metrics.json", "application/json"), ("prefix_collapse.png", "image/png")):
-        artifact_id = upload_artifact(artifact_store=ctx.resources.artifacts, file_path=str(folder / name),
-                                      study_or_trial=ctx.trial, mimetype=mimetype)  # fmt: skip
+        artifact_id = upload_artifact(
+            artifact_store=ctx.resources.artifacts,
+            file_path=str(folder / name),
+            study_or_trial=ctx.trial,
+            mimetype=mimetype,
+        )
         ctx.trial.set_user_attr(f"artifact.{name}", artifact_id)
 
 
@@ -212,8 +237,14 @@ class ProxyStage:
         self.profile = profile
 
     def input_key(self, ctx: TrialContext) -> str:
-        parts = [self.profile.model_dump(mode="json"), ctx.recipe.mix_ratio, ctx.recipe.seed,
-                 [r.output for r in ctx.records], ctx.corpora.mix_in, ctx.corpora.heldout]  # fmt: skip
+        parts = [
+            self.profile.model_dump(mode="json"),
+            ctx.recipe.mix_ratio,
+            ctx.recipe.seed,
+            [r.output for r in ctx.records],
+            ctx.corpora.mix_in,
+            ctx.corpora.heldout,
+        ]
         return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()
 
     def run(self, ctx: TrialContext) -> None:
@@ -225,23 +256,43 @@ class ProxyStage:
         started = time.monotonic()
         try:
             result = run_proxy(
-                synthetic=[r.output for r in ctx.records], raw=ctx.corpora.mix_in, heldout=ctx.corpora.heldout,
-                mix_ratio=ctx.recipe.mix_ratio, profile=self.profile, workdir=ctx.workdir / "proxy",
+                synthetic=[r.output for r in ctx.records],
+                raw=ctx.corpora.mix_in,
+                heldout=ctx.corpora.heldout,
+                mix_ratio=ctx.recipe.mix_ratio,
+                profile=self.profile,
+                workdir=ctx.workdir / "proxy",
                 seed=ctx.recipe.seed,
-            )  # fmt: skip
+            )
         except TooLittleData as exc:
             ctx.trial.set_user_attr("pruned_reason", f"proxy: {exc}")
             raise optuna.TrialPruned(str(exc)) from exc
         ctx.proxy = result
-        ctx.store.add_proxy_run(ProxyRunRow(
-            input_key=key, study_name=ctx.study_name, trial_number=ctx.trial.number, profile=self.profile.name,
-            model_config_json=self.profile.model.model_dump(), seed=ctx.recipe.seed + self.profile.train.seed,
-            train_tokens=result.train_tokens, synthetic_tokens=result.synthetic_tokens, raw_tokens=result.raw_tokens,
-            wall_seconds=time.monotonic() - started, checkpoint_path=str(result.checkpoint),
-            scores={"heldout_bpb": result.heldout_bpb},
-        ))  # fmt: skip
-        ctx.record("proxy", {"heldout_bpb": result.heldout_bpb, "train_tokens": result.train_tokens, "reused": 0,
-                             **{f"{k}_seconds": v for k, v in result.seconds.items()}})
+        ctx.store.add_proxy_run(
+            ProxyRunRow(
+                input_key=key,
+                study_name=ctx.study_name,
+                trial_number=ctx.trial.number,
+                profile=self.profile.name,
+                model_config_json=self.profile.model.model_dump(),
+                seed=ctx.recipe.seed + self.profile.train.seed,
+                train_tokens=result.train_tokens,
+                synthetic_tokens=result.synthetic_tokens,
+                raw_tokens=result.raw_tokens,
+                wall_seconds=time.monotonic() - started,
+                checkpoint_path=str(result.checkpoint),
+                scores={"heldout_bpb": result.heldout_bpb},
+            )
+        )
+        ctx.record(
+            "proxy",
+            {
+                "heldout_bpb": result.heldout_bpb,
+                "train_tokens": result.train_tokens,
+                "reused": 0,
+                **{f"{k}_seconds": v for k, v in result.seconds.items()},
+            },
+        )
 
 
 def build_stages(space: SearchSpace) -> list[Stage]:
@@ -255,12 +306,14 @@ def suggest_recipe(trial: optuna.Trial, space: SearchSpace, template_id: int, te
     """Optuna samples the fixed-shape knobs; the template comes from the enqueued trial."""
     s = space.sampling
     generator = trial.suggest_categorical("generator", [g.name for g in space.generators])
-    return Recipe(
-        template_id=template_id, template_name=template.name, template_family=template.family,
-        template_text=template.text, template_hash=template.text_hash, generator=space.generator(str(generator)),
+    return Recipe.for_template(
+        template_id,
+        template,
+        generator=space.generator(str(generator)),
         sampling=Sampling(
-            temperature=trial.suggest_float("temperature", s.temperature.low, s.temperature.high,
-                                            log=s.temperature.log),
+            temperature=trial.suggest_float(
+                "temperature", s.temperature.low, s.temperature.high, log=s.temperature.log
+            ),
             top_p=trial.suggest_float("top_p", s.top_p.low, s.top_p.high, log=s.top_p.log),
             max_new_tokens=int(trial.suggest_categorical("max_new_tokens", s.max_new_tokens)),
             top_k=int(trial.suggest_categorical("top_k", s.top_k)),
@@ -269,7 +322,7 @@ def suggest_recipe(trial: optuna.Trial, space: SearchSpace, template_id: int, te
         selection=str(trial.suggest_categorical("selection", space.selection)),
         mix_ratio=trial.suggest_float("mix_ratio", space.mix_ratio.low, space.mix_ratio.high),
         seed=space.seed,
-    )  # fmt: skip
+    )
 
 
 def objective_values(space: SearchSpace, metrics: dict[str, float]) -> list[float]:

@@ -10,8 +10,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from datatrove.data import Document
 
+from promptsearch.corpus import read_corpus
 from promptsearch.embedded import TransformersServer, embedded_model
+from promptsearch.space import CorpusSpec, GeneratorSpec, Recipe, Sampling
+from promptsearch.store import Store
+from promptsearch.templates import SEED_TEMPLATES
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
@@ -44,13 +49,43 @@ def pg_url() -> str:
     return url
 
 
+def seeded_recipe(
+    store: Store,
+    template_name: str,
+    generator: GeneratorSpec,
+    *,
+    max_new_tokens: int = 12,
+    best_of_n: int = 1,
+    temperature: float = 0.7,
+    seed: int = 0,
+) -> Recipe:
+    """A recipe for a seed template, registered in `store` as a study would."""
+    template = SEED_TEMPLATES[template_name]
+    template_id = store.add_template(template.name, template.family, template.text, template.text_hash, "seed")
+    sampling = Sampling(temperature=temperature, top_p=0.95, max_new_tokens=max_new_tokens)
+    return Recipe.for_template(
+        template_id, template, generator=generator, sampling=sampling, best_of_n=best_of_n, mix_ratio=0.5, seed=seed
+    )
+
+
+def news(limit: int) -> list[Document]:
+    """The first `limit` Lee news articles, cut to 300 characters."""
+    return read_corpus(CorpusSpec(format="embedded", path="lee_background", limit=limit, max_chars=300)).documents
+
+
 def write_space(path: Path, server: TransformersServer | None, **overrides: object) -> Path:
     """A tiny real space: 2 short news documents, 12 new tokens, the micro proxy (or none)."""
     generator = (
-        {"name": "smollm2-135m", "backend": "endpoint", "model": str(server.model_dir),
-         "endpoint_url": server.url, "concurrency": 8}
-        if server is not None else {"name": "smollm2-135m", "backend": "embedded", "model": "embedded"}
-    )  # fmt: skip
+        {
+            "name": "smollm2-135m",
+            "backend": "endpoint",
+            "model": str(server.model_dir),
+            "endpoint_url": server.url,
+            "concurrency": 8,
+        }
+        if server is not None
+        else {"name": "smollm2-135m", "backend": "embedded", "model": "embedded"}
+    )
     space = {
         "name": "tiny",
         "objectives": [{"metric": "proxy.heldout_bpb", "direction": "minimize"}],
@@ -64,8 +99,15 @@ def write_space(path: Path, server: TransformersServer | None, **overrides: obje
         "mix_ratio": {"low": 0.3, "high": 0.7},
         "proxy": str(DATA / "proxy-micro.yaml"),
         # 12 new tokens truncate nearly every output: only the pruning test sets real thresholds
-        "measure": {"embeddings": False, "prune": {"min_unique_prefix_ratio_10": 0, "min_number_recall": 0,
-                                                   "max_echo_rate": 1, "max_failure_rate": 1}},
+        "measure": {
+            "embeddings": False,
+            "prune": {
+                "min_unique_prefix_ratio_10": 0,
+                "min_number_recall": 0,
+                "max_echo_rate": 1,
+                "max_failure_rate": 1,
+            },
+        },
         "budget": {"trials": 2},
         "seed": 0,
     }
@@ -78,6 +120,10 @@ def run_cli(
     *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 600
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(REPO / "cli.py"), *args], cwd=cwd, capture_output=True, text=True,
-        env=os.environ | (env or {}), timeout=timeout,
-    )  # fmt: skip
+        [sys.executable, str(REPO / "cli.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=os.environ | (env or {}),
+        timeout=timeout,
+    )

@@ -4,14 +4,12 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, news, seeded_recipe
 
-from promptsearch.corpus import read_corpus
 from promptsearch.embedded import TransformersServer
 from promptsearch.rephrase import Generators, rephrase, vllm_inference_config
-from promptsearch.space import CorpusSpec, GeneratorSpec, Recipe, Sampling, load_space
+from promptsearch.space import GeneratorSpec, load_space
 from promptsearch.store import Store
-from promptsearch.templates import SEED_TEMPLATES
 
 
 def _vllm_command(generator: GeneratorSpec, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -62,16 +60,15 @@ def test_endpoint_api_key_never_stored(
     secret = "sk-test-DO-NOT-STORE-4242"
     monkeypatch.setenv("PROMPTSEARCH_TEST_KEY", secret)
     store = Store.open(f"sqlite:///{tmp_path / 'g.db'}")
-    template = SEED_TEMPLATES["table"]
-    template_id = store.add_template(template.name, template.family, template.text, template.text_hash, "seed")
-    recipe = Recipe(
-        template_id=template_id, template_name=template.name, template_text=template.text,
-        template_hash=template.text_hash,
-        generator=GeneratorSpec(name="remote", backend="endpoint", model=str(embedded_server.model_dir),
-                                endpoint_url=embedded_server.url, api_key_env="PROMPTSEARCH_TEST_KEY"),
-        sampling=Sampling(temperature=0.7, top_p=0.95, max_new_tokens=8), best_of_n=1, mix_ratio=0.5, seed=0,
-    )  # fmt: skip
-    documents = read_corpus(CorpusSpec(format="embedded", path="lee_background", limit=1, max_chars=300)).documents
+    generator = GeneratorSpec(
+        name="remote",
+        backend="endpoint",
+        model=str(embedded_server.model_dir),
+        endpoint_url=embedded_server.url,
+        api_key_env="PROMPTSEARCH_TEST_KEY",
+    )
+    recipe = seeded_recipe(store, "table", generator, max_new_tokens=8)
+    documents = news(1)
     with Generators(tmp_path / "logs") as generators:
         assert rephrase(documents, recipe, store, generators, tmp_path).requests_made == 1
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
@@ -84,7 +81,12 @@ def test_missing_api_key_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mo
     from promptsearch.errors import UserError
 
     monkeypatch.delenv("PROMPTSEARCH_TEST_KEY", raising=False)
-    generator = GeneratorSpec(name="remote", backend="endpoint", model="m", endpoint_url="https://api.example.org/v1",
-                              api_key_env="PROMPTSEARCH_TEST_KEY")
+    generator = GeneratorSpec(
+        name="remote",
+        backend="endpoint",
+        model="m",
+        endpoint_url="https://api.example.org/v1",
+        api_key_env="PROMPTSEARCH_TEST_KEY",
+    )
     with Generators(tmp_path) as generators, pytest.raises(UserError, match="PROMPTSEARCH_TEST_KEY is not set"):
         generators.inference_config(generator, 1)

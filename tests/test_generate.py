@@ -19,16 +19,33 @@ def _rows(folder: Path) -> list[dict]:
 
 
 def test_generate_from_exported_recipe(tmp_path: Path, embedded_server: TransformersServer) -> None:
-    space = write_space(tmp_path / "space.yaml", embedded_server, proxy=None, budget={"trials": 1},
-                        objectives=[{"metric": "measure.number_recall", "direction": "maximize"}])  # fmt: skip
+    space = write_space(
+        tmp_path / "space.yaml",
+        embedded_server,
+        proxy=None,
+        budget={"trials": 1},
+        objectives=[{"metric": "measure.number_recall", "direction": "maximize"}],
+    )
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    assert run_cli("study", "start", str(space), "--db", url, "--workdir", str(tmp_path / "runs"),
-                   cwd=tmp_path).returncode == 0  # fmt: skip
+    assert (
+        run_cli("study", "start", str(space), "--db", url, "--workdir", str(tmp_path / "runs"), cwd=tmp_path).returncode
+        == 0
+    )
     assert run_cli("export", "tiny", "--db", url, "-o", str(tmp_path / "recipes"), cwd=tmp_path).returncode == 0
     recipe_file = next((tmp_path / "recipes").glob("recipe-trial-*.yaml"))
     recipe = yaml.safe_load(recipe_file.read_text())["recipe"]
-    result = run_cli("generate", "--recipe", str(recipe_file), "--input", "lee_background", "--limit", "3",
-                     "--output", str(tmp_path / "out"), cwd=tmp_path)  # fmt: skip
+    result = run_cli(
+        "generate",
+        "--recipe",
+        str(recipe_file),
+        "--input",
+        "lee_background",
+        "--limit",
+        "3",
+        "--output",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     rows = _rows(tmp_path / "out")
     assert len(rows) == 3
@@ -42,9 +59,25 @@ def test_generate_from_exported_recipe(tmp_path: Path, embedded_server: Transfor
 
 def test_interrupted_generate_resumes_each_document_once(tmp_path: Path, embedded_server: TransformersServer) -> None:
     space = write_space(tmp_path / "space.yaml", embedded_server)
-    args = [sys.executable, str(REPO / "cli.py"), "generate", "--space", str(space), "--template", "faq",
-            "--input", "lee_background", "--limit", "10", "--chunk-size", "2", "--max-new-tokens", "16",
-            "--output", str(tmp_path / "out")]  # fmt: skip
+    args = [
+        sys.executable,
+        str(REPO / "cli.py"),
+        "generate",
+        "--space",
+        str(space),
+        "--template",
+        "faq",
+        "--input",
+        "lee_background",
+        "--limit",
+        "10",
+        "--chunk-size",
+        "2",
+        "--max-new-tokens",
+        "16",
+        "--output",
+        str(tmp_path / "out"),
+    ]
     process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
     while not list((tmp_path / "out" / "data").glob("*.jsonl")) and time.monotonic() < deadline:

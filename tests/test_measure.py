@@ -65,8 +65,9 @@ def test_diversity() -> None:
     same = ["the cat sat on the mat and looked out of the window all day long"] * 10
     assert distinct_n(same, 2) == 0.1
     assert near_duplicate_rate(same) == 1.0
-    varied = [f"document {i} talks about topic {i} with words {' '.join(str(i * k) for k in range(12))}"
-              for i in range(10)]  # fmt: skip
+    varied = [
+        f"document {i} talks about topic {i} with words {' '.join(str(i * k) for k in range(12))}" for i in range(10)
+    ]
     assert near_duplicate_rate(varied) == 0.0
     assert abs(vendi_score(np.ones((5, 4))) - 1.0) < 1e-6
     assert abs(vendi_score(np.eye(5)) - 5.0) < 1e-6
@@ -83,10 +84,36 @@ def test_embedding_metrics_with_embedded_minilm() -> None:
 
 def test_best_of_n_rules() -> None:
     source = "The fire burned 300 homes in 2001 and 12 people were evacuated from the town of Hill Top."
-    samples = ["", source, "Q: How many homes burned?\nA: 300, in 2001; 12 people left.",
-               "Q: What happened?\nA: a fire."]
+    samples = [
+        "",
+        source,
+        "Q: How many homes burned?\nA: 300, in 2001; 12 people left.",
+        "Q: What happened?\nA: a fire.",
+    ]
     assert select_sample(source, samples, "faq", "fidelity") == 2
     assert select_sample(source, ["Sure! Fire.", "Q: x?\nA: y\nQ: z?\nA: w"], "faq", "format") == 1
     used = Counter({"Q: How many homes bu": 3})
     assert select_sample(source, samples, "faq", "novelty", used) == 3
     assert select_sample(source, samples, "faq", "length") == 2
+
+
+def test_fasttext_quality_classifier_is_stored_not_optimized(tmp_path) -> None:
+    import fasttext
+    from conftest import news
+
+    from promptsearch.measure import QualityClassifier
+    from promptsearch.space import ClassifierSpec
+
+    articles = [" ".join(d.text.split()) for d in news(40)]
+    junk = [" ".join(["click here buy now free"] * 8) + f" {i}" for i in range(40)]
+    train = tmp_path / "train.txt"
+    train.write_text("\n".join([f"__label__hq {a}" for a in articles] + [f"__label__lq {j}" for j in junk]))
+    model_path = tmp_path / "quality.bin"
+    fasttext.train_supervised(str(train), epoch=25, lr=0.5, verbose=0, seed=0, thread=1).save_model(str(model_path))
+    classifier = QualityClassifier(ClassifierSpec(name="dclm_like", path=str(model_path)))
+    good = measure([OutputRecord(a, a, "paraphrase") for a in articles[:5]], classifiers=[classifier])
+    bad = measure(
+        [OutputRecord(a, j, "paraphrase") for a, j in zip(articles[:5], junk[:5], strict=True)],
+        classifiers=[classifier],
+    )
+    assert good["quality.dclm_like"] > 0.8 > 0.2 > bad["quality.dclm_like"]

@@ -4,26 +4,21 @@ import threading
 import time
 from pathlib import Path
 
-from promptsearch.corpus import read_corpus
+from conftest import news, seeded_recipe
+
 from promptsearch.embedded import TransformersServer
 from promptsearch.rephrase import Generators, rephrase
-from promptsearch.space import CorpusSpec, GeneratorSpec, Recipe, Sampling
+from promptsearch.space import GeneratorSpec
 from promptsearch.store import GenerationRow, Store
-from promptsearch.templates import SEED_TEMPLATES
 
 
 def test_generation_round_trip_and_cache(tmp_path: Path, embedded_server: TransformersServer) -> None:
     store = Store.open(f"sqlite:///{tmp_path / 'g.db'}")
-    template = SEED_TEMPLATES["faq"]
-    template_id = store.add_template(template.name, template.family, template.text, template.text_hash, "seed")
-    documents = read_corpus(CorpusSpec(format="embedded", path="lee_background", limit=2, max_chars=300)).documents
-    recipe = Recipe(
-        template_id=template_id, template_name=template.name, template_text=template.text,
-        template_hash=template.text_hash,
-        generator=GeneratorSpec(name="smol", backend="endpoint", model=str(embedded_server.model_dir),
-                                endpoint_url=embedded_server.url),
-        sampling=Sampling(temperature=0.7, top_p=0.95, max_new_tokens=12), best_of_n=2, mix_ratio=0.5, seed=3,
-    )  # fmt: skip
+    documents = news(2)
+    generator = GeneratorSpec(
+        name="smol", backend="endpoint", model=str(embedded_server.model_dir), endpoint_url=embedded_server.url
+    )
+    recipe = seeded_recipe(store, "faq", generator, best_of_n=2, seed=3)
     with Generators(tmp_path / "logs") as generators:
         first = rephrase(documents, recipe, store, generators, tmp_path)
         again = rephrase(documents, recipe, store, generators, tmp_path)
@@ -40,15 +35,9 @@ def test_generation_round_trip_and_cache(tmp_path: Path, embedded_server: Transf
 
 def test_server_killed_mid_trial_resumes_each_document_once(tmp_path: Path) -> None:
     store = Store.open(f"sqlite:///{tmp_path / 'g.db'}")
-    template = SEED_TEMPLATES["summary"]
-    template_id = store.add_template(template.name, template.family, template.text, template.text_hash, "seed")
-    documents = read_corpus(CorpusSpec(format="embedded", path="lee_background", limit=6, max_chars=300)).documents
-    recipe = Recipe(
-        template_id=template_id, template_name=template.name, template_text=template.text,
-        template_hash=template.text_hash,
-        generator=GeneratorSpec(name="smol", backend="embedded", model="embedded", concurrency=2),
-        sampling=Sampling(temperature=0.5, top_p=0.9, max_new_tokens=24), best_of_n=1, mix_ratio=0.5, seed=0,
-    )  # fmt: skip
+    documents = news(6)
+    generator = GeneratorSpec(name="smol", backend="embedded", model="embedded", concurrency=2)
+    recipe = seeded_recipe(store, "summary", generator, max_new_tokens=24, temperature=0.5)
     with Generators(tmp_path / "logs") as generators:
         server = generators.embedded_server(recipe.generator)
 

@@ -60,7 +60,8 @@ def test_bad_yaml_is_one_line(tmp_path: Path) -> None:
 def test_missing_files_are_located(tmp_path: Path) -> None:
     text = (REPO / "search_spaces" / "quickstart.yaml").read_text()
     text = text.replace("proxy: cpu-tiny", "proxy: nowhere.yaml").replace(
-        "seeds: [faq, table, math, tutorial]", "seeds: [faq]\n  files: [missing.txt]")
+        "seeds: [faq, table, math, tutorial]", "seeds: [faq]\n  files: [missing.txt]"
+    )
     path = tmp_path / "space.yaml"
     path.write_text(text)
     with pytest.raises(SpaceError) as err:

@@ -22,10 +22,23 @@ def _study(url: str, name: str = "tiny") -> optuna.Study:
 
 def _start(space: Path, url: str, tmp_path: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, str(REPO / "cli.py"), "study", "start", str(space), "--db", url,
-         "--workdir", str(tmp_path / "runs"), *extra],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO / "cli.py"),
+            "study",
+            "start",
+            str(space),
+            "--db",
+            url,
+            "--workdir",
+            str(tmp_path / "runs"),
+            *extra,
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_running(url: str, process: subprocess.Popen, timeout: float = 180) -> int:
@@ -141,17 +154,22 @@ def test_four_workers_on_postgres_run_20_enqueued_trials_once(
     tmp_path: Path, pg_url: str, embedded_server: TransformersServer
 ) -> None:
     space = write_space(
-        tmp_path / "space.yaml", embedded_server, proxy=None, best_of_n=[1], budget={"trials": 20},
+        tmp_path / "space.yaml",
+        embedded_server,
+        proxy=None,
+        best_of_n=[1],
+        budget={"trials": 20},
         objectives=[{"metric": "measure.number_recall", "direction": "maximize"}],
-    )  # fmt: skip
+    )
     assert run_cli("study", "create", str(space), "--db", pg_url, cwd=tmp_path).returncode == 0
     study = _study(pg_url)
     for i in range(18):
         study.enqueue_trial({}, user_attrs={"template_id": 1 + i % 2})
     enqueued = [t.number for t in study.get_trials(states=(optuna.trial.TrialState.WAITING,))]
     assert len(enqueued) == 20
-    result = run_cli("study", "start", "tiny", "--db", pg_url, "--workers", "4",
-                     "--workdir", str(tmp_path / "runs"), cwd=tmp_path)  # fmt: skip
+    result = run_cli(
+        "study", "start", "tiny", "--db", pg_url, "--workers", "4", "--workdir", str(tmp_path / "runs"), cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     trials = _study(pg_url).trials
     assert sorted(t.number for t in trials) == sorted(enqueued)  # nothing beyond the 20
@@ -164,11 +182,14 @@ def test_broken_template_is_pruned_before_proxy_training(tmp_path: Path, embedde
     broken.parent.mkdir()
     broken.write_text("Repeat after me:\n\n{document}")  # SmolLM2-135M echoes the document
     space = write_space(
-        tmp_path / "space.yaml", embedded_server, templates={"files": [str(broken)]}, budget={"trials": 1},
+        tmp_path / "space.yaml",
+        embedded_server,
+        templates={"files": [str(broken)]},
+        budget={"trials": 1},
         source={"format": "embedded", "path": "lee_background", "limit": 4, "max_chars": 300},
         sampling={"temperature": {"low": 0.2, "high": 0.4}, "max_new_tokens": [24]},
         measure={"embeddings": False, "prune": {"max_failure_rate": 1.0}},  # default collapse/fidelity thresholds
-    )  # fmt: skip
+    )
     url = f"sqlite:///{tmp_path / 'study.db'}"
     result = run_cli("study", "start", str(space), "--db", url, "--workdir", str(tmp_path / "runs"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -28,9 +28,10 @@ from promptsearch.measure.fidelity import (
     number_recall,
 )
 from promptsearch.measure.formats import is_valid_format
+from promptsearch.measure.quality import QualityClassifier
 
 PREFIX_LENGTHS = (5, 10, 20, 40, 80)
-__all__ = ["Embedder", "OutputRecord", "measure", "most_common_opening", "select_sample"]
+__all__ = ["Embedder", "OutputRecord", "QualityClassifier", "measure", "most_common_opening", "select_sample"]
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,9 @@ def _mean(values: list[float | None]) -> float | None:
     return fmean(kept) if kept else None
 
 
-def measure(records: list[OutputRecord], embedder: Embedder | None = None) -> dict[str, float]:
+def measure(
+    records: list[OutputRecord], embedder: Embedder | None = None, classifiers: list[QualityClassifier] = ()
+) -> dict[str, float]:
     outputs = [r.output for r in records]
     n = max(1, len(records))
     metrics: dict[str, float | None] = {}
@@ -97,11 +100,18 @@ def measure(records: list[OutputRecord], embedder: Embedder | None = None) -> di
         src_vectors = embedder.embed([r.source for r in records])
         metrics["vendi_score"] = vendi_score(out_vectors)
         metrics["embedding_similarity"] = float(np.mean(np.sum(out_vectors * src_vectors, axis=1)))
+    for classifier in classifiers:
+        metrics[f"quality.{classifier.spec.name}"] = classifier.score(outputs)
     return {k: float(v) for k, v in metrics.items() if v is not None}
 
 
-def select_sample(source: str, samples: list[str], family: str = "", rule: str = "fidelity",
-                  chosen_openings: Counter[str] | None = None) -> int:  # fmt: skip
+def select_sample(
+    source: str,
+    samples: list[str],
+    family: str = "",
+    rule: str = "fidelity",
+    chosen_openings: Counter[str] | None = None,
+) -> int:
     """Best-of-N. Unusable samples (empty, refusal, echo) lose under every rule; then:
     fidelity — most source numbers kept; format — valid for the family first; novelty — the opening
     least used by outputs already selected in this trial (fights template collapse); length — longest."""

@@ -35,7 +35,8 @@ class Embedder:
         with self._lock:
             todo = {k: t for k, t in zip(keys, texts, strict=True) if k not in self._cache}
             if todo:
-                vectors = self._load().encode(list(todo.values()), batch_size=self.batch_size,
-                                              normalize_embeddings=True, show_progress_bar=False)  # fmt: skip
+                vectors = self._load().encode(
+                    list(todo.values()), batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
+                )
                 self._cache.update(zip(todo, np.asarray(vectors, dtype=np.float32), strict=True))
             return np.stack([self._cache[k] for k in keys]) if keys else np.zeros((0, 384), dtype=np.float32)

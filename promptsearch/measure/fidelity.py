@@ -11,9 +11,43 @@ _REFUSAL = re.compile(
     r"^\W*(i'?m sorry|i am sorry|i can(no|')t|i cannot|as an ai|i'?m unable|i am unable|unfortunately, i)", re.I
 )
 # Capitalized words that open sentences or are common function words are not entities.
-_NOT_ENTITIES = {"The", "A", "An", "In", "On", "At", "It", "This", "That", "He", "She", "They", "We", "I", "And",
-                 "But", "Or", "If", "When", "What", "Why", "How", "Who", "Which", "Where", "Q", "Question",
-                 "Answer", "Step", "Problem", "Solution", "Document", "FAQ", "Yes", "No"}  # fmt: skip
+_NOT_ENTITIES = {
+    "The",
+    "A",
+    "An",
+    "In",
+    "On",
+    "At",
+    "It",
+    "This",
+    "That",
+    "He",
+    "She",
+    "They",
+    "We",
+    "I",
+    "And",
+    "But",
+    "Or",
+    "If",
+    "When",
+    "What",
+    "Why",
+    "How",
+    "Who",
+    "Which",
+    "Where",
+    "Q",
+    "Question",
+    "Answer",
+    "Step",
+    "Problem",
+    "Solution",
+    "Document",
+    "FAQ",
+    "Yes",
+    "No",
+}
 
 
 def numbers(text: str) -> set[str]:

@@ -57,8 +57,9 @@ def _tutorial(text: str) -> bool:
 
 
 def _knowledge_list(text: str) -> bool:
-    return sum(line.lstrip().startswith(("-", "*", "•")) or bool(_ORDERED_STEP.match(line))
-               for line in _lines(text)) >= 2  # fmt: skip
+    return (
+        sum(line.lstrip().startswith(("-", "*", "•")) or bool(_ORDERED_STEP.match(line)) for line in _lines(text)) >= 2
+    )
 
 
 CHECKS: dict[str, Callable[[str], bool]] = {
