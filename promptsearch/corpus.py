@@ -30,6 +30,7 @@ class TextReader(BaseDiskReader):
     def __init__(self, data_folder: str, per: str = "file", **kwargs):
         super().__init__(data_folder, **kwargs)
         self.per = per
+        self.not_utf8 = 0
 
     def read_file(self, filepath: str) -> DocumentsPipeline:
         with self.data_folder.open(filepath, "rb") as f:
@@ -40,6 +41,7 @@ class TextReader(BaseDiskReader):
             except UnicodeDecodeError:
                 # Not UTF-8: skipped and counted, like other unusable documents.
                 self.stat_update("skipped_not_utf8")
+                self.not_utf8 += 1
                 continue
             if document := self.get_document_from_dict({"text": text}, filepath, index):
                 yield document
@@ -86,17 +88,10 @@ def _is_binary(text: str) -> bool:
     return "\x00" in text or sum(not (c.isprintable() or c.isspace()) for c in text[:2000]) > 20
 
 
-def _documents(spec: CorpusSpec) -> Iterator[Document]:
-    try:
-        yield from corpus_reader(spec).run()
-    except FileNotFoundError as exc:
-        raise UserError(f"corpus {spec.path}: {exc}") from exc
-
-
-def read_corpus(spec: CorpusSpec) -> Corpus:
-    corpus = Corpus(documents=[])
+def _usable(corpus: Corpus, documents: Iterator[Document], spec: CorpusSpec) -> Iterator[Document]:
+    """Documents after skipping (and counting) empty and binary ones, then `skip`; cut to `max_chars`."""
     position = 0
-    for document in _documents(spec):
+    for document in documents:
         text = (document.text or "").strip()
         if not text:
             corpus.skipped["empty"] += 1
@@ -111,9 +106,21 @@ def read_corpus(spec: CorpusSpec) -> Corpus:
             corpus.skipped["truncated"] += 1
         document.text = truncate_at_newline(text, spec.max_chars)
         document.id = str(document.id)
-        corpus.documents.append(document)
-        if spec.limit is not None and len(corpus.documents) >= spec.limit:
-            break
+        yield document
+
+
+def read_corpus(spec: CorpusSpec) -> Corpus:
+    corpus = Corpus(documents=[])
+    reader = corpus_reader(spec)
+    try:
+        for document in _usable(corpus, reader.run(), spec):
+            corpus.documents.append(document)
+            if spec.limit is not None and len(corpus.documents) >= spec.limit:
+                break
+    except FileNotFoundError as exc:
+        raise UserError(f"corpus {spec.path}: {exc}") from exc
+    if isinstance(reader, TextReader) and reader.not_utf8:
+        corpus.skipped["not_utf8"] = reader.not_utf8
     if not corpus.documents:
         raise UserError(f"corpus {spec.format}:{spec.path} yielded no usable documents")
     return corpus

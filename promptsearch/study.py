@@ -129,8 +129,10 @@ class _Objective:
         )
         self.options = options
         self.stages = build_stages(self.space)
+        source = read_corpus(self.space.source)
         self.corpora = Corpora(
-            source=read_corpus(self.space.source).documents,
+            source=source.documents,
+            source_skipped=dict(source.skipped),
             mix_in=[d.text for d in read_corpus(self.space.mix_in).documents],
             heldout=[d.text for d in read_corpus(self.space.heldout).documents],
         )

@@ -52,6 +52,7 @@ class Corpora:
     source: list[Document]
     mix_in: list[str]
     heldout: list[str]
+    source_skipped: dict[str, int] = field(default_factory=dict)  # empty / binary / truncated source documents
 
 
 @dataclass
@@ -158,6 +159,7 @@ class RephraseStage:
                 if result.requests_made
                 else 0.0,
                 "server_restarts": result.server_restarts,
+                **{f"source_{reason}": count for reason, count in ctx.corpora.source_skipped.items()},
                 **_device_hours(ctx, result.wall_seconds if result.requests_made else 0.0),
             },
         )

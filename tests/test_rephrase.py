@@ -22,9 +22,11 @@ def test_generation_round_trip_and_cache(tmp_path: Path, embedded_server: Transf
     with Generators(tmp_path / "logs") as generators:
         first = rephrase(documents, recipe, store, generators, tmp_path)
         again = rephrase(documents, recipe, store, generators, tmp_path)
+        best_of_one = rephrase(documents, recipe.model_copy(update={"best_of_n": 1}), store, generators, tmp_path)
     assert (first.requests_made, first.requests_cached) == (4, 0)
     assert 0 < first.completion_tokens_generated <= 4 * 12
     assert (again.requests_made, again.requests_cached) == (0, 4)
+    assert (best_of_one.requests_made, best_of_one.requests_cached) == (0, 2)  # best-of-1 from the cached 2
     for doc in documents:
         texts = [s.text for s in first.samples[doc.id]]
         assert [s.text for s in again.samples[doc.id]] == texts
