@@ -51,13 +51,14 @@ def naive_loop(documents, recipe: Recipe, model, tokenizer) -> tuple[int, float]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--docs", type=int, default=64)
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument("--max-chars", type=int, default=800, help="documents are cut at a newline to this")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
 
     documents = read_corpus(
-        CorpusSpec(format="embedded", path="lee_background", limit=args.docs, max_chars=1200)
+        CorpusSpec(format="embedded", path="lee_background", limit=args.docs, max_chars=args.max_chars)
     ).documents
     template = SEED_TEMPLATES["faq"]
     generator = GeneratorSpec(name="smollm2-135m", backend="embedded", model="embedded", concurrency=args.concurrency)
@@ -102,6 +103,7 @@ def main() -> None:
         },
         "settings": {
             "documents": len(documents),
+            "max_chars": args.max_chars,
             "max_new_tokens": args.max_new_tokens,
             "temperature": 0.7,
             "top_p": 0.95,

@@ -29,6 +29,8 @@ db_app = typer.Typer(no_args_is_help=True, help="The database.")
 app.add_typer(study_app, name="study")
 app.add_typer(space_app, name="space")
 app.add_typer(db_app, name="db")
+proxy_app = typer.Typer(no_args_is_help=True, help="Proxy profiles.")
+app.add_typer(proxy_app, name="proxy")
 
 # Wide when piped, so tables stay readable in logs and CI output.
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -105,6 +107,66 @@ def db_upgrade(db: DbOption = DEFAULT_DB) -> None:
 
     head = upgrade(db)
     console.print(f"{_describe_db(db)}: at schema {head}")
+
+
+# ------------------------------------------------------------------------------------------- proxy
+
+
+@proxy_app.command("calibrate")
+def proxy_calibrate(
+    space_file: Annotated[Path, typer.Option("--space", help="Space whose corpora make the fixed mixture.")],
+    profile: Annotated[str | None, typer.Option(help="Profile name or YAML (default: the space's).")] = None,
+    seeds: Annotated[int, typer.Option(min=3, help="Training seeds (and data orders).")] = 3,
+    db: DbOption = DEFAULT_DB,
+    workdir: WorkdirOption = DEFAULT_WORKDIR,
+) -> None:
+    """Measure a proxy profile's noise floor: the same mixture trained with several seeds."""
+    import hashlib
+    import statistics
+
+    from promptsearch.corpus import read_corpus
+    from promptsearch.proxy import calibrate
+    from promptsearch.space import load_proxy_profile, load_space, proxy_profile_path
+    from promptsearch.store import ProxyCalibrationRow, Store
+
+    space = load_space(space_file)
+    reference = profile or space.proxy
+    if reference is None:
+        raise UserError("the space has no proxy profile; pass --profile cpu-tiny")
+    loaded = load_proxy_profile(proxy_profile_path(reference, Path.cwd()))
+    store = Store.open(db)
+    _quiet_libraries(workdir)
+    # The fixed mixture: the source documents themselves as the synthetic part (no generation needed).
+    source = [d.text for d in read_corpus(space.source).documents]
+    raw = [d.text for d in read_corpus(space.mix_in).documents]
+    heldout = [d.text for d in read_corpus(space.heldout).documents]
+    with console.status(f"training {loaded.name} with {seeds} seeds"):
+        runs = calibrate(
+            source,
+            raw,
+            heldout,
+            source,
+            (space.mix_ratio.low + space.mix_ratio.high) / 2,
+            loaded,
+            workdir.resolve() / "calibration" / loaded.name,
+            seeds,
+        )
+    means = {k: statistics.fmean(r[k] for r in runs) for k in runs[0]}
+    stds = {k: statistics.stdev(r[k] for r in runs) for k in runs[0]}
+    store.add_calibration(
+        ProxyCalibrationRow(
+            profile=loaded.name,
+            profile_hash=hashlib.sha256(loaded.model_dump_json().encode()).hexdigest(),
+            seeds=seeds,
+            means=means,
+            stds=stds,
+            runs=runs,
+        )
+    )
+    table = Table("score", "mean", "std (noise floor)", title=f"{loaded.name}: {seeds} seeds")
+    for name in means:
+        table.add_row(name, f"{means[name]:.4f}", f"{stds[name]:.4f}")
+    console.print(table)
 
 
 # ------------------------------------------------------------------------------------------- study
@@ -188,10 +250,19 @@ def study_start(
 @study_app.command("status")
 def study_status(study: str, db: DbOption = DEFAULT_DB) -> None:
     """Show a study's trials: template, knobs, objective values, key metrics, state and reasons."""
-    from promptsearch.study import load_study
+    import optuna
+
+    from promptsearch.study import load_study, objective_noise
 
     loaded, store = load_study(study, db)
     names = loaded.metric_names or [f"objective_{i}" for i in range(len(loaded.directions))]
+    noise = objective_noise(loaded, store)
+    complete = loaded.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    best = {
+        n: (max if d == optuna.study.StudyDirection.MAXIMIZE else min)(t.values[i] for t in complete)
+        for i, (n, d) in enumerate(zip(names, loaded.directions, strict=True))
+        if complete
+    }
     goals = ", ".join(f"{n} {d.name.lower()}" for n, d in zip(names, loaded.directions, strict=True))
     table = Table(title=f"study {study} ({goals})")
     for col in (
@@ -204,6 +275,7 @@ def study_status(study: str, db: DbOption = DEFAULT_DB) -> None:
         "N",
         "mix",
         *names,
+        *(f"{n} Δbest/σ" for n in noise),
         "prefix@10",
         "num.recall",
         "seconds",
@@ -232,6 +304,10 @@ def study_status(study: str, db: DbOption = DEFAULT_DB) -> None:
             str(p.get("best_of_n", "-")),
             _fmt(p.get("mix_ratio")),
             *values,
+            *(
+                f"{(t.values[names.index(n)] - best[n]) / sigma:+.1f}" if t.values and sigma else "-"
+                for n, sigma in noise.items()
+            ),
             _fmt(u.get("measure.unique_prefix_ratio_10")),
             _fmt(u.get("measure.number_recall")),
             seconds,
@@ -247,6 +323,10 @@ def study_status(study: str, db: DbOption = DEFAULT_DB) -> None:
                 stages[key.removeprefix("seconds.")] = stages.get(key.removeprefix("seconds."), 0.0) + value
     split = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in stages.items())
     console.print(f"generated {tokens} completion tokens; time by stage: {split or '-'}")
+    if noise:
+        console.print("noise floor (std over training seeds): " + ", ".join(f"{n} {s:.4f}" for n, s in noise.items()))
+    elif any(n.startswith("proxy.") for n in names):
+        console.print("no noise floor yet: run `promptsearch proxy calibrate --space FILE`")
 
 
 def _fmt(value: object) -> str:

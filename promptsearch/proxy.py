@@ -23,6 +23,7 @@ import numpy as np
 from datatrove.data import Document
 from datatrove.pipeline.tokens import DocumentTokenizer
 
+from promptsearch.cloze import build_cloze_items, score_cloze
 from promptsearch.errors import UserError
 from promptsearch.pipelines import run_local_pipeline
 from promptsearch.space import ProxyProfile
@@ -36,7 +37,7 @@ class TooLittleData(Exception):
 
 @dataclass
 class ProxyResult:
-    heldout_bpb: float
+    scores: dict[str, float]  # heldout_bpb, knowledge_acc, knowledge_prob
     train_tokens: int
     synthetic_tokens: int
     raw_tokens: int
@@ -147,6 +148,7 @@ def run_proxy(
     synthetic: list[str],
     raw: list[str],
     heldout: list[str],
+    knowledge_sources: list[str],
     mix_ratio: float,
     profile: ProxyProfile,
     workdir: Path,
@@ -226,7 +228,9 @@ def run_proxy(
     seconds["train"] = time.monotonic() - train_start
 
     eval_start = time.monotonic()
-    bpb = _heldout_bpb(model, tokenizer_path, heldout, profile, device)
+    scores = {"heldout_bpb": _heldout_bpb(model, tokenizer_path, heldout, profile, device)}
+    items = build_cloze_items(knowledge_sources, seed=seed)
+    scores |= score_cloze(model, Tokenizer.from_file(str(tokenizer_path)), items, device, seq + 1)
     seconds["eval"] = time.monotonic() - eval_start
 
     checkpoint = workdir / "checkpoint"
@@ -234,7 +238,7 @@ def run_proxy(
     model.save_pretrained(checkpoint)
     PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_path), eos_token=EOS).save_pretrained(checkpoint)
     return ProxyResult(
-        heldout_bpb=bpb,
+        scores=scores,
         train_tokens=steps * batch * seq,
         synthetic_tokens=synthetic_tokens,
         raw_tokens=raw_tokens,
@@ -242,3 +246,20 @@ def run_proxy(
         seconds=seconds,
         losses=losses,
     )
+
+
+def calibrate(
+    synthetic: list[str],
+    raw: list[str],
+    heldout: list[str],
+    knowledge_sources: list[str],
+    mix_ratio: float,
+    profile: ProxyProfile,
+    workdir: Path,
+    seeds: int,
+) -> list[dict[str, float]]:
+    """The same mixture trained with `seeds` training seeds and data orders; one score dict per run."""
+    return [
+        run_proxy(synthetic, raw, heldout, knowledge_sources, mix_ratio, profile, workdir / f"seed-{seed}", seed).scores
+        for seed in range(seeds)
+    ]

@@ -21,7 +21,10 @@ from promptsearch.resources import bundled_dir
 
 # Every metric a study may optimize. Each stage documents where its metrics come from.
 OBJECTIVE_METRICS = {
+    "proxy.score": "weighted sum of the proxy's scores (`proxy_weights`; higher is better)",
     "proxy.heldout_bpb": "bits per byte of the proxy model on held-out raw text (lower is better)",
+    "proxy.knowledge_prob": "prob_norm_token of the gold answer on cloze items from the rephrased documents",
+    "proxy.knowledge_acc": "accuracy on cloze items from the rephrased documents",
     "measure.unique_prefix_ratio_10": "unique 10-character openings / outputs (template collapse)",
     "measure.number_recall": "share of the source's numbers that reappear in the output",
     "measure.entity_recall": "share of the source's capitalized entities that reappear in the output",
@@ -242,6 +245,10 @@ class SearchSpace(_Strict):
     )
     mix_ratio: FloatRange = FloatRange(low=0.5, high=0.5)
     measure: MeasureSpec = MeasureSpec()
+    proxy_weights: dict[Literal["heldout_bpb", "knowledge_prob", "knowledge_acc"], float] = Field(
+        default_factory=lambda: {"knowledge_prob": 1.0, "heldout_bpb": -1.0},
+        description="proxy.score = sum of weight x score",
+    )
     proxy: str | None = Field(None, description="a profile in proxies/ or a YAML path; null leaves it out")
     budget: Budget
     seed: int = 0

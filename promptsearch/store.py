@@ -133,6 +133,20 @@ class ProxyRunRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
+class ProxyCalibrationRow(Base):
+    """The noise floor of a proxy profile: score spread over training seeds on one fixed mixture."""
+
+    __tablename__ = "ps_proxy_calibrations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    profile: Mapped[str] = mapped_column(String(200), index=True)
+    profile_hash: Mapped[str] = mapped_column(String(64))
+    seeds: Mapped[int] = mapped_column(Integer)
+    means: Mapped[dict[str, float]] = mapped_column(JSON)
+    stds: Mapped[dict[str, float]] = mapped_column(JSON)
+    runs: Mapped[list[dict[str, float]]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
 def generation_key(
     template_text: str, model_id: str, revision: str, sampling: dict[str, Any], seed: int, doc_id: str, index: int
 ) -> str:
@@ -325,6 +339,15 @@ class Store:
         with self.session() as s:
             return s.scalars(select(ProxyRunRow).where(ProxyRunRow.input_key == input_key).limit(1)).first()
 
+    def add_calibration(self, row: ProxyCalibrationRow) -> None:
+        with self.session() as s:
+            s.add(row)
+
+    def latest_calibration(self, profile: str) -> ProxyCalibrationRow | None:
+        with self.session() as s:
+            query = select(ProxyCalibrationRow).where(ProxyCalibrationRow.profile == profile)
+            return s.scalars(query.order_by(ProxyCalibrationRow.id.desc()).limit(1)).first()
+
     def delete_study_rows(self, study: str) -> None:
         with self.session() as s:
             for table in (TrialOutputRow, TrialMetricRow, ProxyRunRow):
@@ -337,7 +360,7 @@ def _storage_engine_kwargs(url: str) -> dict[str, Any]:
     return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
 
 
-def upgrade(url: str) -> str:
+def upgrade(url: str, revision: str = "head") -> str:
     """Create or migrate the project tables (Alembic) and Optuna's tables; return the head revision."""
     engine = _engine(url)
     try:
@@ -345,7 +368,7 @@ def upgrade(url: str) -> str:
             pass
     except OperationalError as exc:
         raise UserError(f"cannot reach database {redact(url)}: {exc.orig}") from exc
-    command.upgrade(_alembic_config(url), "head")
+    command.upgrade(_alembic_config(url), revision)
     storage = optuna.storages.RDBStorage(url, engine_kwargs=_storage_engine_kwargs(url), skip_compatibility_check=True)
     current, head = storage.get_current_version(), storage.get_head_version()
     if current != head:

@@ -25,7 +25,7 @@ from promptsearch.corpus import read_corpus
 from promptsearch.errors import UserError
 from promptsearch.measure import Embedder, QualityClassifier
 from promptsearch.rephrase import Generators
-from promptsearch.space import SearchSpace, load_space
+from promptsearch.space import SearchSpace, load_proxy_profile, load_space
 from promptsearch.store import Store, redact
 from promptsearch.templates import TemplateSpec, template_pool
 from promptsearch.trial import Corpora, TrialContext, WorkerResources, build_stages, run_trial, suggest_recipe
@@ -262,6 +262,21 @@ def _run_processes(name: str, options: RunOptions) -> None:
     failures = [errors.get() for _ in range(errors.qsize())] if not errors.empty() else []
     if failures:
         raise UserError(f"{len(failures)} worker(s) failed; first: {failures[0]}")
+
+
+def objective_noise(study: optuna.Study, store: Store) -> dict[str, float]:
+    """The noise floor (std over training seeds) of each proxy objective, from the latest calibration of
+    the study's proxy profile; `proxy.score` combines its parts' stds as if independent."""
+    space = study_space(study)
+    if space.proxy is None:
+        return {}
+    calibration = store.latest_calibration(load_proxy_profile(Path(space.proxy)).name)
+    if calibration is None:
+        return {}
+    stds = {f"proxy.{k}": v for k, v in calibration.stds.items()}
+    parts = [(w * calibration.stds[k]) ** 2 for k, w in space.proxy_weights.items() if k in calibration.stds]
+    stds["proxy.score"] = sum(parts) ** 0.5
+    return {o.metric: stds[o.metric] for o in space.objectives if o.metric in stds}
 
 
 def delete_study(name: str, db_url: str) -> None:

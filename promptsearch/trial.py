@@ -235,8 +235,9 @@ def save_measure_artifacts(ctx: TrialContext, metrics: dict[str, float]) -> None
 class ProxyStage:
     name = "proxy"
 
-    def __init__(self, profile: ProxyProfile):
+    def __init__(self, profile: ProxyProfile, weights: dict[str, float]):
         self.profile = profile
+        self.weights = weights
 
     def input_key(self, ctx: TrialContext) -> str:
         parts = [
@@ -253,7 +254,8 @@ class ProxyStage:
         key = self.input_key(ctx)
         if (previous := ctx.store.proxy_run(key)) is not None:
             # Training is deterministic given its inputs: an identical mixture reuses the earlier run.
-            ctx.record("proxy", {**previous.scores, "train_tokens": previous.train_tokens, "reused": 1})
+            scores = {**previous.scores, "score": proxy_score(previous.scores, self.weights)}
+            ctx.record("proxy", {**scores, "train_tokens": previous.train_tokens, "reused": 1})
             return
         started = time.monotonic()
         try:
@@ -261,6 +263,7 @@ class ProxyStage:
                 synthetic=[r.output for r in ctx.records],
                 raw=ctx.corpora.mix_in,
                 heldout=ctx.corpora.heldout,
+                knowledge_sources=[r.source for r in ctx.records],
                 mix_ratio=ctx.recipe.mix_ratio,
                 profile=self.profile,
                 workdir=ctx.workdir / "proxy",
@@ -283,13 +286,14 @@ class ProxyStage:
                 raw_tokens=result.raw_tokens,
                 wall_seconds=time.monotonic() - started,
                 checkpoint_path=str(result.checkpoint),
-                scores={"heldout_bpb": result.heldout_bpb},
+                scores=result.scores,
             )
         )
         ctx.record(
             "proxy",
             {
-                "heldout_bpb": result.heldout_bpb,
+                **result.scores,
+                "score": proxy_score(result.scores, self.weights),
                 "train_tokens": result.train_tokens,
                 "reused": 0,
                 **{f"{k}_seconds": v for k, v in result.seconds.items()},
@@ -297,10 +301,15 @@ class ProxyStage:
         )
 
 
+def proxy_score(scores: dict[str, float], weights: dict[str, float]) -> float:
+    """The proxy's single score: a weighted sum of its components (each is also stored on its own)."""
+    return sum(weight * scores[name] for name, weight in weights.items())
+
+
 def build_stages(space: SearchSpace) -> list[Stage]:
     stages: list[Stage] = [RephraseStage(), MeasureStage(space.measure.prune)]
     if space.proxy is not None:
-        stages.append(ProxyStage(load_proxy_profile(Path(space.proxy))))
+        stages.append(ProxyStage(load_proxy_profile(Path(space.proxy)), space.proxy_weights))
     return stages
 
 

@@ -4,14 +4,14 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from conftest import run_cli
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect
 
 from promptsearch.errors import UserError
-from promptsearch.store import VERSION_TABLE, Base, Store, upgrade
+from promptsearch.store import Base, Store, upgrade
 
 
 def _check_migrated(url: str) -> None:
-    assert upgrade(url) == "0001"
+    assert upgrade(url) == "0002"
     engine = create_engine(url)
     with engine.connect() as conn:
         tables = set(inspect(conn).get_table_names())
@@ -20,7 +20,7 @@ def _check_migrated(url: str) -> None:
         diff = compare_metadata(MigrationContext.configure(conn, opts=ours), Base.metadata)
         assert diff == [], diff
     Store.open(url, create_if_empty=False)  # accepted: at head
-    assert upgrade(url) == "0001"  # idempotent
+    assert upgrade(url) == "0002"  # idempotent
 
 
 def test_migrate_from_empty_sqlite(tmp_path: Path) -> None:
@@ -32,16 +32,17 @@ def test_migrate_from_empty_postgres(pg_url: str) -> None:
     _check_migrated(pg_url)
 
 
-def test_database_older_than_code_is_refused(tmp_path: Path) -> None:
+def test_database_older_than_code_is_refused_then_upgraded(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    upgrade(url)
-    with create_engine(url).begin() as conn:
-        conn.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = '0000'"))
-    with pytest.raises(UserError, match=r"schema 0000, this code needs 0001: run `promptsearch db upgrade"):
+    upgrade(url, "0001")  # a database made by the first release
+    with pytest.raises(UserError, match=r"schema 0001, this code needs 0002: run `promptsearch db upgrade"):
         Store.open(url)
     result = run_cli("study", "list", "--db", url, cwd=tmp_path)
     assert result.returncode == 1 and "promptsearch db upgrade" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    assert run_cli("db", "upgrade", "--db", url, cwd=tmp_path).returncode == 0
+    assert "ps_proxy_calibrations" in inspect(create_engine(url)).get_table_names()
+    assert run_cli("study", "list", "--db", url, cwd=tmp_path).returncode == 0
 
 
 @pytest.mark.parametrize(
