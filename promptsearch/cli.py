@@ -58,6 +58,10 @@ def _quiet_libraries(workdir: Path) -> None:
 
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils.logging import disable_progress_bar
+
+    disable_progress_bar()  # weight loading/saving bars would break the live progress display
     workdir.mkdir(parents=True, exist_ok=True)
     log_file = workdir / "promptsearch.log"
     logger.remove()

@@ -195,15 +195,15 @@ class PruneThresholds(_Strict):
 
     Defaults sit well below what the quickstart's seed templates reach with SmolLM2-135M
     (unique-prefix ratio@10 0.50-0.75, number recall 0.23-0.56, echo rate 0.08-0.25, failure rate
-    0.58-0.75 with 128 new tokens, format validity 0-0.08), so they only catch broken templates.
-    Raise `min_format_validity` for 1B-class generators, which follow formats.
+    — empty, refusal or echo — 0.08-0.25, format validity 0-0.08), so they only catch broken
+    templates. Raise `min_format_validity` for 1B-class generators, which follow formats.
     """
 
     min_unique_prefix_ratio_10: float = Field(0.2, ge=0, le=1)
     min_number_recall: float = Field(0.05, ge=0, le=1)
     min_format_validity: float = Field(0.0, ge=0, le=1)
     max_echo_rate: float = Field(0.5, ge=0, le=1)
-    max_failure_rate: float = Field(0.9, ge=0, le=1)
+    max_failure_rate: float = Field(0.5, ge=0, le=1)
 
 
 class ClassifierSpec(_Strict):

@@ -1,5 +1,7 @@
 """Metrics on hand-built output sets whose answers are known."""
 
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -36,7 +38,7 @@ def test_failures_are_counted() -> None:
     ]
     metrics = measure(records)
     assert (metrics["empty_rate"], metrics["refusal_rate"], metrics["truncated_rate"]) == (0.25, 0.25, 0.25)
-    assert metrics["failure_rate"] == 0.75
+    assert metrics["failure_rate"] == 0.5  # empty and refusal; truncation is reported on its own
     assert metrics["format_validity"] == 0.25
 
 
@@ -98,7 +100,6 @@ def test_best_of_n_rules() -> None:
 
 
 def test_fasttext_quality_classifier_is_stored_not_optimized(tmp_path) -> None:
-    import fasttext
     from conftest import news
 
     from promptsearch.measure import QualityClassifier
@@ -109,7 +110,12 @@ def test_fasttext_quality_classifier_is_stored_not_optimized(tmp_path) -> None:
     train = tmp_path / "train.txt"
     train.write_text("\n".join([f"__label__hq {a}" for a in articles] + [f"__label__lq {j}" for j in junk]))
     model_path = tmp_path / "quality.bin"
-    fasttext.train_supervised(str(train), epoch=25, lr=0.5, verbose=0, seed=0, thread=1).save_model(str(model_path))
+    # Trained in a fresh process: fastText's trainer hits NaN in a process that already loaded torch.
+    script = (
+        "import fasttext, sys; fasttext.train_supervised(sys.argv[1], epoch=30, lr=0.1, verbose=0, seed=0, "
+        "thread=1).save_model(sys.argv[2])"
+    )
+    subprocess.run([sys.executable, "-c", script, str(train), str(model_path)], check=True)
     classifier = QualityClassifier(ClassifierSpec(name="dclm_like", path=str(model_path)))
     good = measure([OutputRecord(a, a, "paraphrase") for a in articles[:5]], classifiers=[classifier])
     bad = measure(

@@ -88,7 +88,8 @@ def measure(
     metrics["refusal_rate"] = sum(refusal) / n
     metrics["echo_rate"] = sum(echo) / n
     metrics["truncated_rate"] = sum(truncated) / n
-    metrics["failure_rate"] = sum(any(f) for f in zip(empty, refusal, echo, truncated, strict=True)) / n
+    # Truncation is reported on its own: it says more about max_new_tokens than about the template.
+    metrics["failure_rate"] = sum(any(f) for f in zip(empty, refusal, echo, strict=True)) / n
 
     tokens = [r.output_tokens for r in records if r.output_tokens is not None]
     if tokens:
