@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from promptsearch.space import Budget
 from promptsearch.study import RunOptions, create_study, load_study, start_study, study_space
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ def main() -> None:
         start_study("rerun", options)
         study, _ = load_study("rerun", url)
         first = study.trials[0]
-        widened = study_space(study).model_copy(update={"budget": {"trials": 2}})
+        widened = study_space(study).model_copy(update={"budget": Budget(trials=2)})
         study.set_user_attr("space", widened.model_dump(mode="json"))
         study.enqueue_trial(first.params, user_attrs={"template_id": first.user_attrs["template_id"]})
         start_study("rerun", options)

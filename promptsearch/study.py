@@ -190,11 +190,14 @@ def _fill_queue(study: optuna.Study, budget: int) -> None:
         _enqueue_templates(study, study.user_attrs["template_ids"], 1)
 
 
-def run_worker(name: str, options: RunOptions) -> None:
+def run_worker(name: str, options: RunOptions, worker_index: int = 0) -> None:
     """One worker process: run trials until the study's budget is used up."""
     store = Store.open(options.db_url, create_if_empty=False)
     study = _load(store, name, options.heartbeat_seconds, options.grace_seconds)
     space = study_space(study)
+    # load_study would give an unseeded sampler: a single-worker study is reproducible from the space's
+    # seed, and each of several workers gets its own stream.
+    study.sampler = optuna.samplers.TPESampler(seed=space.seed + worker_index)
     remaining = space.budget.trials - finished_count(study)
     if remaining <= 0:
         return
@@ -210,9 +213,9 @@ def run_worker(name: str, options: RunOptions) -> None:
         )
 
 
-def _worker_entry(name: str, options: RunOptions, errors: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _worker_entry(name: str, options: RunOptions, index: int, errors: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     try:
-        run_worker(name, options)
+        run_worker(name, options, index)
     except KeyboardInterrupt:
         pass
     except Exception as exc:
@@ -254,7 +257,7 @@ def _poll(study: optuna.Study, on_progress: Callable[[optuna.Study], None], done
 def _run_processes(name: str, options: RunOptions) -> None:
     ctx = multiprocessing.get_context("spawn")
     errors = ctx.Queue()
-    processes = [ctx.Process(target=_worker_entry, args=(name, options, errors)) for _ in range(options.workers)]
+    processes = [ctx.Process(target=_worker_entry, args=(name, options, i, errors)) for i in range(options.workers)]
     for p in processes:
         p.start()
     for p in processes:

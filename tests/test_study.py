@@ -202,3 +202,21 @@ def test_broken_template_is_pruned_before_proxy_training(tmp_path: Path, embedde
     assert {a.filename for a in artifacts} == {"metrics.json", "prefix_collapse.png"}
     status = run_cli("study", "status", "tiny", "--db", url, cwd=tmp_path)
     assert "PRUNED" in status.stdout and "breaks its threshold" in status.stdout
+
+
+def test_same_space_and_seed_give_the_same_trials(tmp_path: Path, embedded_server: TransformersServer) -> None:
+    space = write_space(
+        tmp_path / "space.yaml",
+        embedded_server,
+        proxy=None,
+        budget={"trials": 2},
+        objectives=[{"metric": "measure.number_recall", "direction": "maximize"}],
+    )
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    for name in ("first", "second"):
+        assert run_cli("study", "create", str(space), "--db", url, "--name", name, cwd=tmp_path).returncode == 0
+        result = run_cli("study", "start", name, "--db", url, "--workdir", str(tmp_path / "runs"), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    first, second = _study(url, "first").trials, _study(url, "second").trials
+    assert [t.params for t in first] == [t.params for t in second]
+    assert second[0].user_attrs["rephrase.requests_made"] == 0  # identical recipes: served from the cache
