@@ -66,14 +66,15 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(local.path)
     model = AutoModelForCausalLM.from_pretrained(local.path).eval()
     runs = []
+    sampling = Sampling(temperature=0.7, top_p=0.95, max_new_tokens=args.max_new_tokens)
     with tempfile.TemporaryDirectory() as tmp, Generators(Path(tmp) / "logs") as generators:
-        generators.embedded_server(generator)  # started (and warmed by the first run) outside the timing
+        generators.embedded_server(generator, sampling)  # started outside the timing
         for repeat in range(args.repeats):
             recipe = Recipe.for_template(
                 1,
                 template,
                 generator=generator,
-                sampling=Sampling(temperature=0.7, top_p=0.95, max_new_tokens=args.max_new_tokens),
+                sampling=sampling,
                 best_of_n=1,
                 mix_ratio=0.5,
                 seed=1000 * repeat,

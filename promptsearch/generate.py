@@ -146,7 +146,7 @@ def generate_dataset(
     )
     runner = InferenceRunner(
         rollout_fn=_rollout(recipe, on_document),
-        config=generators.inference_config(recipe.generator, recipe.best_of_n),
+        config=generators.inference_config(recipe.generator, recipe.best_of_n, recipe.sampling),
         output_writer=writer,
         checkpoints_local_dir=str(output / "checkpoints"),
         records_per_chunk=records_per_chunk,

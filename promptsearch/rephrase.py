@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from promptsearch.corpus import truncate_at_newline
 from promptsearch.embedded import LocalModel, TransformersServer, embedded_model
 from promptsearch.errors import UserError
 from promptsearch.pipelines import run_local_pipeline
-from promptsearch.space import GeneratorSpec, Recipe
+from promptsearch.space import GeneratorSpec, Recipe, Sampling
 from promptsearch.store import GenerationRow, Store, generation_key
 
 MAX_SERVER_RESTARTS = 3
@@ -74,10 +75,10 @@ class Generators:
             time.sleep(0.1)
         return self.restarts() > count
 
-    def wait_ready(self, generator: GeneratorSpec) -> None:
-        """Block until a restarted embedded server answers again."""
-        if generator.backend == "embedded":
-            self.embedded_server(generator).wait_ready()
+    def wait_ready(self) -> None:
+        """Block until restarted embedded servers answer again."""
+        for server in self._servers.values():
+            server.wait_ready()
 
     def identity(self, generator: GeneratorSpec) -> tuple[str, str]:
         """(model id, revision) as used in cache keys and recipes."""
@@ -91,19 +92,24 @@ class Generators:
             self._local = embedded_model()
         return self._local
 
-    def embedded_server(self, generator: GeneratorSpec) -> TransformersServer:
+    def embedded_server(self, generator: GeneratorSpec, sampling: Sampling) -> TransformersServer:
+        """The server for this model and sampling setting; one embedded server runs at a time."""
         model_dir = self._embedded().path if generator.model == "embedded" else Path(generator.model)
         if not model_dir.is_dir():
             raise UserError(f"generator {generator.name}: model folder not found: {model_dir}")
-        server = self._servers.get(model_dir)
+        folder = sampling_variant(model_dir, sampling)
+        server = self._servers.get(folder)
         if server is None:
-            server = TransformersServer(model_dir, self.log_dir / f"server-{model_dir.name}.log")
+            self.close()  # a new sampling setting replaces the running server (memory)
+            server = TransformersServer(folder, self.log_dir / f"server-{model_dir.name}.log")
             server.start()
             server.watch()  # a server that dies mid-trial comes back on the same port
-            self._servers[model_dir] = server
+            self._servers[folder] = server
         return server
 
-    def inference_config(self, generator: GeneratorSpec, rollouts_in_flight: int) -> InferenceConfig:
+    def inference_config(
+        self, generator: GeneratorSpec, rollouts_in_flight: int, sampling: Sampling
+    ) -> InferenceConfig:
         """datatrove's InferenceConfig for this generator; starts the embedded server if needed."""
         common: dict[str, Any] = {
             "model_max_context": generator.max_context,
@@ -113,7 +119,7 @@ class Generators:
             "request_timeout": 900,
         }
         if generator.backend == "embedded":
-            server = self.embedded_server(generator)
+            server = self.embedded_server(generator, sampling)
             return InferenceConfig(
                 server_type="endpoint", endpoint_url=server.url, model_name_or_path=str(server.model_dir), **common
             )
@@ -126,6 +132,35 @@ class Generators:
                 **common,
             )
         return vllm_inference_config(generator, common)
+
+
+def sampling_variant(model_dir: Path, sampling: Sampling) -> Path:
+    """A folder serving `model_dir` with `sampling` as its generation config (weights linked, not copied).
+
+    transformers serve with --continuous-batching (5.23) samples with the settings its model's
+    generation_config had when the server started: the batch manager builds its logits processors
+    once, and serve passes no per-request temperature/top_p/top_k to it (without do_sample in that
+    config it decodes greedily whatever the request says). So the embedded backend serves each
+    sampling setting from its own folder; the request's fields then match what the server does.
+    """
+    key = f"t{sampling.temperature:.4f}-p{sampling.top_p:.4f}-k{sampling.top_k}"
+    folder = model_dir.parent / f"{model_dir.name}-sampling" / key
+    if (folder / "generation_config.json").is_file():
+        return folder
+    staging = folder.with_name(f"{key}.{uuid.uuid4().hex[:6]}")
+    staging.mkdir(parents=True)
+    for item in model_dir.iterdir():
+        if item.name != "generation_config.json":
+            (staging / item.name).symlink_to(item.resolve())
+    config = json.loads((model_dir / "generation_config.json").read_text())
+    config |= {"do_sample": sampling.temperature > 0, "temperature": sampling.temperature, "top_p": sampling.top_p}
+    config["top_k"] = sampling.top_k or None
+    (staging / "generation_config.json").write_text(json.dumps(config, indent=2))
+    try:
+        staging.rename(folder)
+    except OSError:  # another worker made it first
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
 
 
 def vllm_inference_config(generator: GeneratorSpec, common: dict[str, Any]) -> InferenceConfig:
@@ -273,7 +308,7 @@ def _generate(
         run_dir = workdir / "rephrase" / uuid.uuid4().hex[:8]
         runner = InferenceRunner(
             rollout_fn=rollout,
-            config=generators.inference_config(recipe.generator, recipe.best_of_n),
+            config=generators.inference_config(recipe.generator, recipe.best_of_n, recipe.sampling),
             output_writer=JsonlWriter(str(run_dir / "output"), output_filename="${rank}.jsonl", compression=None),
         )
         try:
@@ -282,7 +317,7 @@ def _generate(
         except Exception:
             if attempt == MAX_SERVER_RESTARTS or not generators.restarted_since(restarts):
                 raise
-            generators.wait_ready(recipe.generator)
+            generators.wait_ready()
         finally:
             have.update(row.key for row in produced)
     return produced

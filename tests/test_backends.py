@@ -8,7 +8,7 @@ from conftest import REPO, news, seeded_recipe
 
 from promptsearch.embedded import TransformersServer
 from promptsearch.rephrase import Generators, rephrase, vllm_inference_config
-from promptsearch.space import GeneratorSpec, load_space
+from promptsearch.space import GeneratorSpec, Sampling, load_space
 from promptsearch.store import Store
 
 
@@ -89,4 +89,4 @@ def test_missing_api_key_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mo
         api_key_env="PROMPTSEARCH_TEST_KEY",
     )
     with Generators(tmp_path) as generators, pytest.raises(UserError, match="PROMPTSEARCH_TEST_KEY is not set"):
-        generators.inference_config(generator, 1)
+        generators.inference_config(generator, 1, Sampling(temperature=0.7, top_p=0.9, max_new_tokens=8))

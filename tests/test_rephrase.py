@@ -41,7 +41,7 @@ def test_server_killed_mid_trial_resumes_each_document_once(tmp_path: Path) -> N
     generator = GeneratorSpec(name="smol", backend="embedded", model="embedded", concurrency=2)
     recipe = seeded_recipe(store, "summary", generator, max_new_tokens=24, temperature=0.5)
     with Generators(tmp_path / "logs") as generators:
-        server = generators.embedded_server(recipe.generator)
+        server = generators.embedded_server(recipe.generator, recipe.sampling)
 
         def kill_after_first_sample() -> None:
             while True:
