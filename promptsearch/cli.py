@@ -7,6 +7,7 @@ the traceback instead.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -72,6 +73,10 @@ def _quiet_libraries(workdir: Path) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s optuna: %(message)s"))
     optuna.logging.get_logger("optuna").addHandler(handler)
     optuna.logging.set_verbosity(optuna.logging.INFO)
+    # asyncio reports tasks left behind by an interrupted InferenceRunner when they are collected
+    asyncio_logger = logging.getLogger("asyncio")
+    asyncio_logger.addHandler(handler)
+    asyncio_logger.propagate = False
 
 
 def _describe_db(url: str) -> str:
@@ -201,7 +206,15 @@ def study_start(
     """Run (or resume) a study until its trial budget is used; shows live progress."""
     import optuna
 
-    from promptsearch.study import RunOptions, create_study, finished_count, load_study, start_study, study_space
+    from promptsearch.study import (
+        STOP_REQUESTED,
+        RunOptions,
+        create_study,
+        finished_count,
+        load_study,
+        start_study,
+        study_space,
+    )
 
     _quiet_libraries(workdir)
     name = study
@@ -241,14 +254,29 @@ def study_start(
             stage = ", ".join(f"#{t.number} {t.user_attrs.get('stage', 'starting')}" for t in running) or "idle"
             progress.update(task, completed=min(total, finished_count(current)), description=f"study {name} [{stage}]")
 
+        # asyncio.run (inside datatrove's InferenceRunner) swaps Python's default SIGINT handler for one
+        # that only cancels its main task, and a cancellation absorbed inside the pipeline loses the
+        # Ctrl-C. asyncio leaves a handler of our own in place: it raises wherever the main thread is.
+        previous = signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
         try:
             start_study(name, options, on_progress=update)
         except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if STOP_REQUESTED.is_set():
             console.print("interrupted: finished trials and generations are saved; run the same command to resume")
-            raise typer.Exit(130) from None
+            raise typer.Exit(130)
     final, _ = load_study(name, db)
     console.print(f"{finished_count(final)}/{total} trials finished in {time.monotonic() - started:.0f} s")
     console.print(f"database: {_describe_db(db)}   study: {name}   outputs: {options.workdir / name}")
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    from promptsearch.study import STOP_REQUESTED
+
+    STOP_REQUESTED.set()
+    raise KeyboardInterrupt
 
 
 @study_app.command("status")

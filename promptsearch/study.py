@@ -31,6 +31,9 @@ from promptsearch.templates import TemplateSpec, template_pool
 from promptsearch.trial import Corpora, TrialContext, WorkerResources, build_stages, run_trial, suggest_recipe
 
 SPACE_ATTR = "space"
+# Set by the CLI's Ctrl-C handler: the worker stops after the current trial even if a library absorbed
+# the KeyboardInterrupt that the handler raised.
+STOP_REQUESTED = threading.Event()
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -209,7 +212,11 @@ def run_worker(name: str, options: RunOptions, worker_index: int = 0) -> None:
             n_trials=remaining,
             catch=(),
             timeout=space.budget.wall_time_minutes * 60 if space.budget.wall_time_minutes else None,
-            callbacks=[*_budget_callbacks(space), lambda s, _: _fill_queue(s, space.budget.trials)],
+            callbacks=[
+                *_budget_callbacks(space),
+                lambda s, _: _fill_queue(s, space.budget.trials),
+                lambda s, _: s.stop() if STOP_REQUESTED.is_set() else None,
+            ],
         )
 
 

