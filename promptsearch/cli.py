@@ -134,7 +134,7 @@ def proxy_calibrate(
     import statistics
 
     from promptsearch.corpus import read_corpus
-    from promptsearch.proxy import calibrate
+    from promptsearch.proxy import Mixture, calibrate
     from promptsearch.space import load_proxy_profile, load_space, proxy_profile_path
     from promptsearch.store import ProxyCalibrationRow, Store
 
@@ -150,16 +150,8 @@ def proxy_calibrate(
     raw = [d.text for d in read_corpus(space.mix_in).documents]
     heldout = [d.text for d in read_corpus(space.heldout).documents]
     with console.status(f"training {loaded.name} with {seeds} seeds"):
-        runs = calibrate(
-            source,
-            raw,
-            heldout,
-            source,
-            (space.mix_ratio.low + space.mix_ratio.high) / 2,
-            loaded,
-            workdir.resolve() / "calibration" / loaded.name,
-            seeds,
-        )
+        mixture = Mixture(source, raw, heldout, source, (space.mix_ratio.low + space.mix_ratio.high) / 2)
+        runs = calibrate(mixture, loaded, workdir.resolve() / "calibration" / loaded.name, seeds)
     means = {k: statistics.fmean(r[k] for r in runs) for k in runs[0]}
     stds = {k: statistics.stdev(r[k] for r in runs) for k in runs[0]}
     store.add_calibration(

@@ -1,7 +1,7 @@
 """Stage 4, proxy: train a small Llama on the trial's synthetic + raw mixture and evaluate it.
 
-In: synthetic texts (the trial's selected outputs), raw mix-in texts, held-out raw texts, the
-trial's mix ratio (synthetic share of training tokens) and a `ProxyProfile`.
+In: a `Mixture` (the trial's selected outputs, raw mix-in text, held-out text, the rephrased
+documents, the mix ratio) and a `ProxyProfile`.
 Out: `ProxyResult` — held-out bits-per-byte, token counts, timings and an HF-format checkpoint.
 
 The mixture is consumed the way the full nanotron ablation consumes it: each source is tokenized
@@ -144,16 +144,18 @@ def _heldout_bpb(model, tokenizer_path: Path, texts: list[str], profile: ProxyPr
     return nll / math.log(2) / n_bytes
 
 
-def run_proxy(
-    synthetic: list[str],
-    raw: list[str],
-    heldout: list[str],
-    knowledge_sources: list[str],
-    mix_ratio: float,
-    profile: ProxyProfile,
-    workdir: Path,
-    seed: int,
-) -> ProxyResult:
+@dataclass(frozen=True)
+class Mixture:
+    """What a proxy run trains and scores on."""
+
+    synthetic: list[str]  # the trial's selected outputs
+    raw: list[str]  # raw mix-in text
+    heldout: list[str]  # raw text never trained on (bits per byte)
+    knowledge_sources: list[str]  # the documents that were rephrased (cloze items)
+    mix_ratio: float  # synthetic share of training tokens
+
+
+def run_proxy(mixture: Mixture, profile: ProxyProfile, workdir: Path, seed: int) -> ProxyResult:
     import torch
     from datatrove.utils.dataset import DatatroveFolderDataset
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -164,14 +166,14 @@ def run_proxy(
     if profile.tokenizer.kind == "path":
         tokenizer_path = Path(profile.tokenizer.path or "")
     else:
-        tokenizer_path = corpus_tokenizer(raw, profile.tokenizer.vocab_size, workdir.parent / "tokenizers")
+        tokenizer_path = corpus_tokenizer(mixture.raw, profile.tokenizer.vocab_size, workdir.parent / "tokenizers")
     tok_dir = workdir / "tokenized"
-    synthetic_tokens = tokenize_folder(synthetic, tokenizer_path, tok_dir / "synthetic", "synthetic", seed)
-    raw_tokens = tokenize_folder(raw, tokenizer_path, tok_dir / "raw", "raw", seed)
+    synthetic_tokens = tokenize_folder(mixture.synthetic, tokenizer_path, tok_dir / "synthetic", "synthetic", seed)
+    raw_tokens = tokenize_folder(mixture.raw, tokenizer_path, tok_dir / "raw", "raw", seed)
     seconds["tokenize"] = time.monotonic() - started
 
     seq = profile.model.seq_len
-    weights = {"synthetic": mix_ratio, "raw": 1 - mix_ratio}
+    weights = {"synthetic": mixture.mix_ratio, "raw": 1 - mixture.mix_ratio}
     datasets = {}
     for name, count in (("synthetic", synthetic_tokens), ("raw", raw_tokens)):
         if weights[name] == 0:
@@ -228,8 +230,8 @@ def run_proxy(
     seconds["train"] = time.monotonic() - train_start
 
     eval_start = time.monotonic()
-    scores = {"heldout_bpb": _heldout_bpb(model, tokenizer_path, heldout, profile, device)}
-    items = build_cloze_items(knowledge_sources, seed=seed)
+    scores = {"heldout_bpb": _heldout_bpb(model, tokenizer_path, mixture.heldout, profile, device)}
+    items = build_cloze_items(mixture.knowledge_sources, seed=seed)
     scores |= score_cloze(model, Tokenizer.from_file(str(tokenizer_path)), items, device, seq + 1)
     seconds["eval"] = time.monotonic() - eval_start
 
@@ -248,18 +250,6 @@ def run_proxy(
     )
 
 
-def calibrate(
-    synthetic: list[str],
-    raw: list[str],
-    heldout: list[str],
-    knowledge_sources: list[str],
-    mix_ratio: float,
-    profile: ProxyProfile,
-    workdir: Path,
-    seeds: int,
-) -> list[dict[str, float]]:
+def calibrate(mixture: Mixture, profile: ProxyProfile, workdir: Path, seeds: int) -> list[dict[str, float]]:
     """The same mixture trained with `seeds` training seeds and data orders; one score dict per run."""
-    return [
-        run_proxy(synthetic, raw, heldout, knowledge_sources, mix_ratio, profile, workdir / f"seed-{seed}", seed).scores
-        for seed in range(seeds)
-    ]
+    return [run_proxy(mixture, profile, workdir / f"seed-{seed}", seed).scores for seed in range(seeds)]

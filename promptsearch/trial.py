@@ -31,7 +31,7 @@ from promptsearch.measure import (
     most_common_opening,
     select_sample,
 )
-from promptsearch.proxy import ProxyResult, TooLittleData, run_proxy
+from promptsearch.proxy import Mixture, ProxyResult, TooLittleData, run_proxy
 from promptsearch.rephrase import Generators, RephraseResult, rephrase
 from promptsearch.space import (
     ProxyProfile,
@@ -259,16 +259,14 @@ class ProxyStage:
             return
         started = time.monotonic()
         try:
-            result = run_proxy(
+            mixture = Mixture(
                 synthetic=[r.output for r in ctx.records],
                 raw=ctx.corpora.mix_in,
                 heldout=ctx.corpora.heldout,
                 knowledge_sources=[r.source for r in ctx.records],
                 mix_ratio=ctx.recipe.mix_ratio,
-                profile=self.profile,
-                workdir=ctx.workdir / "proxy",
-                seed=ctx.recipe.seed,
             )
+            result = run_proxy(mixture, self.profile, ctx.workdir / "proxy", ctx.recipe.seed)
         except TooLittleData as exc:
             ctx.trial.set_user_attr("pruned_reason", f"proxy: {exc}")
             raise optuna.TrialPruned(str(exc)) from exc

@@ -7,7 +7,7 @@ from conftest import DATA, news
 
 from promptsearch.cloze import build_cloze_items
 from promptsearch.corpus import read_corpus
-from promptsearch.proxy import calibrate, run_proxy
+from promptsearch.proxy import Mixture, calibrate, run_proxy
 from promptsearch.space import CorpusSpec, load_proxy_profile
 
 
@@ -39,11 +39,11 @@ def test_knowledge_retention_separates_source_from_garbage(tmp_path: Path) -> No
     """Sensitivity: synthetic part = the sources themselves vs garbage, compared with the noise floor."""
     profile = load_proxy_profile(DATA / "proxy-knowledge.yaml")
     source, raw, heldout = _corpora()
-    runs = calibrate(source, raw, heldout, source, 0.7, profile, tmp_path / "calibration", seeds=3)
+    runs = calibrate(Mixture(source, raw, heldout, source, 0.7), profile, tmp_path / "calibration", seeds=3)
     noise = statistics.stdev(r["knowledge_prob"] for r in runs)
     informed = statistics.fmean(r["knowledge_prob"] for r in runs)
     garbage = ["lorem ipsum dolor sit amet " * 20 for _ in source]
-    uninformed = run_proxy(garbage, raw, heldout, source, 0.7, profile, tmp_path / "garbage", seed=0).scores
+    uninformed = run_proxy(Mixture(garbage, raw, heldout, source, 0.7), profile, tmp_path / "garbage", 0).scores
     gap = informed - uninformed["knowledge_prob"]
     print(
         f"knowledge_prob: sources {informed:.4f}, garbage {uninformed['knowledge_prob']:.4f}, "
