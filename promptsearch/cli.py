@@ -420,19 +420,30 @@ def metrics(
     """Audit an existing synthetic dataset with the same metrics a trial gets."""
     import json
 
-    from promptsearch.measure import Embedder, OutputRecord, measure, most_common_opening
+    from loguru import logger
 
-    rows = _read_rows(file)
-    missing = [k for k in (source_key, output_key) if rows and k not in rows[0]]
-    if not rows or missing:
-        raise UserError(f"{file}: no rows" if not rows else f"{file}: rows have no field(s) {', '.join(missing)}")
+    from promptsearch.corpus import corpus_reader
+    from promptsearch.measure import Embedder, OutputRecord, measure, most_common_opening
+    from promptsearch.space import CorpusSpec
+
+    if not file.is_file():
+        raise UserError(f"file not found: {file}")
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+    # datatrove's readers: the output field becomes the document text, the other fields its metadata
+    spec = CorpusSpec(format="parquet" if file.suffix == ".parquet" else "jsonl", path=str(file), text_key=output_key)
+    documents = list(corpus_reader(spec).run())
+    if not documents:
+        raise UserError(f"{file}: no rows with a {output_key!r} field")
+    if any(source_key not in d.metadata for d in documents):
+        raise UserError(f"{file}: rows have no field {source_key!r}")
     records = [
         OutputRecord(
-            str(r[source_key] or ""),
-            str(r[output_key] or ""),
-            family or str((r.get("metadata") or {}).get("template_family", "")),
+            str(d.metadata[source_key] or ""),
+            d.text,
+            family or str((d.metadata.get("metadata") or {}).get("template_family", "")),
         )
-        for r in rows
+        for d in documents
     ]
     report = measure(records, Embedder() if embeddings else None)
     opening, share = most_common_opening([r.output for r in records])
@@ -444,24 +455,6 @@ def metrics(
         table.add_row(name, f"{value:.4f}")
     table.add_row("top_opening", f"{opening!r} ({share:.0%})")
     console.print(table)
-
-
-def _read_rows(path: Path) -> list[dict]:
-    import gzip
-    import json
-
-    if not path.is_file():
-        raise UserError(f"file not found: {path}")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-        raise UserError(f"{path}: not JSONL ({exc})") from exc
 
 
 # ---------------------------------------------------------------------------------------- generate

@@ -27,7 +27,7 @@ from promptsearch.measure import Embedder, QualityClassifier
 from promptsearch.rephrase import Generators
 from promptsearch.space import SearchSpace, load_proxy_profile, load_space
 from promptsearch.store import Store, redact
-from promptsearch.templates import TemplateSpec, template_pool
+from promptsearch.templates import template_pool
 from promptsearch.trial import Corpora, TrialContext, WorkerResources, build_stages, run_trial, suggest_recipe
 
 SPACE_ATTR = "space"
@@ -147,7 +147,7 @@ class _Objective:
             template_id = self.template_ids[trial.number % len(self.template_ids)]
             trial.set_user_attr("template_id", template_id)
         row = self.store.template(int(template_id))
-        recipe = suggest_recipe(trial, self.space, row.id, TemplateSpec(row.name, row.family, row.text))
+        recipe = suggest_recipe(trial, self.space, row.id, row)
         trial.set_user_attr("recipe", recipe.model_dump(mode="json"))
         trial.set_user_attr("recipe_fingerprint", recipe.fingerprint())
         ctx = TrialContext(

@@ -31,18 +31,18 @@ from promptsearch.measure import (
     most_common_opening,
     select_sample,
 )
-from promptsearch.proxy import Mixture, ProxyResult, TooLittleData, run_proxy
-from promptsearch.rephrase import Generators, RephraseResult, rephrase
+from promptsearch.proxy import Mixture, TooLittleData, run_proxy
+from promptsearch.rephrase import Generators, rephrase
 from promptsearch.space import (
     ProxyProfile,
     PruneThresholds,
     Recipe,
     Sampling,
     SearchSpace,
+    TemplateLike,
     load_proxy_profile,
 )
 from promptsearch.store import ProxyRunRow, Store
-from promptsearch.templates import TemplateSpec
 
 
 @dataclass
@@ -75,11 +75,8 @@ class TrialContext:
     store: Store
     resources: WorkerResources
     workdir: Path
-    rephrased: RephraseResult | None = None
     records: list[OutputRecord] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
-    proxy: ProxyResult | None = None
-    seconds: dict[str, float] = field(default_factory=dict)
 
     def record(self, stage: str, metrics: dict[str, float]) -> None:
         """Store metrics in the project table and as Optuna user attrs, immediately."""
@@ -134,7 +131,6 @@ class RephraseStage:
         if (predicted := predicted_rephrase_seconds(ctx)) is not None:
             ctx.trial.set_user_attr("rephrase.predicted_seconds", predicted)
         result = rephrase(ctx.corpora.source, ctx.recipe, ctx.store, ctx.resources.generators, ctx.workdir)
-        ctx.rephrased = result
         outputs: list[tuple[str, str, bool]] = []
         openings: Counter[str] = Counter()
         for doc in ctx.corpora.source:
@@ -270,7 +266,6 @@ class ProxyStage:
         except TooLittleData as exc:
             ctx.trial.set_user_attr("pruned_reason", f"proxy: {exc}")
             raise optuna.TrialPruned(str(exc)) from exc
-        ctx.proxy = result
         ctx.store.add_proxy_run(
             ProxyRunRow(
                 input_key=key,
@@ -311,7 +306,7 @@ def build_stages(space: SearchSpace) -> list[Stage]:
     return stages
 
 
-def suggest_recipe(trial: optuna.Trial, space: SearchSpace, template_id: int, template: TemplateSpec) -> Recipe:
+def suggest_recipe(trial: optuna.Trial, space: SearchSpace, template_id: int, template: TemplateLike) -> Recipe:
     """Optuna samples the fixed-shape knobs; the template comes from the enqueued trial."""
     s = space.sampling
     generator = trial.suggest_categorical("generator", [g.name for g in space.generators])
@@ -344,7 +339,6 @@ def run_trial(ctx: TrialContext, stages: list[Stage], space: SearchSpace) -> lis
         ctx.trial.set_user_attr("stage", stage.name)
         started = time.monotonic()
         stage.run(ctx)
-        ctx.seconds[stage.name] = time.monotonic() - started
-        ctx.trial.set_user_attr(f"seconds.{stage.name}", ctx.seconds[stage.name])
+        ctx.trial.set_user_attr(f"seconds.{stage.name}", time.monotonic() - started)
     ctx.trial.set_user_attr("stage", "done")
     return objective_values(space, ctx.metrics)
