@@ -59,13 +59,17 @@ def build_cloze_items(documents: list[str], per_document: int = 2, choices: int 
     return items
 
 
-def score_cloze(model, tokenizer, items: list[ClozeItem], device: str, max_tokens: int) -> dict[str, float]:
-    """Accuracy and prob_norm_token of the gold continuation (a `tokenizers.Tokenizer`, a causal LM)."""
+def score_cloze(
+    model, tokenizer, items: list[ClozeItem], device: str, max_tokens: int
+) -> tuple[dict[str, float], list[float]]:
+    """Accuracy and prob_norm_token of the gold continuation (a `tokenizers.Tokenizer`, a causal LM),
+    and each item's prob_norm_token (what the Wilcoxon pruner compares between trials)."""
     import torch
 
     if not items:
-        return {}
-    correct, gold_share = 0, 0.0
+        return {}, []
+    correct = 0
+    item_probs: list[float] = []
     model.eval()
     with torch.no_grad():
         for item in items:
@@ -82,5 +86,5 @@ def score_cloze(model, tokenizer, items: list[ClozeItem], device: str, max_token
             best = max(range(len(normalized)), key=normalized.__getitem__)
             correct += best == item.gold
             weights = [math.exp(v - max(normalized)) for v in normalized]
-            gold_share += weights[item.gold] / sum(weights)
-    return {"knowledge_acc": correct / len(items), "knowledge_prob": gold_share / len(items)}
+            item_probs.append(weights[item.gold] / sum(weights))
+    return {"knowledge_acc": correct / len(items), "knowledge_prob": sum(item_probs) / len(items)}, item_probs

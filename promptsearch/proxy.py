@@ -16,6 +16,7 @@ import hashlib
 import math
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,16 @@ class TooLittleData(Exception):
     """A mixture part has fewer tokens than one training sequence (e.g. a template that yields nothing)."""
 
 
+@dataclass(frozen=True)
+class EvalCheckpoint:
+    """One evaluation during training; the last one is the run's result."""
+
+    index: int  # 1-based, out of the profile's eval_checkpoints
+    train_tokens: int  # tokens trained on so far
+    scores: dict[str, float]  # heldout_bpb, knowledge_acc, knowledge_prob
+    item_probs: list[float]  # prob_norm_token per cloze item, in item order
+
+
 @dataclass
 class ProxyResult:
     scores: dict[str, float]  # heldout_bpb, knowledge_acc, knowledge_prob
@@ -44,6 +55,7 @@ class ProxyResult:
     checkpoint: Path
     seconds: dict[str, float] = field(default_factory=dict)
     losses: list[float] = field(default_factory=list)
+    checkpoints: list[EvalCheckpoint] = field(default_factory=list)
 
 
 def corpus_tokenizer(texts: list[str], vocab_size: int, cache_dir: Path) -> Path:
@@ -110,12 +122,10 @@ def _lr_at(step: int, total: int, profile: ProxyProfile) -> float:
     return peak * (1 - 0.9 * (step - decay_start) / max(1, total - decay_start))
 
 
-def _heldout_bpb(model, tokenizer_path: Path, texts: list[str], profile: ProxyProfile, device: str) -> float:
-    """Bits per byte on held-out text: every token after the first is predicted exactly once."""
+def _heldout_bpb(model, tokenizer, texts: list[str], profile: ProxyProfile, device: str) -> float:
+    """Bits per byte on held-out text (a `tokenizers.Tokenizer`): every token after the first is predicted once."""
     import torch
-    from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(tokenizer_path))
     eos_id = tokenizer.token_to_id(EOS)
     ids: list[int] = []
     n_bytes = 0
@@ -155,7 +165,15 @@ class Mixture:
     mix_ratio: float  # synthetic share of training tokens
 
 
-def run_proxy(mixture: Mixture, profile: ProxyProfile, workdir: Path, seed: int) -> ProxyResult:
+def run_proxy(
+    mixture: Mixture,
+    profile: ProxyProfile,
+    workdir: Path,
+    seed: int,
+    on_checkpoint: Callable[[EvalCheckpoint], None] | None = None,
+) -> ProxyResult:
+    """Tokenize, train and evaluate at `profile.eval_checkpoints` points; `on_checkpoint` sees each
+    evaluation as it is made and may stop the run by raising (a pruned trial)."""
     import torch
     from datatrove.utils.dataset import DatatroveFolderDataset
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -191,10 +209,10 @@ def run_proxy(mixture: Mixture, profile: ProxyProfile, workdir: Path, seed: int)
     rng = np.random.default_rng(seed + profile.train.seed)
     from tokenizers import Tokenizer
 
-    vocab = Tokenizer.from_file(str(tokenizer_path)).get_vocab_size()
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
     m = profile.model
     config = LlamaConfig(
-        vocab_size=vocab,
+        vocab_size=tokenizer.get_vocab_size(),
         hidden_size=m.hidden_size,
         intermediate_size=m.intermediate_size,
         num_hidden_layers=m.num_layers,
@@ -212,10 +230,14 @@ def run_proxy(mixture: Mixture, profile: ProxyProfile, workdir: Path, seed: int)
     steps = max(1, profile.train.tokens // (batch * seq))
     names = list(datasets)
     probs = np.array([weights[n] for n in names]) / sum(weights[n] for n in names)
+    items = build_cloze_items(mixture.knowledge_sources, seed=seed)
+    eval_at = {steps * k // profile.eval_checkpoints: k for k in range(1, profile.eval_checkpoints + 1)}
     losses: list[float] = []
-    train_start = time.monotonic()
-    model.train()
+    checkpoints: list[EvalCheckpoint] = []
+    seconds["train"] = seconds["eval"] = 0.0
     for step in range(steps):
+        train_start = time.monotonic()
+        model.train()
         picks = rng.choice(len(names), size=batch, p=probs)
         rows = [datasets[names[p]][int(rng.integers(len(datasets[names[p]])))]["input_ids"] for p in picks]
         tokens = torch.stack([torch.as_tensor(r, dtype=torch.long) for r in rows]).to(device)
@@ -227,26 +249,29 @@ def run_proxy(mixture: Mixture, profile: ProxyProfile, workdir: Path, seed: int)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         losses.append(float(loss.item()))
-    seconds["train"] = time.monotonic() - train_start
-
-    eval_start = time.monotonic()
-    scores = {"heldout_bpb": _heldout_bpb(model, tokenizer_path, mixture.heldout, profile, device)}
-    items = build_cloze_items(mixture.knowledge_sources, seed=seed)
-    scores |= score_cloze(model, Tokenizer.from_file(str(tokenizer_path)), items, device, seq + 1)
-    seconds["eval"] = time.monotonic() - eval_start
+        seconds["train"] += time.monotonic() - train_start
+        if (index := eval_at.get(step + 1)) is not None:
+            eval_start = time.monotonic()
+            scores = {"heldout_bpb": _heldout_bpb(model, tokenizer, mixture.heldout, profile, device)}
+            cloze, item_probs = score_cloze(model, tokenizer, items, device, seq + 1)
+            checkpoints.append(EvalCheckpoint(index, (step + 1) * batch * seq, scores | cloze, item_probs))
+            seconds["eval"] += time.monotonic() - eval_start
+            if on_checkpoint is not None:
+                on_checkpoint(checkpoints[-1])
 
     checkpoint = workdir / "checkpoint"
     disable_progress_bar()
     model.save_pretrained(checkpoint)
     PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_path), eos_token=EOS).save_pretrained(checkpoint)
     return ProxyResult(
-        scores=scores,
+        scores=checkpoints[-1].scores,
         train_tokens=steps * batch * seq,
         synthetic_tokens=synthetic_tokens,
         raw_tokens=raw_tokens,
         checkpoint=checkpoint,
         seconds=seconds,
         losses=losses,
+        checkpoints=checkpoints,
     )
 
 

@@ -221,6 +221,22 @@ class MeasureSpec(_Strict):
     classifiers: list[ClassifierSpec] = Field(default_factory=list)
 
 
+class PrunerSpec(_Strict):
+    """Optuna pruner for single-objective studies, fed by the proxy's eval checkpoints (`trial.report`).
+
+    `successive_halving` / `hyperband` compare trials at the same checkpoint (steps count checkpoints
+    over the whole ladder); `wilcoxon` compares the per-item cloze scores of a trial with the best
+    trial's, item by item. Multi-objective studies cannot use Optuna's pruners: there a trial climbs
+    to the next rung of `proxy_ladder` only if no trial dominates it on the rung below (Pareto rank 1).
+    """
+
+    kind: Literal["successive_halving", "hyperband", "wilcoxon"]
+    min_resource: int = Field(1, ge=1, description="checkpoints before a trial can be pruned (SH / Hyperband)")
+    reduction_factor: int = Field(3, ge=2)
+    p_threshold: float = Field(0.1, gt=0, lt=1, description="wilcoxon: prune when p < this")
+    n_startup_steps: int = Field(2, ge=0, description="wilcoxon: items scored before pruning may start")
+
+
 class Budget(_Strict):
     trials: int = Field(ge=1)
     wall_time_minutes: float | None = Field(None, gt=0)
@@ -250,6 +266,11 @@ class SearchSpace(_Strict):
         description="proxy.score = sum of weight x score",
     )
     proxy: str | None = Field(None, description="a profile in proxies/ or a YAML path; null leaves it out")
+    proxy_ladder: list[str] = Field(
+        default_factory=list,
+        description="cheaper proxy profiles run before `proxy`, in order; a trial must survive each to go on",
+    )
+    pruner: PrunerSpec | None = None
     budget: Budget
     seed: int = 0
 
@@ -274,7 +295,34 @@ class SearchSpace(_Strict):
     def _proxy_for_proxy_metrics(self) -> SearchSpace:
         if self.proxy is None and any(o.metric.startswith("proxy.") for o in self.objectives):
             raise ValueError("a proxy.* objective needs a proxy profile (proxy: cpu-tiny)")
+        if self.proxy is None and self.proxy_ladder:
+            raise ValueError("proxy_ladder lists the rungs below `proxy`, which is missing")
         return self
+
+    @model_validator(mode="after")
+    def _pruner_fits_objectives(self) -> SearchSpace:
+        if self.pruner is None:
+            return self
+        if len(self.objectives) > 1:
+            raise ValueError(
+                "pruner: multi-objective studies cannot use Optuna's pruners; leave it out and the ladder "
+                "promotes by Pareto rank"
+            )
+        objective = self.objectives[0]
+        if not objective.metric.startswith("proxy."):
+            raise ValueError(f"pruner: the objective {objective.metric} is not reported during proxy training")
+        if self.pruner.kind == "wilcoxon" and (
+            objective.metric == "proxy.heldout_bpb" or objective.direction != "maximize"
+        ):
+            raise ValueError(
+                "pruner: wilcoxon compares per-item cloze scores, so the objective must maximize a "
+                "knowledge score or proxy.score"
+            )
+        return self
+
+    def proxy_profiles(self) -> list[str]:
+        """Every proxy rung, cheapest first; the last one (`proxy`) gives the objectives."""
+        return [*self.proxy_ladder, self.proxy] if self.proxy else []
 
     def generator(self, name: str) -> GeneratorSpec:
         return next(g for g in self.generators if g.name == name)
@@ -317,6 +365,9 @@ class ProxyProfile(_Strict):
     heldout_tokens: int = Field(20000, ge=256, description="held-out raw tokens scored for bits-per-byte")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1)
+    eval_checkpoints: int = Field(
+        1, ge=1, le=50, description="evaluations spread over training (the last at the end); each reports to Optuna"
+    )
     cost_estimate_minutes: float | None = None
 
 
@@ -451,15 +502,18 @@ def _file_checks(space: SearchSpace, base: Path, root: yaml.Node | None) -> list
     for i, file in enumerate(space.templates.files):
         if not Path(resolve_relative(base, file)).is_file():
             problems.append((("templates", "files", i), f"template file not found: {file}"))
+    rungs: list[tuple[tuple[Any, ...], str]] = [(("proxy_ladder", i), r) for i, r in enumerate(space.proxy_ladder)]
     if space.proxy is not None:
-        path = proxy_profile_path(space.proxy, base)
+        rungs.append((("proxy",), space.proxy))
+    for loc, reference in rungs:
+        path = proxy_profile_path(reference, base)
         if not path.is_file():
-            problems.append((("proxy",), f"proxy profile not found: {path}"))
+            problems.append((loc, f"proxy profile not found: {path}"))
         else:
             try:
                 load_proxy_profile(path)
             except SpaceError as exc:
-                problems.extend((("proxy",), f"{path.name}: {m}") for m in exc.messages)
+                problems.extend((loc, f"{path.name}: {m}") for m in exc.messages)
     return [
         f"{_loc_to_path(loc)}: {msg}" + (f" (line {line})" if (line := _line_of(root, loc)) else "")
         for loc, msg in problems
@@ -498,6 +552,7 @@ def _with_absolute_paths(space: SearchSpace, base: Path) -> SearchSpace:
                 update={"files": [resolve_relative(base, f) for f in space.templates.files]}
             ),
             "proxy": None if space.proxy is None else str(proxy_profile_path(space.proxy, base)),
+            "proxy_ladder": [str(proxy_profile_path(r, base)) for r in space.proxy_ladder],
             "measure": space.measure.model_copy(
                 update={
                     "classifiers": [

@@ -60,6 +60,23 @@ def study_space(study: optuna.Study) -> SearchSpace:
     return SearchSpace.model_validate(study.user_attrs[SPACE_ATTR])
 
 
+def build_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
+    """The space's pruner; none means none (Optuna's default MedianPruner would prune silently)."""
+    spec = space.pruner
+    if spec is None:
+        return optuna.pruners.NopPruner()
+    if spec.kind == "wilcoxon":
+        return optuna.pruners.WilcoxonPruner(p_threshold=spec.p_threshold, n_startup_steps=spec.n_startup_steps)
+    if spec.kind == "hyperband":
+        checkpoints = sum(load_proxy_profile(Path(p)).eval_checkpoints for p in space.proxy_profiles())
+        return optuna.pruners.HyperbandPruner(
+            min_resource=spec.min_resource, max_resource=checkpoints, reduction_factor=spec.reduction_factor
+        )
+    return optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=spec.min_resource, reduction_factor=spec.reduction_factor
+    )
+
+
 def create_study(space_file: Path, db_url: str, name: str | None = None) -> optuna.Study:
     space = load_space(space_file)
     if name:
@@ -73,6 +90,7 @@ def create_study(space_file: Path, db_url: str, name: str | None = None) -> optu
         storage=storage,
         directions=[o.direction for o in space.objectives],
         sampler=optuna.samplers.TPESampler(seed=space.seed),
+        pruner=build_pruner(space),
     )
     study.set_metric_names([o.metric for o in space.objectives])
     study.set_user_attr(SPACE_ATTR, space.model_dump(mode="json"))
@@ -201,6 +219,7 @@ def run_worker(name: str, options: RunOptions, worker_index: int = 0) -> None:
     # load_study would give an unseeded sampler: a single-worker study is reproducible from the space's
     # seed, and each of several workers gets its own stream.
     study.sampler = optuna.samplers.TPESampler(seed=space.seed + worker_index)
+    study.pruner = build_pruner(space)
     remaining = space.budget.trials - finished_count(study)
     if remaining <= 0:
         return

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Protocol
 
 import optuna
@@ -31,7 +32,7 @@ from promptsearch.measure import (
     most_common_opening,
     select_sample,
 )
-from promptsearch.proxy import Mixture, TooLittleData, run_proxy
+from promptsearch.proxy import EvalCheckpoint, Mixture, ProxyResult, TooLittleData, run_proxy
 from promptsearch.rephrase import Generators, rephrase
 from promptsearch.space import (
     ProxyProfile,
@@ -195,13 +196,26 @@ class MeasureStage:
             raise optuna.TrialPruned(reason)
 
 
-def save_measure_artifacts(ctx: TrialContext, metrics: dict[str, float]) -> None:
-    """The metrics JSON and the prefix-collapse plot, as Optuna artifacts of the trial."""
+def _pyplot() -> ModuleType:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def attach_artifact(ctx: TrialContext, path: Path, mimetype: str) -> None:
+    """Upload a file as an Optuna artifact of the trial (the dashboard lists it) and note its id."""
+    artifact_id = upload_artifact(
+        artifact_store=ctx.resources.artifacts, file_path=str(path), study_or_trial=ctx.trial, mimetype=mimetype
+    )
+    ctx.trial.set_user_attr(f"artifact.{path.name}", artifact_id)
+
+
+def save_measure_artifacts(ctx: TrialContext, metrics: dict[str, float]) -> None:
+    """The metrics JSON and the prefix-collapse plot, as Optuna artifacts of the trial."""
+    plt = _pyplot()
     folder = ctx.workdir / "measure"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
@@ -218,26 +232,51 @@ def save_measure_artifacts(ctx: TrialContext, metrics: dict[str, float]) -> None
     fig.tight_layout()
     fig.savefig(folder / "prefix_collapse.png", dpi=100)
     plt.close(fig)
-    for name, mimetype in (("metrics.json", "application/json"), ("prefix_collapse.png", "image/png")):
-        artifact_id = upload_artifact(
-            artifact_store=ctx.resources.artifacts,
-            file_path=str(folder / name),
-            study_or_trial=ctx.trial,
-            mimetype=mimetype,
-        )
-        ctx.trial.set_user_attr(f"artifact.{name}", artifact_id)
+    attach_artifact(ctx, folder / "metrics.json", "application/json")
+    attach_artifact(ctx, folder / "prefix_collapse.png", "image/png")
+
+
+def save_proxy_curve(ctx: TrialContext, rung: int, profile: ProxyProfile, result: ProxyResult) -> None:
+    """The rung's learning curve: training loss per step and held-out bpb at each eval checkpoint."""
+    plt = _pyplot()
+    path = ctx.workdir / f"proxy_curve_rung{rung}.png"
+    tokens_per_step = result.train_tokens / max(1, len(result.losses))
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot([(i + 1) * tokens_per_step for i in range(len(result.losses))], result.losses, lw=0.8, label="train loss")
+    ax.plot(
+        [c.train_tokens for c in result.checkpoints],
+        [c.scores["heldout_bpb"] for c in result.checkpoints],
+        marker="o",
+        label="held-out bits/byte",
+    )
+    ax.set(xlabel="training tokens", title=f"trial {ctx.trial.number}: proxy {profile.name}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    attach_artifact(ctx, path, "image/png")
 
 
 class ProxyStage:
+    """The proxy ladder: each rung (a proxy profile, cheapest first) trains on the trial's mixture.
+
+    Every eval checkpoint is recorded as it is made (`proxy.rung<r>.ck<k>.*`, so a pruned trial keeps
+    its partial scores) and reported to Optuna; a single-objective study's pruner may stop the trial
+    there. In multi-objective studies, where Optuna's pruners cannot run, a trial climbs to the next
+    rung only if no other trial dominates it on the rung below. The last rung gives `proxy.*`.
+    """
+
     name = "proxy"
 
-    def __init__(self, profile: ProxyProfile, weights: dict[str, float]):
-        self.profile = profile
-        self.weights = weights
+    def __init__(self, rungs: list[ProxyProfile], space: SearchSpace):
+        self.rungs = rungs
+        self.weights = space.proxy_weights
+        self.objectives = space.objectives
+        self.per_item_reports = space.pruner is not None and space.pruner.kind == "wilcoxon"
 
-    def input_key(self, ctx: TrialContext) -> str:
+    def input_key(self, ctx: TrialContext, profile: ProxyProfile) -> str:
         parts = [
-            self.profile.model_dump(mode="json"),
+            profile.model_dump(mode="json"),
             ctx.recipe.mix_ratio,
             ctx.recipe.seed,
             [r.output for r in ctx.records],
@@ -247,22 +286,45 @@ class ProxyStage:
         return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()
 
     def run(self, ctx: TrialContext) -> None:
-        key = self.input_key(ctx)
+        mixture = Mixture(
+            synthetic=[r.output for r in ctx.records],
+            raw=ctx.corpora.mix_in,
+            heldout=ctx.corpora.heldout,
+            knowledge_sources=[r.source for r in ctx.records],
+            mix_ratio=ctx.recipe.mix_ratio,
+        )
+        first_step = 0
+        for rung, profile in enumerate(self.rungs):
+            if rung and len(self.objectives) > 1:
+                self._promote_by_pareto_rank(ctx, rung)
+            scores, train_tokens, reused = self._run_rung(ctx, rung, profile, mixture, first_step)
+            first_step += profile.eval_checkpoints
+            if rung < len(self.rungs) - 1:  # what the next rung's Pareto promotion compares
+                ctx.record("proxy", {f"rung{rung}.{k}": v for k, v in scores.items()})
+        ctx.record("proxy", {**scores, "train_tokens": train_tokens, "reused": reused})
+
+    def _run_rung(
+        self, ctx: TrialContext, rung: int, profile: ProxyProfile, mixture: Mixture, first_step: int
+    ) -> tuple[dict[str, float], int, int]:
+        """Scores (with `score`), train tokens and 1 if an identical earlier run was reused."""
+        key = self.input_key(ctx, profile)
         if (previous := ctx.store.proxy_run(key)) is not None:
-            # Training is deterministic given its inputs: an identical mixture reuses the earlier run.
+            # Training is deterministic given its inputs: an identical mixture reuses the earlier run,
+            # which reports its final scores at the rung's last checkpoint only.
             scores = {**previous.scores, "score": proxy_score(previous.scores, self.weights)}
-            ctx.record("proxy", {**scores, "train_tokens": previous.train_tokens, "reused": 1})
-            return
+            self._report(ctx, first_step + profile.eval_checkpoints, scores, [])
+            return scores, previous.train_tokens, 1
+
+        def on_checkpoint(checkpoint: EvalCheckpoint) -> None:
+            scores = {**checkpoint.scores, "score": proxy_score(checkpoint.scores, self.weights)}
+            ctx.record("proxy", {f"rung{rung}.ck{checkpoint.index}.{k}": v for k, v in scores.items()})
+            self._report(ctx, first_step + checkpoint.index, scores, checkpoint.item_probs)
+
         started = time.monotonic()
         try:
-            mixture = Mixture(
-                synthetic=[r.output for r in ctx.records],
-                raw=ctx.corpora.mix_in,
-                heldout=ctx.corpora.heldout,
-                knowledge_sources=[r.source for r in ctx.records],
-                mix_ratio=ctx.recipe.mix_ratio,
+            result = run_proxy(
+                mixture, profile, ctx.workdir / f"proxy-{rung}-{profile.name}", ctx.recipe.seed, on_checkpoint
             )
-            result = run_proxy(mixture, self.profile, ctx.workdir / "proxy", ctx.recipe.seed)
         except TooLittleData as exc:
             ctx.trial.set_user_attr("pruned_reason", f"proxy: {exc}")
             raise optuna.TrialPruned(str(exc)) from exc
@@ -271,9 +333,9 @@ class ProxyStage:
                 input_key=key,
                 study_name=ctx.study_name,
                 trial_number=ctx.trial.number,
-                profile=self.profile.name,
-                model_config_json=self.profile.model.model_dump(),
-                seed=ctx.recipe.seed + self.profile.train.seed,
+                profile=profile.name,
+                model_config_json=profile.model.model_dump(),
+                seed=ctx.recipe.seed + profile.train.seed,
                 train_tokens=result.train_tokens,
                 synthetic_tokens=result.synthetic_tokens,
                 raw_tokens=result.raw_tokens,
@@ -282,16 +344,46 @@ class ProxyStage:
                 scores=result.scores,
             )
         )
-        ctx.record(
-            "proxy",
-            {
-                **result.scores,
-                "score": proxy_score(result.scores, self.weights),
-                "train_tokens": result.train_tokens,
-                "reused": 0,
-                **{f"{k}_seconds": v for k, v in result.seconds.items()},
-            },
-        )
+        ctx.record("proxy", {f"rung{rung}.{k}_seconds": v for k, v in result.seconds.items()})
+        save_proxy_curve(ctx, rung, profile, result)
+        return {**result.scores, "score": proxy_score(result.scores, self.weights)}, result.train_tokens, 0
+
+    def _report(self, ctx: TrialContext, step: int, scores: dict[str, float], item_probs: list[float]) -> None:
+        """Feed the pruner; multi-objective studies cannot report (Optuna raises), they promote by rank."""
+        if len(self.objectives) > 1:
+            return
+        if self.per_item_reports:
+            for i, prob in enumerate(item_probs):
+                ctx.trial.report(prob, (step - 1) * len(item_probs) + i)
+        else:
+            ctx.trial.report(scores[self.objectives[0].metric.removeprefix("proxy.")], step)
+        if ctx.trial.should_prune():
+            reason = f"proxy: pruned by the pruner at checkpoint {step}"
+            ctx.trial.set_user_attr("pruned_reason", reason)
+            raise optuna.TrialPruned(reason)
+
+    def _promote_by_pareto_rank(self, ctx: TrialContext, rung: int) -> None:
+        """Stop unless no trial that finished rung `rung - 1` dominates this one there."""
+
+        def values(attrs: dict[str, object]) -> list[float] | None:
+            keys = [o.metric.replace("proxy.", f"proxy.rung{rung - 1}.", 1) for o in self.objectives]
+            found = [attrs.get(k) for k in keys]
+            return [float(v) for v in found] if all(isinstance(v, (int, float)) for v in found) else None
+
+        signs = [1.0 if o.direction == "maximize" else -1.0 for o in self.objectives]
+        own = values(dict(ctx.metrics))
+        if own is None:
+            return
+        mine = [s * v for s, v in zip(signs, own, strict=True)]
+        for other in ctx.trial.study.get_trials(deepcopy=False):
+            found = values(other.user_attrs)
+            if other.number == ctx.trial.number or found is None:
+                continue
+            theirs = [s * v for s, v in zip(signs, found, strict=True)]
+            if all(t >= m for t, m in zip(theirs, mine, strict=True)) and theirs != mine:
+                reason = f"proxy: dominated on rung {rung - 1} by trial {other.number}; not promoted to rung {rung}"
+                ctx.trial.set_user_attr("pruned_reason", reason)
+                raise optuna.TrialPruned(reason)
 
 
 def proxy_score(scores: dict[str, float], weights: dict[str, float]) -> float:
@@ -301,8 +393,8 @@ def proxy_score(scores: dict[str, float], weights: dict[str, float]) -> float:
 
 def build_stages(space: SearchSpace) -> list[Stage]:
     stages: list[Stage] = [RephraseStage(), MeasureStage(space.measure.prune)]
-    if space.proxy is not None:
-        stages.append(ProxyStage(load_proxy_profile(Path(space.proxy)), space.proxy_weights))
+    if rungs := space.proxy_profiles():
+        stages.append(ProxyStage([load_proxy_profile(Path(p)) for p in rungs], space))
     return stages
 
 

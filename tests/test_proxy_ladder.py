@@ -1,0 +1,42 @@
+"""The proxy ladder in a real study: eval checkpoints report to Optuna's pruner, pruned trials keep their scores."""
+
+from pathlib import Path
+
+import optuna
+from conftest import DATA, run_cli, write_space
+
+from promptsearch.embedded import TransformersServer
+from promptsearch.store import Store
+
+
+def test_pruner_stops_a_trial_at_an_intermediate_rung(tmp_path: Path, embedded_server: TransformersServer) -> None:
+    space = write_space(
+        tmp_path / "space.yaml",
+        embedded_server,
+        templates={"seeds": ["faq", "table", "math", "tutorial", "summary"]},
+        mix_ratio={"low": 0.05, "high": 0.95},  # wide, so held-out bpb differs clearly between trials
+        proxy_ladder=[str(DATA / "proxy-micro-checkpoints.yaml")],
+        proxy=str(DATA / "proxy-micro.yaml"),
+        # reduction factor 4 with < 8 trials: only the best trial so far at a checkpoint goes on
+        pruner={"kind": "successive_halving", "min_resource": 1, "reduction_factor": 4},
+        budget={"trials": 5},
+    )
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    result = run_cli("study", "start", str(space), "--db", url, "--workdir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    trials = optuna.load_study(study_name="tiny", storage=url).trials
+    total_checkpoints = 3 + 1
+    completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert completed and all(sorted(t.intermediate_values) == [1, 2, 3, 4] for t in completed)
+    pruned = [t for t in trials if t.user_attrs.get("pruned_reason", "").startswith("proxy: pruned by the pruner")]
+    assert pruned, [(t.state, t.user_attrs.get("pruned_reason")) for t in trials]
+    store = Store.open(url, create_if_empty=False)
+    for trial in pruned:
+        assert trial.state == optuna.trial.TrialState.PRUNED
+        last = max(trial.intermediate_values)
+        assert last < total_checkpoints  # stopped before the top rung finished
+        metrics = store.trial_metrics("tiny", trial.number)
+        assert metrics["proxy.rung0.ck1.heldout_bpb"] == trial.intermediate_values[1]
+        assert "proxy.heldout_bpb" not in metrics  # no final score for a pruned trial
+    status = run_cli("study", "status", "tiny", "--db", url, cwd=tmp_path)
+    assert "pruned by the pruner" in status.stdout
