@@ -40,3 +40,32 @@ def test_pruner_stops_a_trial_at_an_intermediate_rung(tmp_path: Path, embedded_s
         assert "proxy.heldout_bpb" not in metrics  # no final score for a pruned trial
     status = run_cli("study", "status", "tiny", "--db", url, cwd=tmp_path)
     assert "pruned by the pruner" in status.stdout
+
+
+def test_multi_objective_ladder_promotes_by_pareto_rank(tmp_path: Path, embedded_server: TransformersServer) -> None:
+    space = write_space(
+        tmp_path / "space.yaml",
+        embedded_server,
+        templates={"seeds": ["faq", "table", "math", "tutorial", "summary"]},
+        mix_ratio={"low": 0.05, "high": 0.95},
+        # two objectives that move together (score includes -bpb), so most trials are dominated on rung 0
+        objectives=[
+            {"metric": "proxy.heldout_bpb", "direction": "minimize"},
+            {"metric": "proxy.score", "direction": "maximize"},
+        ],
+        proxy_ladder=[str(DATA / "proxy-micro-checkpoints.yaml")],
+        proxy=str(DATA / "proxy-micro.yaml"),
+        budget={"trials": 5},
+    )
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    result = run_cli("study", "start", str(space), "--db", url, "--workdir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    trials = optuna.load_study(study_name="tiny", storage=url).trials
+    held_back = [t for t in trials if "not promoted to rung 1" in t.user_attrs.get("pruned_reason", "")]
+    assert held_back, [(t.state, t.user_attrs.get("pruned_reason")) for t in trials]
+    by_number = {t.number: t for t in trials}
+    for trial in held_back:
+        assert trial.state == optuna.trial.TrialState.PRUNED and not trial.intermediate_values
+        dominating = by_number[int(trial.user_attrs["pruned_reason"].split("by trial ")[1].split(";")[0])]
+        assert dominating.user_attrs["proxy.rung0.heldout_bpb"] <= trial.user_attrs["proxy.rung0.heldout_bpb"]
+        assert dominating.user_attrs["proxy.rung0.score"] >= trial.user_attrs["proxy.rung0.score"]
