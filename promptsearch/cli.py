@@ -32,6 +32,8 @@ app.add_typer(space_app, name="space")
 app.add_typer(db_app, name="db")
 proxy_app = typer.Typer(no_args_is_help=True, help="Proxy profiles.")
 app.add_typer(proxy_app, name="proxy")
+recipe_app = typer.Typer(no_args_is_help=True, help="Exported recipe files.")
+app.add_typer(recipe_app, name="recipe")
 
 # Wide when piped, so tables stay readable in logs and CI output.
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -395,14 +397,77 @@ def export(
     study: str,
     db: DbOption = DEFAULT_DB,
     out: Annotated[Path, typer.Option("-o", "--out", help="Folder for the recipe files.")] = Path("recipes"),
+    top: Annotated[int | None, typer.Option("--top", min=1, help="The K best trials (first objective).")] = None,
+    pareto: Annotated[
+        bool, typer.Option("--pareto", help="The Pareto set (the default when multi-objective).")
+    ] = False,
+    file_format: Annotated[str, typer.Option("--format", help="yaml or json")] = "yaml",
 ) -> None:
-    """Write the best trial (or the Pareto set) as recipe YAML files."""
-    from promptsearch.export import export_recipes
+    """Write the best trials as recipe files, each with a dataset card (Markdown)."""
+    from promptsearch.export import export_recipes, select_trials
     from promptsearch.study import load_study
 
+    if file_format not in ("yaml", "json"):
+        raise UserError(f"--format must be yaml or json (got {file_format!r})")
+    if top is not None and pareto:
+        raise UserError("give --top K or --pareto, not both")
     loaded, store = load_study(study, db)
-    for path in export_recipes(loaded, store, out):
+    for path in export_recipes(loaded, store, select_trials(loaded, top, pareto), out, file_format):
         console.print(f"wrote {path}")
+
+
+@recipe_app.command("diff")
+def recipe_diff(a: Path, b: Path) -> None:
+    """Show every setting that differs between two recipe files (exit 1 if any does)."""
+    from promptsearch.export import diff_recipes, read_recipe_document
+
+    differences = diff_recipes(read_recipe_document(a), read_recipe_document(b))
+    if not differences:
+        console.print("the recipes are the same")
+        return
+    table = Table("setting", a.name, b.name)
+    for key, left, right in differences:
+        table.add_row(key, _fmt(left), _fmt(right))
+    console.print(table)
+    raise typer.Exit(1)
+
+
+@app.command("plot")
+def plot(
+    study: str,
+    db: DbOption = DEFAULT_DB,
+    out: Annotated[Path, typer.Option("-o", "--out", help="Folder for the PNG files.")] = Path("plots"),
+    workdir: WorkdirOption = DEFAULT_WORKDIR,
+) -> None:
+    """Optimization history, parameter importances, Pareto front and score vs cost, as PNG files and
+    as study artifacts the dashboard shows."""
+    from promptsearch.plots import save_study_plots
+    from promptsearch.study import artifact_store, load_study
+
+    loaded, _ = load_study(study, db)
+    for path in save_study_plots(loaded, out, artifact_store(workdir)):
+        console.print(f"wrote {path}")
+
+
+@app.command("dashboard")
+def dashboard(
+    db: DbOption = DEFAULT_DB,
+    workdir: WorkdirOption = DEFAULT_WORKDIR,
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; anything but loopback exposes the study.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
+) -> None:
+    """Serve optuna-dashboard on the study database, with the trials' samples, metrics and plots."""
+    from promptsearch.dashboard import serve
+    from promptsearch.store import Store, redact
+    from promptsearch.study import artifacts_dir
+
+    storage = Store.open(db, create_if_empty=False).optuna_storage()
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"warning: serving on {host}: anyone who can reach it can read and edit these studies")
+    console.print(f"dashboard for {redact(db)} on http://{host}:{port}/dashboard (Ctrl-C stops it)")
+    serve(storage, artifacts_dir(workdir), host, port)
 
 
 # ----------------------------------------------------------------------------------------- metrics

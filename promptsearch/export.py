@@ -1,14 +1,18 @@
-"""Last stage, export: the best trial (or the Pareto set) as recipe YAML files.
+"""Last stage, export: the winning trials as recipe files, each with a dataset card.
 
-In: a finished study. Out: one `recipe-trial-<n>.yaml` per exported trial with the template text and
-hash, generator, sampling, best-of-N, mix ratio, objective values, metrics and library versions —
-everything needed to regenerate the data. Secrets are never included: the generator's API key
-stays an environment-variable name.
+In: a finished study and a choice of trials (the best, the top K, or the Pareto set).
+Out: `recipe-trial-<n>.yaml|json` per trial — template text and hash, generator (id, revision,
+backend, serving flags, speculative config), sampling, best-of-N and selection rule, mix ratio,
+objective values with their noise floor, measure/proxy metrics, full-ablation scores when ingested,
+cost per million generated tokens and library versions — and `recipe-trial-<n>.md`, a dataset card in
+the form Hugging Face dataset cards use. Secrets are never included: an API key stays the name of
+its environment variable. `diff_recipes` compares two recipe files setting by setting.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +23,9 @@ from optuna.trial import FrozenTrial, TrialState
 from promptsearch.errors import UserError
 from promptsearch.space import Recipe
 from promptsearch.store import Store
+from promptsearch.study import objective_noise
 
-_VERSIONED = ("promptsearch", "optuna", "datatrove", "transformers", "torch", "sqlalchemy")
+_VERSIONED = ("promptsearch", "optuna", "datatrove", "transformers", "torch", "sqlalchemy", "vllm", "nanotron")
 
 
 def library_versions() -> dict[str, str]:
@@ -38,30 +43,148 @@ def trial_recipe(trial: FrozenTrial) -> Recipe:
     return Recipe.model_validate(trial.user_attrs["recipe"])
 
 
-def best_trials(study: optuna.Study) -> list[FrozenTrial]:
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+def select_trials(study: optuna.Study, top: int | None = None, pareto: bool = False) -> list[FrozenTrial]:
+    """The best trial; the Pareto set (default for multi-objective); or the `top` K by the first objective."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
         raise UserError(f"study {study.study_name!r} has no completed trial to export yet")
-    return study.best_trials if len(study.directions) > 1 else [study.best_trial]
+    if top is not None:
+        reverse = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+        return sorted(complete, key=lambda t: t.values[0], reverse=reverse)[:top]
+    if pareto or len(study.directions) > 1:
+        return study.best_trials
+    return [study.best_trial]
+
+
+def _cost(attrs: dict[str, Any]) -> dict[str, float]:
+    """What a million generated tokens cost at the throughput this trial measured."""
+    tokens = attrs.get("rephrase.completion_tokens", 0)
+    if not tokens:
+        return {}  # served from the generation cache: nothing was measured
+    per_million = 1e6 / tokens
+    cost = {"seconds_per_million_tokens": attrs["rephrase.seconds"] * per_million}
+    for unit in ("gpu_hours", "cpu_core_hours"):
+        if f"rephrase.{unit}" in attrs:
+            cost[f"{unit}_per_million_tokens"] = attrs[f"rephrase.{unit}"] * per_million
+    return cost
 
 
 def recipe_document(study: optuna.Study, store: Store, trial: FrozenTrial) -> dict[str, Any]:
     recipe = trial_recipe(trial)
     names = study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
+    metrics = store.trial_metrics(study.study_name, trial.number)
     return {
         "study": study.study_name,
         "trial": trial.number,
         "objectives": {n: v for n, v in zip(names, trial.values or [], strict=True)},
+        "noise_floor": objective_noise(study, store),
         "recipe": recipe.model_dump(mode="json"),
-        "metrics": store.trial_metrics(study.study_name, trial.number),
+        "metrics": {k: v for k, v in metrics.items() if not k.startswith("ablation.")},
+        "ablation": {k: v for k, v in trial.user_attrs.items() if k.startswith("ablation.")},
+        "cost": _cost(trial.user_attrs),
         "versions": library_versions(),
     }
 
 
-def export_recipes(study: optuna.Study, store: Store, out_dir: Path) -> list[Path]:
+def dataset_card(document: dict[str, Any]) -> str:
+    """A Hugging Face-style dataset card for data generated with this recipe."""
+    recipe = Recipe.model_validate(document["recipe"])
+    g, s = recipe.generator, recipe.sampling
+    metrics = document["metrics"]
+    objectives = "\n".join(
+        f"| {name} | {value:.4f} | {document['noise_floor'].get(name, float('nan')):.4f} |"
+        for name, value in document["objectives"].items()
+    )
+    interesting = ("measure.unique_prefix_ratio_10", "measure.number_recall", "measure.format_validity")
+    measured = "\n".join(f"- `{k}`: {metrics[k]:.3f}" for k in interesting if k in metrics)
+    return f"""---
+language:
+- en
+task_categories:
+- text-generation
+tags:
+- synthetic
+- rephrased
+- pretraining
+- promptsearch
+---
+
+# Synthetic pretraining data: `{recipe.template_name}` rephrasings
+
+## Dataset summary
+Source documents rephrased by `{g.model}` ({g.backend}) with the `{recipe.template_name}` template
+(family `{recipe.template_family or "-"}`), found by promptsearch study `{document["study"]}`, trial
+{document["trial"]}. It is meant to be mixed with raw web text: the study trained its proxy on
+{recipe.mix_ratio:.0%} synthetic and {1 - recipe.mix_ratio:.0%} raw tokens.
+
+## How the data was generated
+- Template (sha256 `{recipe.template_hash[:16]}`):
+
+```text
+{recipe.template_text}
+```
+
+- Sampling: temperature {s.temperature:.2f}, top_p {s.top_p:.2f}, top_k {s.top_k}, at most {s.max_new_tokens} new tokens
+- Best-of-{recipe.best_of_n}, selected by `{recipe.selection}`; seed {recipe.seed}
+- Regenerate: `promptsearch generate --recipe recipe-trial-{document["trial"]}.yaml --input SRC --output DST`
+
+## Evaluation in the search
+| objective | value | noise floor (std) |
+|---|---|---|
+{objectives}
+
+{measured}
+
+Proxy scores come from a small model trained on the mixture; they rank recipes coarsely and are not
+benchmark results. Differences below about twice the noise floor are not meaningful.
+
+## Limitations
+Rephrasings can drop or invent facts (see number recall above) and inherit the generator's style.
+Quality-classifier scores were stored but not optimized: they do not predict training value.
+"""
+
+
+def export_recipes(
+    study: optuna.Study, store: Store, trials: list[FrozenTrial], out_dir: Path, file_format: str = "yaml"
+) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for trial in best_trials(study):
-        path = out_dir / f"recipe-trial-{trial.number}.yaml"
-        path.write_text(yaml.safe_dump(recipe_document(study, store, trial), sort_keys=False, allow_unicode=True))
-        paths.append(path)
+    for trial in trials:
+        document = recipe_document(study, store, trial)
+        path = out_dir / f"recipe-trial-{trial.number}.{file_format}"
+        if file_format == "json":
+            path.write_text(json.dumps(document, indent=2, ensure_ascii=False))
+        else:
+            path.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+        card = path.with_suffix(".md")
+        card.write_text(dataset_card(document), encoding="utf-8")
+        paths += [path, card]
     return paths
+
+
+def read_recipe_document(path: Path) -> dict[str, Any]:
+    """A recipe file written by `export` (YAML or JSON; JSON parses as YAML)."""
+    if not path.is_file():
+        raise UserError(f"recipe file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not YAML or JSON ({getattr(exc, 'problem', exc)})") from exc
+    if not isinstance(data, dict) or "recipe" not in data:
+        raise UserError(f"{path}: not a promptsearch recipe (no `recipe:` block)")
+    return data
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out |= _flatten(item, f"{prefix}.{key}" if prefix else str(key))
+        return out
+    return {prefix: value}
+
+
+def diff_recipes(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(setting, value in a, value in b) for each flattened setting that differs; absent is None."""
+    flat_a, flat_b = _flatten(a), _flatten(b)
+    return [(k, flat_a.get(k), flat_b.get(k)) for k in sorted(flat_a | flat_b) if flat_a.get(k) != flat_b.get(k)]

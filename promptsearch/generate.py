@@ -16,13 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from datatrove.data import Document
 from datatrove.pipeline.inference.run_inference import InferenceRunner
 from datatrove.pipeline.writers import JsonlWriter, ParquetWriter
 
 from promptsearch.corpus import corpus_reader
 from promptsearch.errors import UserError
+from promptsearch.export import read_recipe_document
 from promptsearch.measure import select_sample
 from promptsearch.pipelines import run_local_pipeline
 from promptsearch.rephrase import Generators, request_payload
@@ -31,14 +31,9 @@ from promptsearch.templates import SEED_TEMPLATES, template_pool
 
 
 def recipe_from_file(path: Path) -> Recipe:
-    """A recipe YAML written by `promptsearch export` (its `recipe:` block)."""
-    if not path.is_file():
-        raise UserError(f"recipe file not found: {path}")
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict) or "recipe" not in data:
-        raise UserError(f"{path}: not a promptsearch recipe (no `recipe:` block)")
+    """A recipe file written by `promptsearch export` (its `recipe:` block)."""
     try:
-        return Recipe.model_validate(data["recipe"])
+        return Recipe.model_validate(read_recipe_document(path)["recipe"])
     except ValueError as exc:
         raise UserError(f"{path}: invalid recipe: {str(exc).splitlines()[0]}") from exc
 

@@ -271,6 +271,9 @@ class SearchSpace(_Strict):
         description="cheaper proxy profiles run before `proxy`, in order; a trial must survive each to go on",
     )
     pruner: PrunerSpec | None = None
+    human_review: bool = Field(
+        False, description="a rating form on each trial's dashboard page; ratings are stored, never optimized"
+    )
     budget: Budget
     seed: int = 0
 

@@ -19,9 +19,11 @@ from pathlib import Path
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
+from optuna_dashboard import save_note
 from sqlalchemy.engine import make_url
 
 from promptsearch.corpus import read_corpus
+from promptsearch.dashboard import register_review_form, study_note, trial_note
 from promptsearch.errors import UserError
 from promptsearch.measure import Embedder, QualityClassifier
 from promptsearch.rephrase import Generators
@@ -94,6 +96,8 @@ def create_study(space_file: Path, db_url: str, name: str | None = None) -> optu
     )
     study.set_metric_names([o.metric for o in space.objectives])
     study.set_user_attr(SPACE_ATTR, space.model_dump(mode="json"))
+    if space.human_review:
+        register_review_form(study)
     pool = template_pool(space.templates)
     ids = [
         store.add_template(t.name, t.family, t.text, t.text_hash, "seed" if t.name in space.templates.seeds else "file")
@@ -130,9 +134,14 @@ def finished_count(study: optuna.Study) -> int:
     return sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
 
 
-def artifact_store(workdir: Path, study_name: str) -> FileSystemArtifactStore:
-    """Where trial artifacts (metrics JSON, plots, samples) live; the dashboard serves them from here."""
-    folder = workdir / study_name / "artifacts"
+def artifacts_dir(workdir: Path) -> Path:
+    """Where every study's artifacts (metrics JSON, plots, samples) live, named by uuid; one folder, so
+    `promptsearch dashboard --workdir` serves all the studies of a database."""
+    return workdir / "artifacts"
+
+
+def artifact_store(workdir: Path) -> FileSystemArtifactStore:
+    folder = artifacts_dir(workdir)
     folder.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(str(folder))
 
@@ -146,7 +155,7 @@ class _Objective:
             generators=generators,
             embedder=Embedder() if self.space.measure.embeddings else None,
             classifiers=[QualityClassifier(c) for c in self.space.measure.classifiers],
-            artifacts=artifact_store(options.workdir, study.study_name),
+            artifacts=artifact_store(options.workdir),
         )
         self.options = options
         self.stages = build_stages(self.space)
@@ -167,6 +176,7 @@ class _Objective:
         row = self.store.template(int(template_id))
         recipe = suggest_recipe(trial, self.space, row.id, row)
         trial.set_user_attr("recipe", recipe.model_dump(mode="json"))
+        save_note(trial, trial_note(recipe, row))
         trial.set_user_attr("recipe_fingerprint", recipe.fingerprint())
         ctx = TrialContext(
             study_name=self.study.study_name,
@@ -235,6 +245,7 @@ def run_worker(name: str, options: RunOptions, worker_index: int = 0) -> None:
                 *_budget_callbacks(space),
                 lambda s, _: _fill_queue(s, space.budget.trials),
                 lambda s, _: s.stop() if STOP_REQUESTED.is_set() else None,
+                lambda s, _: save_note(s, study_note(s, store, objective_noise(s, store))),
             ],
         )
 

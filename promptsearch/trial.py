@@ -23,6 +23,7 @@ import optuna
 from datatrove.data import Document
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
+from promptsearch.dashboard import samples_jsonl, samples_markdown
 from promptsearch.measure import (
     PREFIX_LENGTHS,
     Embedder,
@@ -43,7 +44,7 @@ from promptsearch.space import (
     TemplateLike,
     load_proxy_profile,
 )
-from promptsearch.store import ProxyRunRow, Store
+from promptsearch.store import GenerationRow, ProxyRunRow, Store
 
 
 @dataclass
@@ -144,6 +145,7 @@ class RephraseStage:
             )
             outputs.extend((doc.id, s.key, i == best) for i, s in enumerate(samples))
         ctx.store.record_trial_outputs(ctx.study_name, ctx.trial.number, outputs)
+        save_sample_artifacts(ctx, result.samples)
         ctx.record(
             "rephrase",
             {
@@ -211,6 +213,27 @@ def attach_artifact(ctx: TrialContext, path: Path, mimetype: str) -> None:
         artifact_store=ctx.resources.artifacts, file_path=str(path), study_or_trial=ctx.trial, mimetype=mimetype
     )
     ctx.trial.set_user_attr(f"artifact.{path.name}", artifact_id)
+
+
+SAMPLE_PAIRS = 8  # source/output pairs a trial shows in the dashboard
+
+
+def save_sample_artifacts(ctx: TrialContext, samples: dict[str, list[GenerationRow]]) -> None:
+    """A few source/output pairs (all N samples in the JSONL, the selected one side by side in Markdown)."""
+    pairs = [
+        {
+            "doc_id": doc.id,
+            "source": doc.text,
+            "output": record.output,
+            "samples": [s.text for s in samples[doc.id]],
+        }
+        for doc, record in zip(ctx.corpora.source[:SAMPLE_PAIRS], ctx.records, strict=False)
+    ]
+    ctx.workdir.mkdir(parents=True, exist_ok=True)
+    (ctx.workdir / "samples.jsonl").write_text(samples_jsonl(pairs), encoding="utf-8")
+    (ctx.workdir / "samples.md").write_text(samples_markdown(pairs), encoding="utf-8")
+    attach_artifact(ctx, ctx.workdir / "samples.jsonl", "application/jsonl")
+    attach_artifact(ctx, ctx.workdir / "samples.md", "text/markdown")
 
 
 def save_measure_artifacts(ctx: TrialContext, metrics: dict[str, float]) -> None:

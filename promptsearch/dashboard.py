@@ -1,0 +1,127 @@
+"""Watch a study in optuna-dashboard, with the data next to the numbers.
+
+In: the study database URL and the working folder whose `artifacts/` holds the trials' files.
+Out: `serve` runs optuna-dashboard (blocking) with that artifact store, so each trial page lists
+its samples, metrics JSON and plots. The Markdown notes it shows are written while the study runs:
+`trial_note` (template, lineage, recipe) when a trial starts and `study_note` (best recipes, noise
+floor) after each trial. `register_review_form` adds the optional human-review form, whose ratings
+land in the trial's user attrs (`human.rating`, `human.comment`) and never in the objective.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import yaml
+from optuna.trial import TrialState
+
+from promptsearch.space import Recipe
+from promptsearch.store import Store, TemplateRow
+
+REVIEW_KEYS = ("human.rating", "human.comment")
+
+
+def trial_note(recipe: Recipe, template: TemplateRow) -> str:
+    """The trial page's note: which template (and where it came from) with which knobs."""
+    lineage = f"origin: **{template.origin}**"
+    if template.parents:
+        lineage += ", parents: " + ", ".join(f"template {p}" for p in template.parents)
+    knobs = recipe.model_dump(mode="json", exclude={"template_text", "template_id", "template_name"})
+    return "\n".join(
+        [
+            f"## Template `{template.name}` (family {template.family or '-'}, id {template.id})",
+            lineage,
+            "",
+            "```text",
+            recipe.template_text,
+            "```",
+            "",
+            "## Recipe",
+            "```yaml",
+            yaml.safe_dump(knobs, sort_keys=False).rstrip(),
+            "```",
+        ]
+    )
+
+
+def study_note(study: optuna.Study, store: Store, noise: dict[str, float]) -> str:
+    """The study page's note: the best recipes so far and how much the proxy's scores can be trusted."""
+    names = study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best = (study.best_trials if len(study.directions) > 1 else [study.best_trial]) if complete else []
+    lines = ["## Best recipes so far", ""]
+    if not best:
+        lines.append("No completed trial yet.")
+    else:
+        lines += [
+            "| trial | template | " + " | ".join(names) + " | temperature | best-of-N | mix |",
+            "|---" * (5 + len(names)) + "|",
+        ]
+        for t in best:
+            recipe = Recipe.model_validate(t.user_attrs["recipe"])
+            values = " | ".join(f"{v:.4f}" for v in t.values or [])
+            lines.append(
+                f"| {t.number} | {recipe.template_name} | {values} | {recipe.sampling.temperature:.2f} "
+                f"| {recipe.best_of_n} | {recipe.mix_ratio:.2f} |"
+            )
+    counts = {s.name: sum(t.state == s for t in study.get_trials(deepcopy=False)) for s in TrialState}
+    lines += ["", "Trials: " + ", ".join(f"{n.lower()} {c}" for n, c in counts.items() if c), "", "## Calibration", ""]
+    if noise:
+        lines.append(
+            "Noise floor (std over proxy training seeds): " + ", ".join(f"{k} {v:.4f}" for k, v in noise.items())
+        )
+        lines.append("Differences between trials smaller than about 2 of these are noise.")
+    else:
+        lines.append("No noise floor yet: run `promptsearch proxy calibrate` for this study's proxy profile.")
+    return "\n".join(lines)
+
+
+def samples_markdown(pairs: list[dict[str, object]]) -> str:
+    """A readable side-by-side of source documents and the selected outputs."""
+    parts = []
+    for pair in pairs:
+        parts += [
+            f"### document {pair['doc_id']}",
+            "| source | output |",
+            "|---|---|",
+            f"| {_cell(str(pair['source']))} | {_cell(str(pair['output']))} |",
+            "",
+        ]
+    return "\n".join(parts)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", "<br>")
+
+
+def samples_jsonl(pairs: list[dict[str, object]]) -> str:
+    return "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs)
+
+
+def register_review_form(study: optuna.Study) -> None:
+    """A rating slider and a comment box on every trial page; answers go to user attrs only."""
+    from optuna_dashboard import SliderWidget, TextInputWidget, register_user_attr_form_widgets
+
+    register_user_attr_form_widgets(
+        study,
+        widgets=[
+            SliderWidget(
+                min=1,
+                max=5,
+                step=1,
+                description="Rate this trial's samples as pretraining text (1 = unusable, 5 = ideal)",
+                user_attr_key=REVIEW_KEYS[0],
+            ),
+            TextInputWidget(description="What is good or wrong in them?", user_attr_key=REVIEW_KEYS[1]),
+        ],
+    )
+
+
+def serve(storage: optuna.storages.BaseStorage, artifacts_dir: Path, host: str, port: int) -> None:
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna_dashboard import run_server
+
+    artifacts_dir.mkdir(parents=True, exist_ok=True)
+    run_server(storage, host=host, port=port, artifact_store=FileSystemArtifactStore(str(artifacts_dir)))
