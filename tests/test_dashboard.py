@@ -89,6 +89,16 @@ def test_dashboard_trial_page_shows_note_and_samples(finished_study: tuple[Path,
         artifact_id = trial.user_attrs["artifact.samples.md"]
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/artifacts/1/{trial._trial_id}/{artifact_id}").read()
         assert b"| source | output |" in body
+        # a reviewer's rating (what the form posts) is stored on the trial; the objective stays as it was
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/trials/{trial._trial_id}/user-attrs",
+            data=json.dumps({"user_attrs": {"human.rating": 2, "human.comment": "lists, no facts"}}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        urllib.request.urlopen(request)
+        reviewed = optuna.load_study(study_name="tiny", storage=url).trials[0]
+        assert reviewed.user_attrs["human.rating"] == 2 and reviewed.values == trial.values
     finally:
         server.terminate()
         server.wait(timeout=30)
