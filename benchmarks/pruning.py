@@ -1,16 +1,22 @@
-"""Proxy compute saved by early pruning on a quickstart-sized study with a deliberately broken template.
+"""Proxy compute saved by pruning on a quickstart-sized study where a third of the templates are broken.
 
-Two otherwise identical studies (same seed, same templates: faq, table and a template that makes the
-model echo its input, i.e. a third of the pool broken), one with the default thresholds and one with pruning
-off, each in its own database. Reports proxy seconds spent, the saving and whether the best trial is
-the same. Writes benchmarks/results/pruning.json.
+Two otherwise identical studies (quickstart corpus, generator and proxy; same seed; templates faq,
+table, math, tutorial and two broken ones that make the model print a fixed text instead of
+rephrasing), each in its own database:
+- with pruning: the default `measure.prune` thresholds (fidelity F0: broken trials stop before the
+  proxy) and a successive-halving pruner over the proxy's eval checkpoints (weak trials stop mid-training);
+- without pruning: no thresholds, no pruner.
+Reports proxy seconds spent, the saving (in all and split by kind), and whether the best trial is the
+same recipe. Writes benchmarks/results/pruning.json.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -18,7 +24,13 @@ from promptsearch.study import RunOptions, create_study, load_study, start_study
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
-BROKEN = "Repeat after me:\n\n{document}"  # SmolLM2-135M echoes the document
+# Templates that ignore the document: the model prints the same text for every document.
+BROKEN = {
+    "fixed-motto.txt": "Ignore the text below. Write only this sentence, exactly: "
+    "Our company values quality, teamwork and customer satisfaction above all else.\n\n{document}",
+    "fixed-greeting.txt": "Do not read the document. Reply with only: Hello! How can I help you today? "
+    "I am happy to answer any question you may have.\n\n{document}",
+}
 NO_PRUNING = {
     "min_unique_prefix_ratio_10": 0,
     "min_number_recall": 0,
@@ -28,63 +40,74 @@ NO_PRUNING = {
 }
 
 
-def run(tmp: Path, name: str, prune: dict[str, float] | None) -> dict:
+def run(tmp: Path, name: str, pruning: bool, trials: int, checkpoints: int) -> dict[str, Any]:
     space = yaml.safe_load((REPO / "search_spaces" / "quickstart.yaml").read_text())
-    broken = tmp / "broken" / "echo.txt"
-    broken.parent.mkdir(exist_ok=True)
-    broken.write_text(BROKEN)
+    profile = yaml.safe_load((REPO / "proxies" / "cpu-tiny.yaml").read_text()) | {"eval_checkpoints": checkpoints}
+    (tmp / "cpu-tiny-checkpoints.yaml").write_text(yaml.safe_dump(profile))
+    files = []
+    for file_name, text in BROKEN.items():
+        (tmp / file_name).write_text(text)
+        files.append(str(tmp / file_name))
     space |= {
         "name": name,
-        "proxy": str(REPO / "proxies" / "cpu-tiny.yaml"),
-        "budget": {"trials": 3},
-        "templates": {"seeds": ["faq", "table"], "files": [str(broken)]},
-        "measure": {"embeddings": True, **({"prune": prune} if prune is not None else {})},
+        "proxy": str(tmp / "cpu-tiny-checkpoints.yaml"),
+        "budget": {"trials": trials},
+        "templates": {"seeds": ["faq", "table", "math", "tutorial"], "files": files},
+        "measure": {"embeddings": True, **({} if pruning else {"prune": NO_PRUNING})},
     }
+    space.pop("human_review", None)
+    if pruning:
+        space["pruner"] = {"kind": "successive_halving", "min_resource": 1, "reduction_factor": 2}
     space_file = tmp / f"{name}.yaml"
     space_file.write_text(yaml.safe_dump(space))
     url = f"sqlite:///{tmp / f'{name}.db'}"
     create_study(space_file, url)
     start_study(name, RunOptions(db_url=url, workdir=tmp / "runs"))
     study, _ = load_study(name, url)
-    trials = study.trials
     best = study.best_trial
+    rows = [
+        {
+            "number": t.number,
+            "state": t.state.name,
+            "template": t.user_attrs["recipe"]["template_name"],
+            "value": t.value,
+            "proxy_seconds": t.user_attrs.get("seconds.proxy", 0.0),
+            "pruned_reason": t.user_attrs.get("pruned_reason"),
+        }
+        for t in study.trials
+    ]
     return {
-        "trials": [
-            {
-                "number": t.number,
-                "state": t.state.name,
-                "template_id": t.user_attrs.get("template_id"),
-                "value": t.value,
-                "proxy_seconds": t.user_attrs.get("seconds.proxy", 0.0),
-                "pruned_reason": t.user_attrs.get("pruned_reason"),
-            }
-            for t in trials
-        ],
-        "proxy_seconds": sum(t.user_attrs.get("seconds.proxy", 0.0) for t in trials),
-        "best": {
-            "number": best.number,
-            "template_id": best.user_attrs["template_id"],
-            "params": best.params,
-            "value": best.value,
-        },
+        "trials": rows,
+        "proxy_seconds": sum(r["proxy_seconds"] for r in rows),
+        "best": {"number": best.number, "recipe": best.user_attrs["recipe"], "value": best.value},
     }
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trials", type=int, default=6)
+    parser.add_argument("--checkpoints", type=int, default=4, help="proxy eval checkpoints (pruner steps)")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        pruned = run(Path(tmp), "with-pruning", None)
-        unpruned = run(Path(tmp), "without-pruning", NO_PRUNING)
+        pruned = run(Path(tmp), "with-pruning", True, args.trials, args.checkpoints)
+        unpruned = run(Path(tmp), "without-pruning", False, args.trials, args.checkpoints)
+    baseline = unpruned["proxy_seconds"]
+    by_measure = [r for r in pruned["trials"] if (r["pruned_reason"] or "").startswith("measure:")]
+    by_pruner = [r for r in pruned["trials"] if (r["pruned_reason"] or "").startswith("proxy: pruned")]
     report = {
         "benchmark": "pruning",
+        "settings": {"trials": args.trials, "proxy_checkpoints": args.checkpoints, "broken_templates": list(BROKEN)},
         "with_pruning": pruned,
         "without_pruning": unpruned,
-        "proxy_compute_saved": 1 - pruned["proxy_seconds"] / unpruned["proxy_seconds"],
-        "best_trial_unchanged": pruned["best"]["template_id"] == unpruned["best"]["template_id"]
-        and pruned["best"]["params"] == unpruned["best"]["params"],
+        "proxy_compute_saved": 1 - pruned["proxy_seconds"] / baseline,
+        "trials_pruned_by_measure": len(by_measure),
+        "trials_pruned_by_pruner": len(by_pruner),
+        "best_trial_unchanged": pruned["best"]["recipe"] == unpruned["best"]["recipe"],
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "pruning.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps({k: report[k] for k in ("proxy_compute_saved", "best_trial_unchanged")}, indent=2))
+    keys = ("proxy_compute_saved", "trials_pruned_by_measure", "trials_pruned_by_pruner", "best_trial_unchanged")
+    print(json.dumps({k: report[k] for k in keys}, indent=2))
 
 
 if __name__ == "__main__":

@@ -170,26 +170,24 @@ class TransformersServer:
 
     def wait_ready(self) -> None:
         """Wait for the server to answer, also through a restart by the watcher."""
+        self._wait_ready(exit_is_fatal=False)
+
+    def _wait_ready(self, exit_is_fatal: bool = True) -> None:
         deadline = time.monotonic() + self.settings.startup_timeout_s
         while time.monotonic() < deadline:
+            if not self.alive() and exit_is_fatal:
+                raise UserError(f"the embedded generator server exited at start; see {self.log_path}")
             if self.alive():
                 with contextlib.suppress(httpx.HTTPError):
                     if httpx.get(f"{self.url}/v1/models", timeout=2).status_code == 200:
                         return
             time.sleep(0.5)
+        if exit_is_fatal:
+            self.stop()
+            raise UserError(
+                f"the embedded generator server did not answer within {self.settings.startup_timeout_s:.0f} s"
+            )
         raise UserError(f"the embedded generator server did not come back; see {self.log_path}")
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.settings.startup_timeout_s
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise UserError(f"the embedded generator server exited at start; see {self.log_path}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/v1/models", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.5)
-        self.stop()
-        raise UserError(f"the embedded generator server did not answer within {self.settings.startup_timeout_s:.0f} s")
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
