@@ -340,7 +340,8 @@ class ProxyStage:
 
         def on_checkpoint(checkpoint: EvalCheckpoint) -> None:
             scores = {**checkpoint.scores, "score": proxy_score(checkpoint.scores, self.weights)}
-            ctx.record("proxy", {f"rung{rung}.ck{checkpoint.index}.{k}": v for k, v in scores.items()})
+            recorded = scores | {"train_tokens": checkpoint.train_tokens}
+            ctx.record("proxy", {f"rung{rung}.ck{checkpoint.index}.{k}": v for k, v in recorded.items()})
             self._report(ctx, first_step + checkpoint.index, scores, checkpoint.item_probs)
 
         started = time.monotonic()
