@@ -263,8 +263,17 @@ def run_proxy(
     disable_progress_bar()
     model.save_pretrained(checkpoint)
     PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_path), eos_token=EOS).save_pretrained(checkpoint)
+    scores = dict(checkpoints[-1].scores)
+    if profile.lighteval_tasks:
+        from promptsearch.lighteval_tasks import evaluate_checkpoint
+
+        started = time.monotonic()
+        scores |= evaluate_checkpoint(
+            checkpoint, profile, mixture.knowledge_sources, workdir / "lighteval", device, seed
+        )
+        seconds["lighteval"] = time.monotonic() - started
     return ProxyResult(
-        scores=checkpoints[-1].scores,
+        scores=scores,
         train_tokens=steps * batch * seq,
         synthetic_tokens=synthetic_tokens,
         raw_tokens=raw_tokens,

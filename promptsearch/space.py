@@ -10,6 +10,7 @@ A `Recipe` is one point of the space: what a trial runs and what `export` writes
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -32,6 +33,9 @@ OBJECTIVE_METRICS = {
     "measure.vendi_score": "effective number of distinct outputs (MiniLM embeddings)",
     "measure.embedding_similarity": "mean cosine similarity of output and source (MiniLM embeddings)",
 }
+
+
+PROXY_SCORES = ("heldout_bpb", "knowledge_prob", "knowledge_acc")
 
 
 class _Strict(BaseModel):
@@ -185,7 +189,7 @@ class Objective(_Strict):
     @field_validator("metric")
     @classmethod
     def _known(cls, value: str) -> str:
-        if value not in OBJECTIVE_METRICS:
+        if value not in OBJECTIVE_METRICS and not value.startswith("proxy.lighteval."):
             raise ValueError(f"unknown metric {value!r} (known: {', '.join(OBJECTIVE_METRICS)})")
         return value
 
@@ -261,9 +265,10 @@ class SearchSpace(_Strict):
     )
     mix_ratio: FloatRange = FloatRange(low=0.5, high=0.5)
     measure: MeasureSpec = MeasureSpec()
-    proxy_weights: dict[Literal["heldout_bpb", "knowledge_prob", "knowledge_acc"], float] = Field(
+    proxy_weights: dict[str, float] = Field(
         default_factory=lambda: {"knowledge_prob": 1.0, "heldout_bpb": -1.0},
-        description="proxy.score = sum of weight x score",
+        description="proxy.score = sum of weight x score; scores: heldout_bpb, knowledge_prob, knowledge_acc, "
+        "lighteval.<task>.<metric> (a task of the proxy profile)",
     )
     proxy: str | None = Field(None, description="a profile in proxies/ or a YAML path; null leaves it out")
     proxy_ladder: list[str] = Field(
@@ -278,6 +283,16 @@ class SearchSpace(_Strict):
     seed: int = 0
 
     _mix_bounds = field_validator("mix_ratio")(_bounded(0.0, 1.0))
+
+    @field_validator("proxy_weights")
+    @classmethod
+    def _known_scores(cls, value: dict[str, float]) -> dict[str, float]:
+        for name in value:
+            if name not in PROXY_SCORES and not re.fullmatch(r"lighteval\.[A-Za-z0-9_:-]+\.[a-z_]+", name):
+                raise ValueError(
+                    f"unknown proxy score {name!r} (known: {', '.join(PROXY_SCORES)}, lighteval.<task>.<metric>)"
+                )
+        return value
 
     @field_validator("best_of_n")
     @classmethod
@@ -357,6 +372,24 @@ class ProxyTrainSpec(_Strict):
     seed: int = 0
 
 
+class LightevalTaskSpec(_Strict):
+    """A lighteval task scored on the proxy's final checkpoint (`promptsearch/lighteval_tasks.py`)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_:-]+$")
+    kind: Literal["source_cloze", "file", "hub"] = Field(
+        description="source_cloze: cloze items of the rephrased documents; file: a local multiple-choice "
+        "JSONL (query, choices, gold); hub: a lighteval built-in task, e.g. arc:easy (needs network or cache)"
+    )
+    path: str | None = Field(None, description="the JSONL file (kind: file), relative to the profile")
+    fewshot: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _path_for_files(self) -> LightevalTaskSpec:
+        if (self.kind == "file") != (self.path is not None):
+            raise ValueError("`path` is set for kind: file, and only for it")
+        return self
+
+
 class ProxyProfile(_Strict):
     """A proxy rung: a small Llama trained with torch on the trial's mixture, then evaluated."""
 
@@ -371,6 +404,10 @@ class ProxyProfile(_Strict):
     eval_checkpoints: int = Field(
         1, ge=1, le=50, description="evaluations spread over training (the last at the end); each reports to Optuna"
     )
+    lighteval_tasks: list[LightevalTaskSpec] = Field(
+        default_factory=list, description="benchmark tasks run with lighteval on the final checkpoint"
+    )
+    lighteval_max_samples: int | None = Field(None, ge=1, description="items scored per lighteval task at most")
     cost_estimate_minutes: float | None = None
 
 
@@ -487,9 +524,16 @@ def proxy_profile_path(reference: str, base: Path) -> Path:
 def load_proxy_profile(path: Path) -> ProxyProfile:
     data, root = _read_yaml(path)
     try:
-        return ProxyProfile.model_validate(data)
+        profile = ProxyProfile.model_validate(data)
     except ValidationError as exc:
         raise SpaceError(str(path), _messages(exc, root)) from exc
+    base = path.resolve().parent
+    tasks = [
+        t.model_copy(update={"path": resolve_relative(base, t.path)}) if t.path else t for t in profile.lighteval_tasks
+    ]
+    if missing := [t.path for t in tasks if t.path and not Path(t.path).is_file()]:
+        raise SpaceError(str(path), [f"lighteval_tasks: file not found: {m}" for m in missing])
+    return profile.model_copy(update={"lighteval_tasks": tasks})
 
 
 def _file_checks(space: SearchSpace, base: Path, root: yaml.Node | None) -> list[str]:
@@ -514,9 +558,17 @@ def _file_checks(space: SearchSpace, base: Path, root: yaml.Node | None) -> list
             problems.append((loc, f"proxy profile not found: {path}"))
         else:
             try:
-                load_proxy_profile(path)
+                profile = load_proxy_profile(path)
             except SpaceError as exc:
                 problems.extend((loc, f"{path.name}: {m}") for m in exc.messages)
+                continue
+            if loc == ("proxy",):
+                tasks = {t.name for t in profile.lighteval_tasks}
+                for name in space.proxy_weights:
+                    if name.startswith("lighteval.") and name.split(".")[1] not in tasks:
+                        problems.append(
+                            (("proxy_weights", name), f"{path.name} runs no lighteval task {name.split('.')[1]!r}")
+                        )
     return [
         f"{_loc_to_path(loc)}: {msg}" + (f" (line {line})" if (line := _line_of(root, loc)) else "")
         for loc, msg in problems

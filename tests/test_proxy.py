@@ -1,5 +1,6 @@
 """The proxy: real tokenization and training at small sizes."""
 
+import json
 import statistics
 from pathlib import Path
 
@@ -51,3 +52,17 @@ def test_knowledge_retention_separates_source_from_garbage(tmp_path: Path) -> No
     )
     assert gap > 3 * noise
     assert all(r["heldout_bpb"] > 0 for r in runs)
+
+
+def test_lighteval_tasks_score_the_final_checkpoint(tmp_path: Path) -> None:
+    profile = load_proxy_profile(DATA / "proxy-micro-lighteval.yaml")
+    assert profile.lighteval_tasks[1].path == str(DATA / "mc-task.jsonl")  # relative to the profile
+    source, raw, heldout = _corpora()
+    result = run_proxy(Mixture(source, raw, heldout, source, 0.5), profile, tmp_path / "run", 0)
+    names = {"source_cloze", "local_mc"}
+    assert {f"lighteval.{n}.{m}" for n in names for m in ("acc_norm", "prob_norm")} <= set(result.scores)
+    assert all(0 <= v <= 1 for k, v in result.scores.items() if k.startswith("lighteval."))
+    # lighteval's own results file, the format full ablations are ingested from
+    (results_file,) = (tmp_path / "run" / "lighteval" / "results").rglob("results_*.json")
+    assert {"source_cloze|0", "local_mc|0"} <= set(json.loads(results_file.read_text())["results"])
+    assert result.seconds["lighteval"] > 0

@@ -1,0 +1,138 @@
+"""Benchmark tasks on a proxy checkpoint through lighteval, the harness the full ablations use too.
+
+In: a Hugging Face-format checkpoint, the profile's `lighteval_tasks` and the documents the trial
+rephrased. Out: `{"lighteval.<task>.<metric>": value}` and lighteval's own results JSON under `out_dir`.
+
+Task kinds: `source_cloze` (the knowledge cloze items of the rephrased documents, written as a local
+JSONL task), `file` (a local multiple-choice JSONL: rows of `query`, `choices`, `gold`) and `hub`
+(a lighteval built-in task such as `arc:easy`, for users with network or a warm HF cache). Local
+tasks are scored as cloze multiple choice with `acc_norm` and `prob_norm` (continuous).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import types
+from pathlib import Path
+from typing import Any
+
+from promptsearch.cloze import build_cloze_items
+from promptsearch.space import ProxyProfile
+
+
+def _offline_lighteval(local_only: bool) -> None:
+    """The workarounds lighteval 0.13 needs here, all in one place.
+
+    - xxhash >= 4 refuses str, which lighteval's details logger hashes (huggingface/lighteval#1330):
+      hash the UTF-8 bytes, as xxhash 3 did.
+    - Building the task registry imports every built-in task module; one downloads tinyBenchmarks.pkl
+      from GitHub at import and another lists Hub models (huggingface/lighteval#802, offline runs):
+      when every task is local, the registry holds only ours.
+    """
+    import xxhash
+    from lighteval.logging import info_loggers
+    from lighteval.tasks.registry import Registry
+
+    class _Utf8Xxhash:
+        @staticmethod
+        def xxh64(data: str | bytes) -> Any:
+            return xxhash.xxh64(data.encode("utf-8") if isinstance(data, str) else data)
+
+    info_loggers.xxhash = _Utf8Xxhash  # type: ignore[assignment]
+    if local_only:
+
+        def custom_only(custom_tasks: Any = None, load_multilingual: bool = False) -> dict[str, Any]:
+            return Registry._extract_configs(Registry.create_custom_tasks_module(custom_tasks))
+
+        Registry.load_all_task_configs = staticmethod(custom_only)  # type: ignore[method-assign]
+
+
+def _local_task(name: str, folder: Path) -> Any:
+    from lighteval.metrics.dynamic_metrics import LogLikelihoodAccMetric, ProbabilityMetric
+    from lighteval.metrics.normalizations import LogProbCharNorm
+    from lighteval.tasks.lighteval_task import LightevalTaskConfig
+    from lighteval.tasks.requests import Doc
+
+    def prompt(line: dict[str, Any], task_name: str) -> Doc:
+        return Doc(
+            task_name=task_name,
+            query=line["query"],
+            choices=[" " + c for c in line["choices"]],
+            gold_index=int(line["gold"]),
+        )
+
+    return LightevalTaskConfig(
+        name=name,
+        prompt_function=prompt,
+        hf_repo=str(folder),
+        hf_subset="default",
+        hf_avail_splits=["test"],
+        evaluation_splits=["test"],
+        few_shots_split=None,
+        few_shots_select=None,
+        # Character normalization: token normalization is wrong in 0.13's transformers backend (padding is
+        # counted, and an IndexError when choices are shorter than their number: huggingface/lighteval#1170).
+        metrics=[
+            LogLikelihoodAccMetric(normalization=LogProbCharNorm()),
+            ProbabilityMetric(normalization=LogProbCharNorm()),
+        ],
+    )
+
+
+def _write_rows(folder: Path, rows: list[dict[str, Any]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "test.jsonl").open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return folder
+
+
+def evaluate_checkpoint(
+    checkpoint: Path, profile: ProxyProfile, knowledge_sources: list[str], out_dir: Path, device: str, seed: int
+) -> dict[str, float]:
+    import datasets
+
+    tasks = profile.lighteval_tasks
+    # The CLI's progress bar owns the terminal: no datasets or tqdm bars (lighteval's come from tqdm).
+    datasets.disable_progress_bars()
+    os.environ["TQDM_DISABLE"] = "1"
+    local = [t for t in tasks if t.kind != "hub"]
+    if len(local) == len(tasks):
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    _offline_lighteval(local_only=len(local) == len(tasks))
+    from lighteval.logging.evaluation_tracker import EvaluationTracker
+    from lighteval.models.transformers.transformers_model import TransformersModelConfig
+    from lighteval.pipeline import ParallelismManager, Pipeline, PipelineParameters
+
+    configs = []
+    for task in local:
+        if task.kind == "source_cloze":
+            items = build_cloze_items(knowledge_sources, seed=seed)
+            rows = [{"query": i.prefix, "choices": list(i.choices), "gold": i.gold} for i in items]
+        else:
+            rows = [json.loads(line) for line in Path(task.path or "").read_text(encoding="utf-8").splitlines() if line]
+        configs.append(_local_task(task.name, _write_rows(out_dir / "data" / task.name, rows)))
+    module = types.ModuleType("promptsearch_lighteval_tasks")
+    module.TASKS_TABLE = configs  # type: ignore[attr-defined]
+    pipeline = Pipeline(
+        tasks=",".join(f"{t.name}|{t.fewshot}" for t in tasks),
+        pipeline_parameters=PipelineParameters(
+            launcher_type=ParallelismManager.ACCELERATE,
+            custom_tasks_directory=module,  # type: ignore[arg-type]  # the registry also takes a module
+            max_samples=profile.lighteval_max_samples,
+        ),
+        evaluation_tracker=EvaluationTracker(output_dir=str(out_dir), save_details=False),
+        model_config=TransformersModelConfig(model_name=str(checkpoint), dtype="float32", device=device, batch_size=8),
+    )
+    pipeline.evaluate()
+    pipeline.save_and_push_results()
+    results = pipeline.get_results()["results"]
+    scores = {}
+    for task in tasks:
+        # lighteval keys results by task and shot count, joined by ":" or "|" depending on the version
+        key = next(k for k in results if k in (f"{task.name}:{task.fewshot}", f"{task.name}|{task.fewshot}"))
+        for metric, value in results[key].items():
+            if not metric.endswith("_stderr"):
+                scores[f"lighteval.{task.name}.{metric}"] = float(value)
+    return scores
