@@ -502,7 +502,8 @@ def ablation_status(
         "stage", "job", "after", "state", "reason", "exit", title=f"{study} trial {trial}: {ablation.profile}"
     )
     for r in rows:
-        table.add_row(r.stage, r.job_id, r.depends_on or "-", r.state, r.reason or "-", r.exit_code or "-")
+        reason = r.reason if r.reason not in ("", "None") else "-"  # squeue prints None for no reason
+        table.add_row(r.stage, r.job_id, r.depends_on or "-", r.state, reason, r.exit_code or "-")
     console.print(table)
     console.print(f"chain: {ablation.state}   bundle: {ablation.bundle_dir}")
     for r in rows:
