@@ -16,8 +16,11 @@ from promptsearch.ablation.profile import load_ablation_profile
 from promptsearch.ablation.results import calibrate
 from promptsearch.ablation.slurm import TERMINAL_STATES, refresh
 from promptsearch.embedded import TransformersServer
+from promptsearch.errors import UserError
+from promptsearch.promote import promote
 from promptsearch.space import CorpusSpec, GeneratorSpec
-from promptsearch.store import Store
+from promptsearch.store import ProxyCalibrationRow, Store
+from promptsearch.study import create_study, study_space
 
 
 def test_full_21b_bundle_matches_the_paper(tmp_path: Path) -> None:
@@ -190,3 +193,53 @@ def test_failed_tokenization_cancels_dependents(slurm: str, promoted_study: dict
     assert "srun: error" in status.stdout and "Exited with exit code 1" in status.stdout
     assert store.ablation("tiny", int(trial), "cpu-smoke-broken").state == "FAILED"
     print(status.stdout)
+
+
+def test_promotion_rules(tmp_path: Path) -> None:
+    """top_k, pareto and beats_best over finished trials with known proxy values (added through Optuna)."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    space = write_space(tmp_path / "space.yaml", None, promotion={"rule": "top_k", "k": 2, "profile": "cpu-smoke"})
+    study = create_study(space, url)
+    store = Store.open(url)
+    recipe = seeded_recipe(store, "faq", GeneratorSpec(name="g", backend="embedded", model="embedded"))
+    for bpb in (3.0, 2.5, 2.9, 2.6):  # objective: proxy.heldout_bpb, minimized
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=[bpb], params={}, distributions={}, user_attrs={"recipe": recipe.model_dump(mode="json")}
+            )
+        )
+    numbers = {t.values[0]: t.number for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
+
+    rows = promote(study, store, tmp_path / "runs")
+    assert [r.trial_number for r in rows] == [numbers[2.5], numbers[2.6]]
+    assert [r.proxy_score for r in rows] == [-2.5, -2.6]  # minimized objective, negated: higher is better
+    assert Path(rows[0].bundle_dir, "nanotron.yaml").is_file()
+    assert promote(study, store, tmp_path / "runs") == []  # already promoted
+
+    manual = promote(study, store, tmp_path / "runs", trial=numbers[3.0])
+    assert [(r.trial_number, r.promoted_by) for r in manual] == [(numbers[3.0], "manual")]
+    with pytest.raises(UserError, match="no COMPLETE trial 99"):
+        promote(study, store, tmp_path / "runs", trial=99)
+
+    def with_rule(**rule: object) -> None:
+        updated = study_space(study).model_copy(
+            update={"promotion": study_space(study).promotion.model_copy(update=rule)}
+        )
+        study.set_user_attr("space", updated.model_dump(mode="json"))
+
+    with_rule(rule="pareto", profile="full-21b")
+    assert [r.trial_number for r in promote(study, store, tmp_path / "runs")] == [numbers[2.5]]
+
+    with_rule(rule="beats_best", profile="cpu-smoke")
+    with pytest.raises(UserError, match="noise floor"):
+        promote(study, store, tmp_path / "runs")
+    store.add_calibration(
+        ProxyCalibrationRow(
+            profile="proxy-micro", profile_hash="-", seeds=3, means={}, stds={"heldout_bpb": 0.1}, runs=[]
+        )
+    )
+    # the best (2.5) is already promoted: a new trial must beat it by more than 2 x 0.1
+    study.add_trial(optuna.trial.create_trial(values=[2.35], user_attrs={"recipe": recipe.model_dump(mode="json")}))
+    assert promote(study, store, tmp_path / "runs") == []
+    study.add_trial(optuna.trial.create_trial(values=[2.2], user_attrs={"recipe": recipe.model_dump(mode="json")}))
+    assert [r.promoted_by for r in promote(study, store, tmp_path / "runs")] == ["beats_best"]
