@@ -38,8 +38,8 @@ def submit(bundle: Bundle, ablation: AblationRow, store: Store) -> list[Ablation
     """Submit the chain in dependency order; each job row is committed as soon as it exists."""
     if store.ablation_jobs(ablation.id):
         raise UserError(
-            f"trial {ablation.trial_number} of {ablation.study_name!r} was already submitted "
-            "(`promptsearch ablation status`; cancel it and promote again to re-run)"
+            f"trial {ablation.trial_number} of {ablation.study_name!r} was already submitted to {ablation.profile} "
+            "(see `promptsearch ablation status`)"
         )
     jobs: dict[str, str] = {}
     for stage, waits_for in STAGES.items():
