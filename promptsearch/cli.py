@@ -443,6 +443,7 @@ def promote(
     from promptsearch.study import load_study
 
     loaded, store = load_study(study, db)
+    _quiet_libraries(workdir)  # the bpe tokenizer of a cpu-smoke bundle reads the mix-in with datatrove
     rows = promote_trials(loaded, store, workdir.resolve(), trial, profile)
     if not rows:
         console.print("nothing new to promote")

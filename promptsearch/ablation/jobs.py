@@ -140,11 +140,13 @@ def evaluate(bundle: Bundle) -> Path:
     for task in settings.tasks:
         texts = [d.text for d in read_corpus(corpora[task.name]).documents]
         items = build_cloze_items(texts, seed=bundle.recipe.seed)[: settings.max_samples]
+        if not items:  # a score of 0 would look like a result
+            raise SystemExit(f"task {task.name}: no cloze items from {len(texts)} document(s); it needs 4 or more")
         scores = score_cloze(model, tokenizer, items, "cpu", bundle.profile.training.sequence_length)
         results[f"{task.name}|{settings.num_fewshot}"] = {
-            "acc": scores.get("knowledge_acc", 0.0),
+            "acc": scores["knowledge_acc"],
             "acc_stderr": 0.0,
-            "prob_norm_token": scores.get("knowledge_prob", 0.0),
+            "prob_norm_token": scores["knowledge_prob"],
             "prob_norm_token_stderr": 0.0,
         }
     metrics = sorted({m for r in results.values() for m in r})
