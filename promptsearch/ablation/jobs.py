@@ -145,9 +145,7 @@ def evaluate(bundle: Bundle) -> Path:
         scores = score_cloze(model, tokenizer, items, "cpu", bundle.profile.training.sequence_length)
         results[f"{task.name}|{settings.num_fewshot}"] = {
             "acc": scores["knowledge_acc"],
-            "acc_stderr": 0.0,
             "prob_norm_token": scores["knowledge_prob"],
-            "prob_norm_token_stderr": 0.0,
         }
     metrics = sorted({m for r in results.values() for m in r})
     results["all"] = {m: statistics.fmean(r[m] for r in results.values()) for m in metrics}
