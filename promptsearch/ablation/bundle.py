@@ -9,6 +9,7 @@ when the chain is submitted; datatrove then writes each one's `launch_script.slu
 
 from __future__ import annotations
 
+import math
 import shlex
 import shutil
 import sys
@@ -306,7 +307,9 @@ def datatrove_executor(bundle: Bundle, stage: str, depends_job_id: str | None) -
 
 def _rephrase_pipeline(bundle: Bundle) -> list[Any]:
     recipe, profile = bundle.recipe, bundle.profile
-    common = {"limit": bundle.documents, "records_per_chunk": profile.rephrase.records_per_chunk}
+    # a datatrove reader's limit applies to each task's shard of the input
+    per_task = math.ceil(bundle.documents / profile.rephrase.slurm.tasks)
+    common = {"limit": per_task, "records_per_chunk": profile.rephrase.records_per_chunk}
     output = bundle.path / "rephrased"
     if profile.runtime == "cpu-smoke":
         from promptsearch.ablation.jobs import EmbeddedInferenceRunner, embedded_inference_config
