@@ -72,6 +72,7 @@ def test_full_21b_bundle_matches_the_paper(tmp_path: Path) -> None:
     runner = rephrase.pipeline[1]
     assert runner.config.server_type == "vllm" and runner.config.model_name_or_path == generator.model
     assert bundle.documents == 19_531_250  # token target 10B / max_new_tokens 512
+    assert rephrase.pipeline[0].limit == 195_313 and rephrase.tasks == 100  # the reader's limit is per task
 
 
 def test_calibration_with_known_inputs() -> None:
