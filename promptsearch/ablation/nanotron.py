@@ -3,8 +3,11 @@
 In: an `AblationProfile`, the tokenized dataset folders with their weights, and output paths.
 Out: a `NanotronConfig` — nanotron's YAML schema (branch `nanotron-working-branch`, as FinePhrase
 used it) as typed models, so a config that nanotron's `get_config_from_file` would reject cannot be
-written. nanotron itself is not a dependency: it is GPU-only and pins numpy<2. The schema follows
-`nanotron/config/config.py` and `models_config.py` (Qwen2Config) of that branch.
+written. nanotron itself is not a dependency: it is GPU-only and pins numpy<2, so this schema is
+not checked against nanotron's own parser here. It is the one in the project notes
+(`shared/notes/ablation.md` §1.2, a FinePhrase-style config that `get_config_from_file` parsed on
+that branch); fields left out (e.g. Qwen2Config's `rope_scaling`, `pad_token_id`) take nanotron's
+dataclass defaults.
 """
 
 from __future__ import annotations
