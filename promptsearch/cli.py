@@ -21,7 +21,10 @@ from rich.table import Table
 from promptsearch.errors import SpaceError, UserError
 
 if TYPE_CHECKING:
+    import optuna
+
     from promptsearch.space import CorpusSpec
+    from promptsearch.store import Store
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n")[0])
 study_app = typer.Typer(no_args_is_help=True, help="Create, run and inspect studies.")
@@ -34,6 +37,8 @@ proxy_app = typer.Typer(no_args_is_help=True, help="Proxy profiles.")
 app.add_typer(proxy_app, name="proxy")
 recipe_app = typer.Typer(no_args_is_help=True, help="Exported recipe files.")
 app.add_typer(recipe_app, name="recipe")
+ablation_app = typer.Typer(no_args_is_help=True, help="Full ablations of promoted trials, on Slurm.")
+app.add_typer(ablation_app, name="ablation")
 
 # Wide when piped, so tables stay readable in logs and CI output.
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -353,6 +358,33 @@ def study_status(study: str, db: DbOption = DEFAULT_DB) -> None:
         console.print("noise floor (std over training seeds): " + ", ".join(f"{n} {s:.4f}" for n, s in noise.items()))
     elif any(n.startswith("proxy.") for n in names):
         console.print("no noise floor yet: run `promptsearch proxy calibrate --space FILE`")
+    _print_ablations(loaded, store)
+
+
+def _print_ablations(study: optuna.Study, store: Store) -> None:
+    """Promoted trials with their full-ablation scores, and how well the proxy predicted them."""
+    rows = store.ablations(study.study_name)
+    if not rows:
+        return
+    table = Table("#", "profile", "promoted by", "proxy score", "state", "macro", "micro", title="full ablations")
+    for r in rows:
+        results = r.results or {}
+        table.add_row(
+            str(r.trial_number),
+            r.profile,
+            r.promoted_by,
+            f"{r.proxy_score:.4f}",
+            r.state,
+            _fmt(results.get("macro")),
+            _fmt(results.get("micro")),
+        )
+    console.print(table)
+    for proxy_profile in sorted({r.proxy_profile for r in rows}):
+        for c in store.latest_ablation_calibrations(proxy_profile):
+            console.print(
+                f"calibration of proxy {proxy_profile} against {c.profile} ({c.trials} trials): "
+                f"Kendall tau {_fmt(c.kendall_tau)}, pairwise accuracy {_fmt(c.pairwise_accuracy)}"
+            )
 
 
 def _fmt(value: object) -> str:
@@ -387,6 +419,140 @@ def study_delete(
         raise typer.Exit(1)
     delete_study(study, db)
     console.print(f"deleted study {study!r}")
+
+
+# --------------------------------------------------------------------------------------- ablations
+
+ProfileOption = Annotated[
+    str | None, typer.Option("--profile", help="Ablation profile in proxies/ or a YAML path (default: the space's).")
+]
+ProfileNameOption = Annotated[
+    str | None,
+    typer.Option("--profile", help="Name of the ablation profile the trial was promoted to (default: latest)."),
+]
+
+
+@app.command("promote")
+def promote(
+    study: str,
+    trial: Annotated[int | None, typer.Argument(help="Trial number; omit to apply the space's promotion rule.")] = None,
+    profile: ProfileOption = None,
+    db: DbOption = DEFAULT_DB,
+    workdir: WorkdirOption = DEFAULT_WORKDIR,
+) -> None:
+    """Promote a trial (or what the promotion rule selects) to a full ablation and write its bundle."""
+    from promptsearch.promote import promote as promote_trials
+    from promptsearch.study import load_study
+
+    loaded, store = load_study(study, db)
+    _quiet_libraries(workdir)  # the bpe tokenizer of a cpu-smoke bundle reads the mix-in with datatrove
+    rows = promote_trials(loaded, store, workdir.resolve(), trial, profile)
+    if not rows:
+        console.print("nothing new to promote")
+    for row in rows:
+        console.print(
+            f"promoted trial {row.trial_number} ({row.promoted_by}, proxy score {row.proxy_score:.4f}) "
+            f"to {row.profile}: bundle {row.bundle_dir}"
+        )
+
+
+@ablation_app.command("submit")
+def ablation_submit(
+    study: str,
+    trial: int,
+    profile: ProfileNameOption = None,
+    db: DbOption = DEFAULT_DB,
+    workdir: WorkdirOption = DEFAULT_WORKDIR,
+) -> None:
+    """Submit a promoted trial's chain: sbatch with --dependency=afterok, job ids recorded as they come."""
+    from promptsearch.ablation.bundle import load_bundle
+    from promptsearch.ablation.slurm import submit
+    from promptsearch.study import load_study
+
+    _, store = load_study(study, db)
+    ablation = store.ablation(study, trial, profile)
+    _quiet_libraries(workdir)
+    jobs = submit(load_bundle(Path(ablation.bundle_dir)), ablation, store)
+    for job in jobs:
+        after = f" (afterok:{job.depends_on})" if job.depends_on else ""
+        console.print(f"{job.stage}: job {job.job_id}{after}")
+
+
+@ablation_app.command("status")
+def ablation_status(
+    study: str,
+    trial: int,
+    profile: ProfileNameOption = None,
+    db: DbOption = DEFAULT_DB,
+    wait: Annotated[bool, typer.Option("--wait", help="Poll until every job has finished.")] = False,
+    timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds.")] = 3600,
+    interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 2.0,
+) -> None:
+    """Show the chain's jobs and states (squeue, then sacct / sacct -c); a failed job's log tail. Exit 1 if
+    the chain failed or was cancelled."""
+    from promptsearch.ablation.slurm import FAILED_STATES, TERMINAL_STATES, log_tail, refresh
+    from promptsearch.study import load_study
+
+    _, store = load_study(study, db)
+    ablation = store.ablation(study, trial, profile)
+    deadline = time.monotonic() + timeout
+    rows = refresh(ablation, store)
+    while wait and any(r.state not in TERMINAL_STATES for r in rows) and time.monotonic() < deadline:
+        time.sleep(interval)
+        rows = refresh(ablation, store)
+    ablation = store.ablation(study, trial, ablation.profile)
+    table = Table(
+        "stage", "job", "after", "state", "reason", "exit", title=f"{study} trial {trial}: {ablation.profile}"
+    )
+    for r in rows:
+        reason = r.reason if r.reason not in ("", "None") else "-"  # squeue prints None for no reason
+        table.add_row(r.stage, r.job_id, r.depends_on or "-", r.state, reason, r.exit_code or "-")
+    console.print(table)
+    console.print(f"chain: {ablation.state}   bundle: {ablation.bundle_dir}")
+    for r in rows:
+        if r.state in FAILED_STATES:
+            path, tail = log_tail(r)
+            console.print(f"{r.stage} (job {r.job_id}) {r.state}; last lines of {path}:", highlight=False)
+            console.print(tail or "(empty)", markup=False, highlight=False)
+    if wait and any(r.state not in TERMINAL_STATES for r in rows):
+        raise UserError(f"jobs still running after {timeout:.0f} s")
+    if ablation.state in ("FAILED", "CANCELLED"):
+        raise typer.Exit(1)
+
+
+@ablation_app.command("cancel")
+def ablation_cancel(study: str, trial: int, profile: ProfileNameOption = None, db: DbOption = DEFAULT_DB) -> None:
+    """scancel the chain's unfinished jobs."""
+    from promptsearch.ablation.slurm import cancel
+    from promptsearch.study import load_study
+
+    _, store = load_study(study, db)
+    cancelled = cancel(store.ablation(study, trial, profile), store)
+    console.print(f"cancelled {', '.join(cancelled)}" if cancelled else "no unfinished job to cancel")
+
+
+@ablation_app.command("ingest")
+def ablation_ingest(study: str, trial: int, profile: ProfileNameOption = None, db: DbOption = DEFAULT_DB) -> None:
+    """Read the evaluation's lighteval results JSON and attach the scores to the trial; recalibrate."""
+    from promptsearch.ablation.results import ingest
+    from promptsearch.ablation.slurm import refresh
+    from promptsearch.study import load_study
+
+    loaded, store = load_study(study, db)
+    ablation = store.ablation(study, trial, profile)
+    evaluate = [r for r in refresh(ablation, store) if r.stage == "evaluate"]
+    if not evaluate or evaluate[0].state != "COMPLETED":
+        state = evaluate[0].state if evaluate else "not submitted"
+        raise UserError(f"the evaluate job of trial {trial} is {state}; ingest once it is COMPLETED")
+    scores = ingest(loaded, store, ablation)
+    table = Table("task", "score", title=f"{study} trial {trial}: {ablation.profile}")
+    for name, value in scores.tasks.items():
+        table.add_row(name, f"{value:.4f}")
+    for name, value in scores.categories.items():
+        table.add_row(f"category {name}", f"{value:.4f}")
+    table.add_row("macro", f"{scores.macro:.4f}")
+    table.add_row("micro", f"{scores.micro:.4f}")
+    console.print(table)
 
 
 # ------------------------------------------------------------------------------------------ export

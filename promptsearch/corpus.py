@@ -63,12 +63,12 @@ def truncate_at_newline(text: str, max_chars: int) -> str:
     return text[: cut if cut > 0 else max_chars].rstrip()
 
 
-def corpus_reader(spec: CorpusSpec, limit: int = -1) -> BaseDiskReader | HuggingFaceDatasetReader:
+def corpus_reader(spec: CorpusSpec, limit: int = -1, skip: int = 0) -> BaseDiskReader | HuggingFaceDatasetReader:
     """The datatrove reader for a corpus; `read_corpus` applies skip/limit itself, after filtering."""
-    common: dict[str, Any] = {"text_key": spec.text_key, "id_key": spec.id_key, "limit": limit}
+    common: dict[str, Any] = {"text_key": spec.text_key, "id_key": spec.id_key, "limit": limit, "skip": skip}
     if spec.format == "embedded":
         path = lee_corpus_file(spec.path)
-        return TextReader(str(path.parent), per="line", glob_pattern=path.name, recursive=False, limit=limit)
+        return TextReader(str(path.parent), per="line", glob_pattern=path.name, recursive=False, limit=limit, skip=skip)
     if spec.format == "hub":
         return HuggingFaceDatasetReader(
             spec.path, {"name": spec.hub_config, "split": spec.split}, streaming=True, **common
@@ -81,7 +81,7 @@ def corpus_reader(spec: CorpusSpec, limit: int = -1) -> BaseDiskReader | Hugging
         return JsonlReader(folder, glob_pattern=glob, **common)
     if spec.format == "parquet":
         return ParquetReader(folder, glob_pattern=glob, **common)
-    return TextReader(folder, per="file", glob_pattern=glob or "**/*.txt", limit=limit)
+    return TextReader(folder, per="file", glob_pattern=glob or "**/*.txt", limit=limit, skip=skip)
 
 
 def _is_binary(text: str) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from datatrove.data import Document
-from datatrove.pipeline.inference.run_inference import InferenceRunner
+from datatrove.pipeline.inference.run_inference import InferenceConfig, InferenceRunner
 from datatrove.pipeline.writers import JsonlWriter, ParquetWriter
 
 from promptsearch.corpus import corpus_reader
@@ -118,6 +118,41 @@ def _row_adapter(recipe: Recipe, model_id: str, revision: str) -> Callable[..., 
     return adapter
 
 
+def inference_pipeline(
+    recipe: Recipe,
+    source: CorpusSpec,
+    output: Path,
+    config: InferenceConfig,
+    model_id: str,
+    revision: str,
+    *,
+    output_format: Literal["jsonl", "parquet"] = "jsonl",
+    records_per_chunk: int = 100,
+    limit: int = -1,
+    on_document: Callable[[], None] | None = None,
+    runner_class: type[InferenceRunner] = InferenceRunner,
+) -> list[Any]:
+    """reader → InferenceRunner → writer (rows in `<output>/data`); the executor is the caller's choice."""
+    writer_cls = JsonlWriter if output_format == "jsonl" else ParquetWriter
+    suffix = "jsonl" if output_format == "jsonl" else "parquet"
+    writer_kwargs: dict[str, Any] = {"compression": None} if output_format == "jsonl" else {}
+    writer = writer_cls(
+        str(output / "data"),
+        output_filename=f"${{rank}}_${{chunk_index}}.{suffix}",
+        adapter=_row_adapter(recipe, model_id, revision),
+        **writer_kwargs,
+    )
+    runner = runner_class(
+        rollout_fn=_rollout(recipe, on_document),
+        config=config,
+        output_writer=writer,
+        checkpoints_local_dir=str(output / "checkpoints"),
+        records_per_chunk=records_per_chunk,
+        skip_bad_requests=True,
+    )
+    return [corpus_reader(source, limit=limit, skip=source.skip), runner]
+
+
 def generate_dataset(
     recipe: Recipe,
     source: CorpusSpec,
@@ -130,22 +165,17 @@ def generate_dataset(
 ) -> Path:
     """Run the local pipeline; returns the output folder. Re-running resumes where it stopped."""
     model_id, revision = generators.identity(recipe.generator)
-    writer_cls = JsonlWriter if output_format == "jsonl" else ParquetWriter
-    suffix = "jsonl" if output_format == "jsonl" else "parquet"
-    writer_kwargs: dict[str, Any] = {"compression": None} if output_format == "jsonl" else {}
-    writer = writer_cls(
-        str(output / "data"),
-        output_filename=f"${{rank}}_${{chunk_index}}.{suffix}",
-        adapter=_row_adapter(recipe, model_id, revision),
-        **writer_kwargs,
-    )
-    runner = InferenceRunner(
-        rollout_fn=_rollout(recipe, on_document),
-        config=generators.inference_config(recipe.generator, recipe.best_of_n, recipe.sampling),
-        output_writer=writer,
-        checkpoints_local_dir=str(output / "checkpoints"),
+    pipeline = inference_pipeline(
+        recipe,
+        source,
+        output,
+        generators.inference_config(recipe.generator, recipe.best_of_n, recipe.sampling),
+        model_id,
+        revision,
+        output_format=output_format,
         records_per_chunk=records_per_chunk,
-        skip_bad_requests=True,
+        limit=source.limit or -1,
+        on_document=on_document,
     )
-    run_local_pipeline([corpus_reader(source, limit=source.limit or -1), runner], output / "logs", tasks=tasks)
+    run_local_pipeline(pipeline, output / "logs", tasks=tasks)
     return output

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from datatrove.data import Document
@@ -27,7 +28,7 @@ from datatrove.pipeline.tokens import DocumentTokenizer
 from promptsearch.cloze import build_cloze_items, score_cloze
 from promptsearch.errors import UserError
 from promptsearch.pipelines import run_local_pipeline
-from promptsearch.space import ProxyProfile
+from promptsearch.space import ProxyModelSpec, ProxyProfile, ProxyTrainSpec
 
 EOS = "<eos>"
 
@@ -110,11 +111,11 @@ def _device(profile: ProxyProfile) -> str:
     return profile.device
 
 
-def _lr_at(step: int, total: int, profile: ProxyProfile) -> float:
+def _lr_at(step: int, total: int, train: ProxyTrainSpec) -> float:
     """Warmup-stable-decay, as the FinePhrase ablations: linear warmup, flat, linear decay to 10%."""
-    peak = profile.train.learning_rate
-    warmup = max(1, int(total * profile.train.warmup_fraction))
-    decay_start = int(total * (1 - profile.train.decay_fraction))
+    peak = train.learning_rate
+    warmup = max(1, int(total * train.warmup_fraction))
+    decay_start = int(total * (1 - train.decay_fraction))
     if step < warmup:
         return peak * (step + 1) / warmup
     if step < decay_start:
@@ -165,6 +166,61 @@ class Mixture:
     mix_ratio: float  # synthetic share of training tokens
 
 
+def train_llama(
+    datasets: dict[str, Any],
+    weights: dict[str, float],
+    vocab_size: int,
+    model_spec: ProxyModelSpec,
+    train: ProxyTrainSpec,
+    device: str,
+    seed: int,
+    after_step: Callable[[int, int, Any], None] | None = None,
+) -> tuple[Any, list[float], int]:
+    """Train a tied-embedding `LlamaForCausalLM` on sequences drawn from `datasets` (datatrove
+    `DatatroveFolderDataset`s keyed like `weights`) by weight; returns (model, losses, steps).
+    `after_step(step, steps, model)` runs after each optimizer step (1-based), e.g. to evaluate."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    seq = model_spec.seq_len
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=model_spec.hidden_size,
+        intermediate_size=model_spec.intermediate_size,
+        num_hidden_layers=model_spec.num_layers,
+        num_attention_heads=model_spec.num_heads,
+        num_key_value_heads=model_spec.num_kv_heads,
+        max_position_embeddings=seq + 1,
+        tie_word_embeddings=True,
+        rope_theta=10000.0,
+    )
+    model = LlamaForCausalLM(config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train.learning_rate, betas=(0.9, 0.95), weight_decay=0.1)
+    batch = train.batch_size
+    steps = max(1, train.tokens // (batch * seq))
+    names = list(datasets)
+    probs = np.array([weights[n] for n in names]) / sum(weights[n] for n in names)
+    losses: list[float] = []
+    for step in range(steps):
+        model.train()  # after_step may have evaluated
+        picks = rng.choice(len(names), size=batch, p=probs)
+        rows = [datasets[names[p]][int(rng.integers(len(datasets[names[p]])))]["input_ids"] for p in picks]
+        tokens = torch.stack([torch.as_tensor(r, dtype=torch.long) for r in rows]).to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, steps, train)
+        loss = model(input_ids=tokens, labels=tokens).loss  # the model shifts labels by one itself
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(float(loss.item()))
+        if after_step is not None:
+            after_step(step + 1, steps, model)
+    return model, losses, steps
+
+
 def run_proxy(
     mixture: Mixture,
     profile: ProxyProfile,
@@ -176,7 +232,8 @@ def run_proxy(
     evaluation as it is made and may stop the run by raising (a pruned trial)."""
     import torch
     from datatrove.utils.dataset import DatatroveFolderDataset
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
     from transformers.utils.logging import disable_progress_bar
 
     seconds: dict[str, float] = {}
@@ -205,59 +262,35 @@ def run_proxy(
     device = _device(profile)
     if profile.threads:
         torch.set_num_threads(profile.threads)
-    torch.manual_seed(seed + profile.train.seed)
-    rng = np.random.default_rng(seed + profile.train.seed)
-    from tokenizers import Tokenizer
-
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
-    m = profile.model
-    config = LlamaConfig(
-        vocab_size=tokenizer.get_vocab_size(),
-        hidden_size=m.hidden_size,
-        intermediate_size=m.intermediate_size,
-        num_hidden_layers=m.num_layers,
-        num_attention_heads=m.num_heads,
-        num_key_value_heads=m.num_kv_heads,
-        max_position_embeddings=seq + 1,
-        tie_word_embeddings=True,
-        rope_theta=10000.0,
-    )
-    model = LlamaForCausalLM(config).to(device)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=profile.train.learning_rate, betas=(0.9, 0.95), weight_decay=0.1
-    )
-    batch = profile.train.batch_size
-    steps = max(1, profile.train.tokens // (batch * seq))
-    names = list(datasets)
-    probs = np.array([weights[n] for n in names]) / sum(weights[n] for n in names)
     items = build_cloze_items(mixture.knowledge_sources, seed=seed)
-    eval_at = {steps * k // profile.eval_checkpoints: k for k in range(1, profile.eval_checkpoints + 1)}
-    losses: list[float] = []
     checkpoints: list[EvalCheckpoint] = []
-    seconds["train"] = seconds["eval"] = 0.0
-    for step in range(steps):
-        train_start = time.monotonic()
-        model.train()
-        picks = rng.choice(len(names), size=batch, p=probs)
-        rows = [datasets[names[p]][int(rng.integers(len(datasets[names[p]])))]["input_ids"] for p in picks]
-        tokens = torch.stack([torch.as_tensor(r, dtype=torch.long) for r in rows]).to(device)
-        for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, steps, profile)
-        loss = model(input_ids=tokens, labels=tokens).loss  # the model shifts labels by one itself
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        losses.append(float(loss.item()))
-        seconds["train"] += time.monotonic() - train_start
-        if (index := eval_at.get(step + 1)) is not None:
-            eval_start = time.monotonic()
-            scores = {"heldout_bpb": _heldout_bpb(model, tokenizer, mixture.heldout, profile, device)}
-            cloze, item_probs = score_cloze(model, tokenizer, items, device, seq + 1)
-            checkpoints.append(EvalCheckpoint(index, (step + 1) * batch * seq, scores | cloze, item_probs))
-            seconds["eval"] += time.monotonic() - eval_start
-            if on_checkpoint is not None:
-                on_checkpoint(checkpoints[-1])
+    seconds["eval"] = 0.0
+
+    def evaluate_at_checkpoints(step: int, steps: int, model: Any) -> None:
+        eval_at = {steps * k // profile.eval_checkpoints: k for k in range(1, profile.eval_checkpoints + 1)}
+        if (index := eval_at.get(step)) is None:
+            return
+        eval_start = time.monotonic()
+        scores = {"heldout_bpb": _heldout_bpb(model, tokenizer, mixture.heldout, profile, device)}
+        cloze, item_probs = score_cloze(model, tokenizer, items, device, seq + 1)
+        checkpoints.append(EvalCheckpoint(index, step * profile.train.batch_size * seq, scores | cloze, item_probs))
+        seconds["eval"] += time.monotonic() - eval_start
+        if on_checkpoint is not None:
+            on_checkpoint(checkpoints[-1])
+
+    train_start = time.monotonic()
+    model, losses, steps = train_llama(
+        datasets,
+        weights,
+        tokenizer.get_vocab_size(),
+        profile.model,
+        profile.train,
+        device,
+        seed + profile.train.seed,
+        evaluate_at_checkpoints,
+    )
+    seconds["train"] = time.monotonic() - train_start - seconds["eval"]
 
     checkpoint = workdir / "checkpoint"
     disable_progress_bar()
@@ -274,7 +307,7 @@ def run_proxy(
         seconds["lighteval"] = time.monotonic() - started
     return ProxyResult(
         scores=scores,
-        train_tokens=steps * batch * seq,
+        train_tokens=steps * profile.train.batch_size * seq,
         synthetic_tokens=synthetic_tokens,
         raw_tokens=raw_tokens,
         checkpoint=checkpoint,

@@ -111,13 +111,7 @@ class Generators:
         self, generator: GeneratorSpec, rollouts_in_flight: int, sampling: Sampling
     ) -> InferenceConfig:
         """datatrove's InferenceConfig for this generator; starts the embedded server if needed."""
-        common: dict[str, Any] = {
-            "model_max_context": generator.max_context,
-            "max_concurrent_generations": generator.concurrency,
-            "max_concurrent_documents": max(1, generator.concurrency // max(1, rollouts_in_flight)),
-            "metric_interval": 3600,
-            "request_timeout": 900,
-        }
+        common = common_inference_settings(generator, rollouts_in_flight)
         if generator.backend == "embedded":
             server = self.embedded_server(generator, sampling)
             return InferenceConfig(
@@ -132,6 +126,17 @@ class Generators:
                 **common,
             )
         return vllm_inference_config(generator, common)
+
+
+def common_inference_settings(generator: GeneratorSpec, rollouts_in_flight: int) -> dict[str, Any]:
+    """InferenceConfig fields every backend shares: context, concurrency, timeouts."""
+    return {
+        "model_max_context": generator.max_context,
+        "max_concurrent_generations": generator.concurrency,
+        "max_concurrent_documents": max(1, generator.concurrency // max(1, rollouts_in_flight)),
+        "metric_interval": 3600,
+        "request_timeout": 900,
+    }
 
 
 def sampling_variant(model_dir: Path, sampling: Sampling) -> Path:

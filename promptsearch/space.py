@@ -247,6 +247,20 @@ class Budget(_Strict):
     generated_tokens: int | None = Field(None, ge=1)
 
 
+class PromotionSpec(_Strict):
+    """Which finished trials `promptsearch promote STUDY` sends to a full ablation.
+
+    top_k: the `k` best by the first objective. pareto: the Pareto set of all objectives.
+    beats_best: the best trial, if its first objective beats the best trial promoted so far by more
+    than `noise_multiple` x the proxy's noise floor (`proxy calibrate`); the first promotion needs none.
+    """
+
+    rule: Literal["top_k", "pareto", "beats_best"] = "top_k"
+    k: int = Field(1, ge=1)
+    noise_multiple: float = Field(2.0, gt=0)
+    profile: str = Field("full-21b", description="the ablation profile in proxies/ (or a YAML path)")
+
+
 class SearchSpace(_Strict):
     """One study's search space; see `search_spaces/quickstart.yaml` for an annotated example."""
 
@@ -279,6 +293,7 @@ class SearchSpace(_Strict):
     human_review: bool = Field(
         False, description="a rating form on each trial's dashboard page; ratings are stored, never optimized"
     )
+    promotion: PromotionSpec = PromotionSpec()
     budget: Budget
     seed: int = 0
 
@@ -598,8 +613,12 @@ def _with_absolute_paths(space: SearchSpace, base: Path) -> SearchSpace:
             return c.model_copy(update={"path": resolve_relative(base, c.path)})
         return c
 
+    promotion = space.promotion
+    if "/" in promotion.profile or promotion.profile.endswith((".yaml", ".yml")):
+        promotion = promotion.model_copy(update={"profile": resolve_relative(base, promotion.profile)})
     return space.model_copy(
         update={
+            "promotion": promotion,
             "source": corpus(space.source),
             "mix_in": corpus(space.mix_in),
             "heldout": corpus(space.heldout),

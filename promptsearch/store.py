@@ -29,6 +29,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Float,
+    ForeignKey,
     Integer,
     String,
     Text,
@@ -144,6 +145,56 @@ class ProxyCalibrationRow(Base):
     means: Mapped[dict[str, float]] = mapped_column(JSON)
     stds: Mapped[dict[str, float]] = mapped_column(JSON)
     runs: Mapped[list[dict[str, float]]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class AblationRow(Base):
+    """A promoted trial's full ablation: its bundle folder, overall state and ingested results."""
+
+    __tablename__ = "ps_ablations"
+    __table_args__ = (UniqueConstraint("study_name", "trial_number", "profile"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_name: Mapped[str] = mapped_column(String(200), index=True)
+    trial_number: Mapped[int] = mapped_column(Integer)
+    profile: Mapped[str] = mapped_column(String(200))  # the ablation profile
+    proxy_profile: Mapped[str] = mapped_column(String(200))
+    proxy_score: Mapped[float] = mapped_column(Float)  # signed so that higher is better
+    promoted_by: Mapped[str] = mapped_column(String(100))  # manual | top_k | pareto | beats_best
+    bundle_dir: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(50))  # PROMOTED, SUBMITTED, RUNNING, COMPLETED, FAILED, ...
+    results: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
+
+
+class AblationJobRow(Base):
+    """One Slurm job of an ablation's chain, with the state last seen by squeue/scontrol/sacct."""
+
+    __tablename__ = "ps_ablation_jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ablation_id: Mapped[int] = mapped_column(ForeignKey("ps_ablations.id"), index=True)
+    stage: Mapped[str] = mapped_column(String(100))
+    job_id: Mapped[str] = mapped_column(String(50))
+    depends_on: Mapped[str] = mapped_column(String(200))
+    log_glob: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(50), default="SUBMITTED")
+    reason: Mapped[str] = mapped_column(String(200), default="")
+    exit_code: Mapped[str] = mapped_column(String(20), default="")
+    submitted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
+
+
+class AblationCalibrationRow(Base):
+    """How well a proxy profile ranks recipes the way the full ablation does."""
+
+    __tablename__ = "ps_ablation_calibrations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    proxy_profile: Mapped[str] = mapped_column(String(200), index=True)
+    profile: Mapped[str] = mapped_column(String(200))
+    trials: Mapped[int] = mapped_column(Integer)
+    kendall_tau: Mapped[float | None] = mapped_column(Float, nullable=True)
+    pairwise_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    points: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
@@ -348,10 +399,72 @@ class Store:
             query = select(ProxyCalibrationRow).where(ProxyCalibrationRow.profile == profile)
             return s.scalars(query.order_by(ProxyCalibrationRow.id.desc()).limit(1)).first()
 
+    # -- ablations
+    def ablation(self, study: str, trial: int, profile: str | None = None) -> AblationRow:
+        """The trial's ablation (the latest one when `profile` is None); a UserError if it was never promoted."""
+        with self.session() as s:
+            query = select(AblationRow).where(AblationRow.study_name == study, AblationRow.trial_number == trial)
+            if profile is not None:
+                query = query.where(AblationRow.profile == profile)
+            row = s.scalars(query.order_by(AblationRow.id.desc()).limit(1)).first()
+            if row is None:
+                raise UserError(f"trial {trial} of study {study!r} is not promoted (see `promptsearch promote`)")
+            return row
+
+    def ablations(self, study: str | None = None) -> list[AblationRow]:
+        with self.session() as s:
+            query = select(AblationRow).order_by(AblationRow.id)
+            if study is not None:
+                query = query.where(AblationRow.study_name == study)
+            return list(s.scalars(query))
+
+    def add_ablation(self, row: AblationRow) -> AblationRow:
+        with self.session() as s:
+            s.add(row)
+        return row
+
+    def update_ablation(self, ablation_id: int, **fields: Any) -> None:
+        with self.session() as s:
+            row = s.get(AblationRow, ablation_id)
+            for key, value in fields.items():
+                setattr(row, key, value)
+
+    def add_ablation_job(self, row: AblationJobRow) -> None:
+        """Committed at once: a job id is never lost, even if the next submission fails."""
+        with self.session() as s:
+            s.add(row)
+
+    def ablation_jobs(self, ablation_id: int) -> list[AblationJobRow]:
+        with self.session() as s:
+            query = select(AblationJobRow).where(AblationJobRow.ablation_id == ablation_id)
+            return list(s.scalars(query.order_by(AblationJobRow.id)))
+
+    def update_ablation_job(self, job_row_id: int, **fields: Any) -> None:
+        with self.session() as s:
+            row = s.get(AblationJobRow, job_row_id)
+            for key, value in fields.items():
+                setattr(row, key, value)
+
+    def add_ablation_calibration(self, row: AblationCalibrationRow) -> None:
+        with self.session() as s:
+            s.add(row)
+
+    def latest_ablation_calibrations(self, proxy_profile: str) -> list[AblationCalibrationRow]:
+        """The newest calibration against each ablation profile."""
+        with self.session() as s:
+            query = select(AblationCalibrationRow).where(AblationCalibrationRow.proxy_profile == proxy_profile)
+            latest: dict[str, AblationCalibrationRow] = {}
+            for row in s.scalars(query.order_by(AblationCalibrationRow.id)):
+                latest[row.profile] = row
+            return list(latest.values())
+
     def delete_study_rows(self, study: str) -> None:
         with self.session() as s:
             for table in (TrialOutputRow, TrialMetricRow, ProxyRunRow):
                 s.query(table).filter(table.study_name == study).delete()
+            ablation_ids = select(AblationRow.id).where(AblationRow.study_name == study)
+            s.query(AblationJobRow).filter(AblationJobRow.ablation_id.in_(ablation_ids)).delete()
+            s.query(AblationRow).filter(AblationRow.study_name == study).delete()
 
 
 def _storage_engine_kwargs(url: str) -> dict[str, Any]:

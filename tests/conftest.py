@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -47,6 +48,23 @@ def pg_url() -> str:
         conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
     engine.dispose()
     return url
+
+
+@pytest.fixture(scope="session")
+def slurm() -> str:
+    """A real Slurm cluster (`.ci/slurm start`); CI=true turns a missing one into a failure."""
+    problem = None
+    if shutil.which("sbatch") is None:
+        problem = "sbatch is not on PATH"
+    else:
+        result = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, check=False)
+        if result.returncode != 0 or not {"idle", "mixed", "allocated"} & set(result.stdout.split()):
+            problem = f"no Slurm node is up: {(result.stderr or result.stdout).strip()}"
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{problem}: .ci/run starts Slurm with .ci/slurm start")
+        pytest.skip(f"{problem} (start one with .ci/slurm start, as .ci/run does)")
+    return "debug"
 
 
 def seeded_recipe(

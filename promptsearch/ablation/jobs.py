@@ -1,0 +1,180 @@
+"""What runs inside an ablation's Slurm jobs for the `cpu-smoke` runtime: stand-ins for a GPU cluster.
+
+`python -m promptsearch.ablation.jobs train|evaluate BUNDLE_DIR`.
+
+In: a bundle folder (`bundle.yaml`, `nanotron.yaml`, the tokenized folders, then the checkpoint).
+Out: `train` writes an HF checkpoint at `checkpoints/<step>/hf_model` and `checkpoints/latest.txt`
+(nanotron's layout after conversion); `evaluate` writes `eval/results/<model>/results_<ts>.json` in
+lighteval's results layout, so `ablation ingest` reads one format from either runtime.
+
+Every class and function here stands in for a GPU-cluster tool, so that the whole submit → track →
+ingest path runs for real on a CPU Slurm node: the embedded `transformers serve` for vLLM, the
+proxy trainer for nanotron, the project's cloze scorer for lighteval.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import statistics
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import yaml
+from datatrove.data import Document
+from datatrove.pipeline.inference.run_inference import InferenceConfig, InferenceRunner
+
+from promptsearch.ablation.bundle import Bundle, load_bundle
+from promptsearch.ablation.nanotron import NanotronConfig
+from promptsearch.space import ProxyModelSpec, ProxyTrainSpec, Recipe
+
+
+def embedded_inference_config(recipe: Recipe) -> InferenceConfig:
+    """Stands in for vLLM on a GPU cluster: an endpoint config whose URL `EmbeddedInferenceRunner` fills in."""
+    from promptsearch.embedded import embedded_model
+    from promptsearch.rephrase import common_inference_settings, sampling_variant
+
+    folder = sampling_variant(embedded_model().path, recipe.sampling)
+    return InferenceConfig(
+        server_type="endpoint",
+        endpoint_url="http://127.0.0.1:0",  # replaced once the job's server is up
+        model_name_or_path=str(folder),
+        **common_inference_settings(recipe.generator, recipe.best_of_n),
+    )
+
+
+class EmbeddedInferenceRunner(InferenceRunner):
+    """Stands in for datatrove's vLLM server on a GPU cluster: inside the Slurm job it starts the
+    embedded `transformers serve` (SmolLM2-135M on CPU, the trial's sampling) and sends the
+    InferenceRunner's requests to it."""
+
+    def run(self, data: Iterable[Document], rank: int = 0, world_size: int = 1) -> None:
+        from promptsearch.embedded import TransformersServer
+
+        model_dir = Path(self.config.model_name_or_path)
+        server = TransformersServer(model_dir, Path(self.output_writer.output_folder.path).parent / "server.log")
+        self.config.endpoint_url = server.start()
+        try:
+            super().run(data, rank, world_size)
+        finally:
+            server.stop()
+
+
+def train(bundle: Bundle) -> Path:
+    """Stands in for nanotron on a GPU cluster: the proxy trainer, configured from `nanotron.yaml`."""
+    from datatrove.utils.dataset import DatatroveFolderDataset
+    from transformers import PreTrainedTokenizerFast
+
+    from promptsearch.proxy import train_llama
+
+    config = NanotronConfig.model_validate(yaml.safe_load((bundle.path / "nanotron.yaml").read_text()))
+    qwen, tokens = config.model.model_config_, config.tokens
+    dataset = config.data_stages[0].data.dataset
+    scheduler = config.optimizer.learning_rate_scheduler
+    global_batch = tokens.micro_batch_size * tokens.batch_accumulation_per_replica * config.parallelism.dp
+    datasets = {
+        folder: DatatroveFolderDataset(
+            folder,
+            seq_len=tokens.sequence_length,
+            filename_pattern="*.ds",
+            recursive=False,
+            token_size=dataset.token_size_in_bytes,
+        )
+        for folder in dataset.dataset_folder
+    }
+    if empty := [folder for folder, data in datasets.items() if len(data) == 0]:
+        raise SystemExit(f"fewer than {tokens.sequence_length + 1} tokens in {', '.join(empty)}")
+    model, losses, steps = train_llama(
+        datasets,
+        dict(zip(dataset.dataset_folder, dataset.dataset_weights, strict=True)),
+        qwen.vocab_size,
+        ProxyModelSpec(
+            hidden_size=qwen.hidden_size,
+            num_layers=qwen.num_hidden_layers,
+            num_heads=qwen.num_attention_heads,
+            num_kv_heads=qwen.num_key_value_heads,
+            intermediate_size=qwen.intermediate_size,
+            seq_len=tokens.sequence_length,
+        ),
+        ProxyTrainSpec(
+            tokens=tokens.sequence_length * global_batch * tokens.train_steps,
+            batch_size=global_batch,
+            learning_rate=scheduler.learning_rate,
+            warmup_fraction=scheduler.lr_warmup_steps / tokens.train_steps,
+            decay_fraction=scheduler.lr_decay_steps / tokens.train_steps,
+        ),
+        "cpu",
+        config.general.seed,
+    )
+    checkpoints = Path(config.checkpoints.checkpoints_path)
+    target = checkpoints / str(steps) / "hf_model"
+    model.save_pretrained(target)
+    PreTrainedTokenizerFast(
+        tokenizer_file=bundle.tokenizer, eos_token=bundle.profile.tokenize.eos_token
+    ).save_pretrained(target)
+    (checkpoints / "latest.txt").write_text(str(steps))
+    print(f"trained {steps} steps; loss {losses[0]:.3f} -> {losses[-1]:.3f}; saved {target}")
+    return target
+
+
+def evaluate(bundle: Bundle) -> Path:
+    """Stands in for lighteval on a GPU cluster: cloze items scored by the project's cloze scorer,
+    written in lighteval's results-JSON layout."""
+    from tokenizers import Tokenizer
+    from transformers import AutoModelForCausalLM
+
+    from promptsearch.cloze import build_cloze_items, score_cloze
+    from promptsearch.corpus import read_corpus
+
+    step = (bundle.checkpoints / "latest.txt").read_text().strip()
+    checkpoint = bundle.checkpoints / step / "hf_model"
+    model = AutoModelForCausalLM.from_pretrained(checkpoint)
+    tokenizer = Tokenizer.from_file(bundle.tokenizer)
+    settings = bundle.profile.evaluation
+    corpora = {
+        "source_cloze": bundle.source.model_copy(update={"limit": bundle.documents}),
+        "heldout_cloze": bundle.heldout,
+    }
+    results: dict[str, dict[str, float]] = {}
+    for task in settings.tasks:
+        texts = [d.text for d in read_corpus(corpora[task.name]).documents]
+        items = build_cloze_items(texts, seed=bundle.recipe.seed)[: settings.max_samples]
+        if not items:  # a score of 0 would look like a result
+            raise SystemExit(f"task {task.name}: no cloze items from {len(texts)} document(s); it needs 4 or more")
+        scores, _ = score_cloze(model, tokenizer, items, "cpu", bundle.profile.training.sequence_length)
+        results[f"{task.name}|{settings.num_fewshot}"] = {
+            "acc": scores["knowledge_acc"],
+            "prob_norm_token": scores["knowledge_prob"],
+        }
+    metrics = sorted({m for r in results.values() for m in r})
+    results["all"] = {m: statistics.fmean(r[m] for r in results.values()) for m in metrics}
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H-%M-%S.%f")
+    out = bundle.eval_dir / "results" / checkpoint.parent.name / f"results_{stamp}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "config_general": {
+            "model_name": str(checkpoint),
+            "max_samples": settings.max_samples,
+            "evaluator": "promptsearch cloze stand-in",
+        },
+        "results": results,
+        "versions": {},
+        "config_tasks": {},
+        "summary_tasks": {},
+        "summary_general": {},
+    }
+    out.write_text(json.dumps(document, indent=2))
+    print(f"wrote {out}")
+    return out
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 2 or argv[0] not in ("train", "evaluate"):
+        raise SystemExit("usage: python -m promptsearch.ablation.jobs train|evaluate BUNDLE_DIR")
+    bundle = load_bundle(Path(argv[1]))
+    (train if argv[0] == "train" else evaluate)(bundle)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

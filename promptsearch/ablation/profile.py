@@ -1,0 +1,218 @@
+"""Ablation profiles: every number of the full experiment as a typed setting.
+
+In: a YAML file with `kind: ablation` in `proxies/` (`full-21b`, `cpu-smoke`) or a path.
+Out: an `AblationProfile`, or a `SpaceError` listing each mistake with its YAML path and line.
+
+`runtime: cluster` is the real thing (vLLM, nanotron, lighteval on GPU nodes); `runtime: cpu-smoke`
+runs the same Slurm chain with CPU stand-ins (see `promptsearch.ablation.jobs`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from promptsearch.errors import SpaceError, UserError
+from promptsearch.resources import bundled_dir
+from promptsearch.space import CorpusSpec, _messages, _read_yaml, _Strict, resolve_relative
+
+
+class SlurmJob(_Strict):
+    """sbatch settings of one stage; datatrove stages also take `tasks` (their array size)."""
+
+    partition: str = "debug"
+    time: str = Field("01:00:00", pattern=r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$")
+    nodes: int = Field(1, ge=1)
+    tasks: int = Field(1, ge=1, description="datatrove tasks (array size); ignored by train and evaluate")
+    cpus_per_task: int = Field(1, ge=1)
+    mem_per_cpu_gb: int = Field(2, ge=1)
+    gpus_per_node: int = Field(0, ge=0)
+    qos: str | None = None
+    sbatch_args: dict[str, str] = Field(default_factory=dict, description="extra #SBATCH flags, e.g. account")
+
+
+class Environments(_Strict):
+    """The Python environment each job activates: the path of a venv's `bin/activate`.
+
+    They cannot share one venv (vLLM, nanotron's working branch and lighteval pin incompatible torch,
+    numpy and huggingface_hub versions). `null` means the environment promptsearch itself runs in.
+    """
+
+    rephrase: str | None = Field(None, description="vLLM + datatrove[inference] + promptsearch (--no-deps)")
+    tokenize: str | None = Field(None, description="datatrove[io,processing] + promptsearch (--no-deps)")
+    train: str | None = Field(None, description="nanotron (nanotron-working-branch) + flash-attn + datatrove")
+    evaluate: str | None = Field(None, description="lighteval (also runs nanotron's checkpoint conversion)")
+    nanotron_dir: str | None = Field(None, description="nanotron checkout: run_train.py and examples/llama")
+
+
+class RephraseSettings(_Strict):
+    token_target: int = Field(ge=1, description="synthetic tokens to produce (documents = target / max_new_tokens)")
+    source: CorpusSpec | None = Field(None, description="documents to rephrase (default: the study's source)")
+    vllm_model: str | None = Field(
+        None, description="model vLLM serves when the trial's generator is the embedded CPU one"
+    )
+    records_per_chunk: int = Field(1000, ge=1)
+    slurm: SlurmJob = SlurmJob()
+
+
+class TokenizeSettings(_Strict):
+    """datatrove DocumentTokenizer + DocumentTokenizerMerger, one folder per source."""
+
+    tokenizer: str = Field(
+        description="a Hub name or tokenizer.json path, or `bpe`: trained on the mix-in with model.vocab_size entries"
+    )
+    eos_token: str
+    mix_in: CorpusSpec | None = Field(None, description="raw web text (default: the study's mix-in)")
+    batch_size: int = Field(2000, ge=1)
+    max_tokens_per_file: int = Field(100_000_000, ge=1000)
+    shuffle_chunk_size: int | None = Field(None, ge=1)
+    seed: int = 42
+    slurm: SlurmJob = SlurmJob()
+
+
+class ModelSettings(_Strict):
+    """A Qwen2-style decoder (nanotron's `Qwen2Config`)."""
+
+    num_layers: int = Field(ge=1)
+    hidden_size: int = Field(ge=16)
+    num_heads: int = Field(ge=1)
+    num_kv_heads: int = Field(ge=1)
+    intermediate_size: int = Field(ge=16)
+    tie_word_embeddings: bool = True
+    vocab_size: int = Field(ge=256)
+    bos_token_id: int | None = None
+    eos_token_id: int = Field(ge=0)
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-6
+    init_std: float = 0.02
+    dtype: Literal["bfloat16", "float32"] = "bfloat16"
+
+    @model_validator(mode="after")
+    def _heads(self) -> ModelSettings:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads {self.num_heads} is not divisible by num_kv_heads {self.num_kv_heads}")
+        return self
+
+
+class TrainingSettings(_Strict):
+    """Warmup-stable-decay AdamW; global batch (sequences) = micro_batch_size × accumulation × dp."""
+
+    sequence_length: int = Field(ge=16)
+    global_batch_size: int = Field(ge=1)
+    train_steps: int = Field(ge=1)
+    micro_batch_size: int = Field(ge=1)
+    dp: int = Field(1, ge=1)
+    tp: int = Field(1, ge=1)
+    pp: int = Field(1, ge=1)
+    learning_rate: float = Field(gt=0)
+    warmup_fraction: float = Field(ge=0, le=0.5)
+    decay_fraction: float = Field(ge=0, le=1, description="linear decay over this last share of the steps")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.1
+    clip_grad: float = 1.0
+    seed: int = 6
+    checkpoint_interval: int = Field(500, ge=1)
+    slurm: SlurmJob = SlurmJob()
+
+    @model_validator(mode="after")
+    def _batch(self) -> TrainingSettings:
+        if self.global_batch_size % (self.micro_batch_size * self.dp):
+            raise ValueError(
+                f"global_batch_size {self.global_batch_size} is not a multiple of micro_batch_size x dp "
+                f"({self.micro_batch_size} x {self.dp})"
+            )
+        return self
+
+    @property
+    def accumulation(self) -> int:
+        return self.global_batch_size // (self.micro_batch_size * self.dp)
+
+    @property
+    def tokens(self) -> int:
+        return self.sequence_length * self.global_batch_size * self.train_steps
+
+    @property
+    def warmup_steps(self) -> int:
+        return max(1, round(self.train_steps * self.warmup_fraction))
+
+    @property
+    def decay_steps(self) -> int:
+        return max(1, round(self.train_steps * self.decay_fraction))
+
+
+class EvalTask(_Strict):
+    name: str = Field(description="lighteval task name (cpu-smoke: source_cloze or heldout_cloze)")
+    category: str
+    metric: str = Field("acc_norm_token", description="the key read from lighteval's results JSON")
+
+
+class EvaluationSettings(_Strict):
+    """lighteval on the final checkpoint; macro = mean of category means, micro = mean of tasks."""
+
+    tasks: list[EvalTask] = Field(min_length=1)
+    num_fewshot: int = Field(3, ge=0)
+    max_samples: int = Field(1000, ge=1)
+    batch_size: int = Field(16, ge=1)
+    custom_tasks: str | None = Field(None, description="lighteval --custom-tasks file defining the tasks")
+    slurm: SlurmJob = SlurmJob()
+
+    @property
+    def categories(self) -> list[str]:
+        return list(dict.fromkeys(t.category for t in self.tasks))
+
+
+SMOKE_TASKS = ("source_cloze", "heldout_cloze")
+
+
+class AblationProfile(_Strict):
+    kind: Literal["ablation"]
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    description: str = ""
+    runtime: Literal["cluster", "cpu-smoke"]
+    environments: Environments = Environments()
+    rephrase: RephraseSettings
+    tokenize: TokenizeSettings
+    model: ModelSettings
+    training: TrainingSettings
+    evaluation: EvaluationSettings
+
+    @model_validator(mode="after")
+    def _runtime(self) -> AblationProfile:
+        if self.runtime == "cpu-smoke":
+            if unknown := [t.name for t in self.evaluation.tasks if t.name not in SMOKE_TASKS]:
+                raise ValueError(f"cpu-smoke evaluates {', '.join(SMOKE_TASKS)} only (got {unknown})")
+        elif self.tokenize.tokenizer == "bpe":
+            raise ValueError("a cluster profile needs a real tokenizer (tokenize.tokenizer), not bpe")
+        return self
+
+    def documents_to_rephrase(self, max_new_tokens: int, source: CorpusSpec) -> int:
+        """Each selected output has at most max_new_tokens tokens, so this many documents reach the target
+        (fewer when the source corpus has a limit)."""
+        documents = math.ceil(self.rephrase.token_target / max_new_tokens)
+        return min(documents, source.limit) if source.limit else documents
+
+
+def ablation_profile_path(reference: str, base: Path | None = None) -> Path:
+    """`full-21b` → proxies/full-21b.yaml (bundled); anything with a slash or .yaml → a path."""
+    if "/" in reference or reference.endswith((".yaml", ".yml")):
+        return Path(resolve_relative(base or Path.cwd(), reference))
+    return bundled_dir("proxies") / f"{reference}.yaml"
+
+
+def load_ablation_profile(reference: str, base: Path | None = None) -> AblationProfile:
+    path = ablation_profile_path(reference, base)
+    if not path.is_file():
+        raise UserError(f"ablation profile not found: {path}")
+    data, root = _read_yaml(path)
+    try:
+        return AblationProfile.model_validate(data)
+    except ValidationError as exc:
+        raise SpaceError(str(path), _messages(exc, root)) from exc

@@ -1,0 +1,176 @@
+"""Submitting, tracking and cancelling an ablation's Slurm chain.
+
+In: a written `Bundle` and its `AblationRow`. Out: one `AblationJobRow` per stage, committed the
+moment its job id is known, and states refreshed from Slurm.
+
+datatrove's `SlurmPipelineExecutor` submits its own stages (and its stats job); train and evaluate
+go through `sbatch --parsable`. Every job waits for its inputs with `--dependency=afterok`, so a
+failure cancels what depends on it (the cluster needs `DependencyParameters=kill_invalid_depend`,
+else Slurm leaves those jobs PENDING with `DependencyNeverSatisfied`, reported here as such).
+States come from `squeue -t all` while Slurm remembers the job (MinJobAge), then from `sacct`, or
+`sacct -c` (the job-completion log) where there is no accounting database.
+"""
+
+from __future__ import annotations
+
+import glob
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from promptsearch.ablation.bundle import DATATROVE_STAGES, STAGES, Bundle, datatrove_executor
+from promptsearch.errors import UserError
+from promptsearch.store import AblationJobRow, AblationRow, Store
+
+FAILED_STATES = {"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
+TERMINAL_STATES = {"COMPLETED", "CANCELLED", *FAILED_STATES}
+
+
+def _run(command: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    if shutil.which(command[0]) is None:
+        raise UserError(f"`{command[0]}` not found: Slurm's client commands must be on PATH")
+    return subprocess.run(list(command), capture_output=True, text=True, check=False)
+
+
+def submit(bundle: Bundle, ablation: AblationRow, store: Store) -> list[AblationJobRow]:
+    """Submit the chain in dependency order; each job row is committed as soon as it exists."""
+    if store.ablation_jobs(ablation.id):
+        raise UserError(
+            f"trial {ablation.trial_number} of {ablation.study_name!r} was already submitted to {ablation.profile} "
+            "(see `promptsearch ablation status`)"
+        )
+    jobs: dict[str, str] = {}
+    for stage, waits_for in STAGES.items():
+        # -1: datatrove found every task of that stage already done and launched nothing
+        depends = ":".join(jobs[s] for s in waits_for if jobs[s] != "-1")
+        if stage in DATATROVE_STAGES:
+            executor = datatrove_executor(bundle, stage, depends or None)
+            executor.run()
+            job_id = str(executor.job_id)
+        else:
+            command = ["sbatch", "--parsable"]
+            if depends:
+                command.append(f"--dependency=afterok:{depends}")
+            result = _run([*command, str(bundle.path / f"{stage}.sbatch")])
+            if result.returncode != 0:
+                raise UserError(f"sbatch {stage}.sbatch failed: {result.stderr.strip()}")
+            job_id = result.stdout.strip().split(";")[0]
+        jobs[stage] = job_id
+        store.add_ablation_job(
+            AblationJobRow(
+                ablation_id=ablation.id,
+                stage=stage,
+                job_id=job_id,
+                depends_on=depends,
+                log_glob=bundle.log_glob(stage, job_id),
+                state="COMPLETED" if job_id == "-1" else "SUBMITTED",
+                reason="",
+                exit_code="",
+            )
+        )
+    store.update_ablation(ablation.id, state="SUBMITTED")
+    return store.ablation_jobs(ablation.id)
+
+
+@dataclass(frozen=True)
+class JobState:
+    state: str
+    reason: str = ""
+    exit_code: str = ""
+
+
+def _combine(states: list[JobState]) -> JobState:
+    """One state for an array job's tasks: a failed task fails the stage."""
+    for pick in (FAILED_STATES, {"RUNNING", "COMPLETING"}, {"PENDING", "CONFIGURING", "REQUEUED"}, {"CANCELLED"}):
+        if found := [s for s in states if s.state in pick]:
+            return found[0]
+    return states[0]
+
+
+def _squeue(job_ids: list[str]) -> dict[str, JobState]:
+    result = _run(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"])
+    tasks: dict[str, list[JobState]] = {}
+    for line in result.stdout.splitlines():
+        job, state, reason = [*line.split("|"), "", ""][:3]
+        # array tasks print as 12_0, 12_1 (or 12_[0-3] while pending): the stage is job 12
+        tasks.setdefault(job.split("_")[0], []).append(JobState(state.split()[0], reason))
+    return {job: _combine(states) for job, states in tasks.items()}
+
+
+def _sacct(job_ids: list[str]) -> dict[str, JobState]:
+    """Accounting database first; without one, the job-completion log (`sacct -c`)."""
+    fields = ["-X", "-P", "-n", "-o", "jobid,state,exitcode", "-j", ",".join(job_ids)]
+    result = _run(["sacct", *fields])
+    if result.returncode != 0:
+        result = _run(["sacct", "-c", *fields])
+    out: dict[str, JobState] = {}
+    for line in result.stdout.splitlines():
+        parts = line.split("|")
+        if len(parts) >= 3:
+            out.setdefault(parts[0].split("_")[0], JobState(parts[1].split()[0], "", parts[2]))
+    return out
+
+
+def _exit_code(job_id: str) -> str:
+    result = _run(["scontrol", "-o", "show", "job", job_id])
+    for field in result.stdout.split():
+        if field.startswith("ExitCode="):
+            return field.removeprefix("ExitCode=")
+    return ""
+
+
+def refresh(ablation: AblationRow, store: Store) -> list[AblationJobRow]:
+    """Poll Slurm for every job of the chain not yet finished; store what it says, and the chain's state."""
+    rows = store.ablation_jobs(ablation.id)
+    open_ids = [r.job_id for r in rows if r.state not in TERMINAL_STATES and r.job_id != "-1"]
+    if open_ids:
+        seen = _squeue(open_ids)
+        if missing := [j for j in open_ids if j not in seen]:
+            seen |= _sacct(missing)
+        for row in rows:
+            if row.job_id in seen and row.state not in TERMINAL_STATES:
+                state = seen[row.job_id]
+                exit_code = state.exit_code or (_exit_code(row.job_id) if state.state in FAILED_STATES else "")
+                store.update_ablation_job(row.id, state=state.state, reason=state.reason[:200], exit_code=exit_code)
+        rows = store.ablation_jobs(ablation.id)
+    overall = chain_state(rows)
+    if overall != ablation.state and ablation.state != "INGESTED":
+        store.update_ablation(ablation.id, state=overall)
+    return rows
+
+
+def chain_state(rows: list[AblationJobRow]) -> str:
+    states = {r.state for r in rows}
+    if not rows:
+        return "PROMOTED"
+    if states & FAILED_STATES:
+        return "FAILED"
+    if states <= {"COMPLETED"}:
+        return "COMPLETED"
+    if states <= TERMINAL_STATES:
+        return "CANCELLED"
+    return "RUNNING" if states & {"RUNNING", "COMPLETING", "COMPLETED"} else "PENDING"
+
+
+def cancel(ablation: AblationRow, store: Store) -> list[str]:
+    """scancel every job of the chain that has not finished; returns their ids."""
+    rows = refresh(ablation, store)
+    open_ids = [r.job_id for r in rows if r.state not in TERMINAL_STATES and r.job_id != "-1"]
+    if open_ids:
+        result = _run(["scancel", *open_ids])
+        if result.returncode != 0:
+            raise UserError(f"scancel failed: {result.stderr.strip()}")
+    return open_ids
+
+
+def log_tail(row: AblationJobRow, lines: int = 20) -> tuple[str, str]:
+    """(path, last lines) of the job's Slurm output; for an array, the first task file that failed."""
+    paths = sorted(glob.glob(row.log_glob))
+    if not paths:
+        return row.log_glob, ""
+    failing = [p for p in paths if "error" in Path(p).read_text(errors="replace").lower()]
+    path = (failing or paths)[0]
+    text = Path(path).read_text(errors="replace").splitlines()
+    return path, "\n".join(text[-lines:])

@@ -1,0 +1,246 @@
+"""Promotion to full ablations: the full-21b bundle, calibration, and the cpu-smoke chain on real Slurm."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from conftest import run_cli, seeded_recipe, write_space
+
+from promptsearch.ablation.bundle import STAGES, datatrove_executor, load_bundle, write_bundle
+from promptsearch.ablation.nanotron import NanotronConfig
+from promptsearch.ablation.profile import load_ablation_profile
+from promptsearch.ablation.results import calibrate
+from promptsearch.ablation.slurm import TERMINAL_STATES, refresh
+from promptsearch.embedded import TransformersServer
+from promptsearch.errors import UserError
+from promptsearch.promote import promote
+from promptsearch.space import CorpusSpec, GeneratorSpec
+from promptsearch.store import ProxyCalibrationRow, Store
+from promptsearch.study import create_study, study_space
+
+
+def test_full_21b_bundle_matches_the_paper(tmp_path: Path) -> None:
+    """The nanotron config is checked against nanotron's schema written as typed models (nanotron itself is
+    GPU-only and cannot be installed here; see promptsearch/ablation/nanotron.py) and against the numbers."""
+    store = Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    generator = GeneratorSpec(name="smollm2-1.7b", backend="vllm", model="HuggingFaceTB/SmolLM2-1.7B-Instruct")
+    recipe = seeded_recipe(store, "table", generator, max_new_tokens=512).model_copy(update={"mix_ratio": 0.7})
+    corpora = {
+        "source": CorpusSpec(format="hub", path="HuggingFaceFW/fineweb-edu", hub_config="sample-10BT"),
+        "mix_in": CorpusSpec(format="hub", path="HuggingFaceFW/fineweb-edu", hub_config="sample-10BT"),
+        "heldout": CorpusSpec(format="embedded", path="lee"),
+    }
+    profile = load_ablation_profile("full-21b")
+    bundle = write_bundle("finephrase", 3, recipe, corpora, profile, tmp_path / "bundle")
+
+    config = NanotronConfig.model_validate(yaml.safe_load((bundle.path / "nanotron.yaml").read_text()))
+    tokens = config.tokens
+    global_batch = tokens.micro_batch_size * tokens.batch_accumulation_per_replica * config.parallelism.dp
+    assert (tokens.sequence_length, global_batch, tokens.train_steps) == (4096, 512, 10_000)
+    assert tokens.sequence_length * global_batch * tokens.train_steps == 20_971_520_000
+    qwen = config.model.model_config_
+    assert (qwen.num_hidden_layers, qwen.hidden_size, qwen.num_attention_heads, qwen.num_key_value_heads) == (
+        28,
+        2048,
+        16,
+        8,
+    )
+    assert qwen.intermediate_size == 6144 and qwen.tie_word_embeddings
+    lr = config.optimizer.learning_rate_scheduler
+    assert lr.learning_rate == 5e-4 and lr.lr_warmup_steps == 100
+    assert (lr.lr_decay_starting_step, lr.lr_decay_steps, lr.lr_decay_style) == (9_000, 1_000, "linear")
+    assert config.optimizer.optimizer_factory.name == "adamW"
+    dataset = config.data_stages[0].data.dataset
+    assert dataset.dataset_weights == [0.7, pytest.approx(0.3)]
+    assert dataset.dataset_folder == [str(bundle.tokenized("synthetic")), str(bundle.tokenized("mix-in"))]
+    assert dataset.token_size_in_bytes == 4  # vocab 128256 does not fit in uint16
+
+    tasks = profile.evaluation.tasks
+    assert len(tasks) == 12 and len(profile.evaluation.categories) == 6
+    assert (bundle.path / "lighteval_tasks.txt").read_text().splitlines() == [f"{t.name}|3" for t in tasks]
+    evaluate = (bundle.path / "evaluate.sbatch").read_text()
+    assert "convert_nanotron_to_hf.py" in evaluate and "--max-samples 1000" in evaluate
+    train = (bundle.path / "train.sbatch").read_text()
+    assert "#SBATCH --nodes=8" in train and "#SBATCH --gres=gpu:8" in train and "#SBATCH --exclusive" in train
+    assert "srun --ntasks-per-node=1 bash -c" in train and "torchrun --nproc_per_node 8" in train
+
+    rephrase = datatrove_executor(load_bundle(bundle.path), "rephrase", None)
+    runner = rephrase.pipeline[1]
+    assert runner.config.server_type == "vllm" and runner.config.model_name_or_path == generator.model
+    assert bundle.documents == 19_531_250  # token target 10B / max_new_tokens 512
+    assert rephrase.pipeline[0].limit == 195_313 and rephrase.tasks == 100  # the reader's limit is per task
+
+
+def test_calibration_with_known_inputs() -> None:
+    # proxy order 1<2<3<4; the full scores swap the middle pair: 5 of 6 pairs agree
+    result = calibrate([(1.0, 0.1), (2.0, 0.3), (3.0, 0.2), (4.0, 0.4)])
+    assert result.trials == 4
+    assert result.kendall_tau == pytest.approx((5 - 1) / 6)
+    assert result.pairwise_accuracy == pytest.approx(5 / 6)
+    reversed_ = calibrate([(1.0, 0.4), (2.0, 0.3), (3.0, 0.2)])
+    assert reversed_.kendall_tau == pytest.approx(-1.0) and reversed_.pairwise_accuracy == 0.0
+    tied = calibrate([(1.0, 0.5), (2.0, 0.5), (3.0, 0.6)])  # the tied pair is not a decision
+    assert tied.pairwise_accuracy == 1.0
+
+
+@pytest.fixture(scope="module")
+def promoted_study(tmp_path_factory: pytest.TempPathFactory, embedded_server: TransformersServer) -> dict:
+    """A real two-trial study whose promotion rule (top 2) sends both trials to cpu-smoke."""
+    root = tmp_path_factory.mktemp("ablation")
+    space = write_space(
+        root / "space.yaml", embedded_server, promotion={"rule": "top_k", "k": 2, "profile": "cpu-smoke"}
+    )
+    url = f"sqlite:///{root / 'study.db'}"
+    workdir = root / "runs"
+    started = run_cli("study", "start", str(space), "--db", url, "--workdir", str(workdir), cwd=root)
+    assert started.returncode == 0, started.stderr
+    promoted = run_cli("promote", "tiny", "--db", url, "--workdir", str(workdir), cwd=root)
+    assert promoted.returncode == 0, promoted.stderr
+    trials = [t.number for t in optuna.load_study(study_name="tiny", storage=url).get_trials()]
+    assert promoted.stdout.count("promoted trial") == 2
+    return {"root": root, "url": url, "workdir": workdir, "trials": trials}
+
+
+def _cli(study: dict, *args: str, timeout: int = 600):
+    return run_cli(*args, "--db", study["url"], cwd=study["root"], timeout=timeout)
+
+
+def test_cpu_smoke_chain_on_slurm(slurm: str, promoted_study: dict) -> None:
+    started = time.monotonic()
+    for trial in promoted_study["trials"]:
+        submitted = _cli(
+            promoted_study, "ablation", "submit", "tiny", str(trial), "--workdir", str(promoted_study["workdir"])
+        )
+        assert submitted.returncode == 0, submitted.stderr
+        assert "train: job" in submitted.stdout and "evaluate: job" in submitted.stdout
+    store = Store.open(promoted_study["url"])
+    for trial in promoted_study["trials"]:
+        jobs = {j.stage: j for j in store.ablation_jobs(store.ablation("tiny", trial).id)}
+        assert list(jobs) == list(STAGES)
+        for stage, waits_for in STAGES.items():  # each job waits (afterok) for the jobs it reads from
+            assert jobs[stage].depends_on == ":".join(jobs[s].job_id for s in waits_for)
+
+    for trial in promoted_study["trials"]:
+        status = _cli(promoted_study, "ablation", "status", "tiny", str(trial), "--wait", "--timeout", "500")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "chain: COMPLETED" in status.stdout
+        assert all(j.state == "COMPLETED" for j in store.ablation_jobs(store.ablation("tiny", trial).id))
+    chain_seconds = time.monotonic() - started
+
+    for trial in promoted_study["trials"]:
+        ingested = _cli(promoted_study, "ablation", "ingest", "tiny", str(trial))
+        assert ingested.returncode == 0, ingested.stderr
+        assert "macro" in ingested.stdout
+        row = store.ablation("tiny", trial)
+        assert row.state == "INGESTED"
+        results = row.results or {}
+        assert set(results["tasks"]) == {"source_cloze", "heldout_cloze"}
+        assert results["macro"] == pytest.approx(sum(results["categories"].values()) / 2)
+        assert 0 < results["micro"] < 1
+        assert store.trial_metrics("tiny", trial)["ablation.cpu-smoke.macro"] == results["macro"]
+        attrs = optuna.load_study(study_name="tiny", storage=promoted_study["url"]).user_attrs
+        assert attrs[f"ablation.cpu-smoke.trial-{trial}"]["macro"] == results["macro"]
+
+    status = _cli(promoted_study, "study", "status", "tiny")
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.count("INGESTED") == 2
+    assert "calibration of proxy proxy-micro against cpu-smoke (2 trials): Kendall tau" in status.stdout
+    calibration = store.latest_ablation_calibrations("proxy-micro")[0]
+    assert calibration.trials == 2 and calibration.pairwise_accuracy in (0.0, 1.0, None)
+    print(f"cpu-smoke chains of 2 trials: submitted to all COMPLETED in {chain_seconds:.0f} s")
+    print(status.stdout)
+
+
+def test_failed_tokenization_cancels_dependents(slurm: str, promoted_study: dict, tmp_path: Path) -> None:
+    # The same profile under another name, so the trial can be promoted a second time.
+    data = load_ablation_profile("cpu-smoke").model_dump(mode="json") | {"name": "cpu-smoke-broken"}
+    profile = tmp_path / "cpu-smoke-broken.yaml"
+    profile.write_text(yaml.safe_dump(data))
+    trial = str(promoted_study["trials"][0])
+    workdir = str(promoted_study["workdir"])
+    promoted = _cli(promoted_study, "promote", "tiny", trial, "--profile", str(profile), "--workdir", workdir)
+    assert promoted.returncode == 0, promoted.stderr
+    store = Store.open(promoted_study["url"])
+    ablation = store.ablation("tiny", int(trial), "cpu-smoke-broken")
+    # Break the tokenizer both tokenization jobs load: they fail for real inside Slurm.
+    Path(load_bundle(Path(ablation.bundle_dir)).tokenizer).write_text("not a tokenizer")
+    name = "cpu-smoke-broken"
+    submitted = _cli(promoted_study, "ablation", "submit", "tiny", trial, "--profile", name, "--workdir", workdir)
+    assert submitted.returncode == 0, submitted.stderr
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        jobs = {j.stage: j for j in refresh(ablation, store)}
+        if jobs["tokenize-mix-in"].state in TERMINAL_STATES and jobs["evaluate"].state in TERMINAL_STATES:
+            break
+        time.sleep(1)
+    assert jobs["tokenize-mix-in"].state == "FAILED"
+    for dependent in ("merge-mix-in", "train", "evaluate"):
+        assert jobs[dependent].state == "CANCELLED", jobs[dependent]
+        assert "Dependency" in jobs[dependent].reason
+    cancelled = _cli(promoted_study, "ablation", "cancel", "tiny", trial, "--profile", name)
+    assert cancelled.returncode == 0, cancelled.stderr
+
+    status = _cli(promoted_study, "ablation", "status", "tiny", trial, "--profile", name)
+    assert status.returncode == 1
+    assert "chain: FAILED" in status.stdout
+    assert f"tokenize-mix-in (job {jobs['tokenize-mix-in'].job_id}) FAILED; last lines of" in status.stdout
+    # the job's own log tail: the tokenizers library refusing the file, then srun's exit
+    assert "Exception: expected ident at line 1 column 2" in status.stdout
+    assert "srun: error" in status.stdout and "Exited with exit code 1" in status.stdout
+    assert store.ablation("tiny", int(trial), "cpu-smoke-broken").state == "FAILED"
+    print(status.stdout)
+
+
+def test_promotion_rules(tmp_path: Path) -> None:
+    """top_k, pareto and beats_best over finished trials with known proxy values (added through Optuna)."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    space = write_space(tmp_path / "space.yaml", None, promotion={"rule": "top_k", "k": 2, "profile": "cpu-smoke"})
+    study = create_study(space, url)
+    store = Store.open(url)
+    recipe = seeded_recipe(store, "faq", GeneratorSpec(name="g", backend="embedded", model="embedded"))
+    for bpb in (3.0, 2.5, 2.9, 2.6):  # objective: proxy.heldout_bpb, minimized
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=[bpb], params={}, distributions={}, user_attrs={"recipe": recipe.model_dump(mode="json")}
+            )
+        )
+    numbers = {t.values[0]: t.number for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
+
+    rows = promote(study, store, tmp_path / "runs")
+    assert [r.trial_number for r in rows] == [numbers[2.5], numbers[2.6]]
+    assert [r.proxy_score for r in rows] == [-2.5, -2.6]  # minimized objective, negated: higher is better
+    assert Path(rows[0].bundle_dir, "nanotron.yaml").is_file()
+    assert promote(study, store, tmp_path / "runs") == []  # already promoted
+
+    manual = promote(study, store, tmp_path / "runs", trial=numbers[3.0])
+    assert [(r.trial_number, r.promoted_by) for r in manual] == [(numbers[3.0], "manual")]
+    with pytest.raises(UserError, match="no COMPLETE trial 99"):
+        promote(study, store, tmp_path / "runs", trial=99)
+
+    def with_rule(**rule: object) -> None:
+        updated = study_space(study).model_copy(
+            update={"promotion": study_space(study).promotion.model_copy(update=rule)}
+        )
+        study.set_user_attr("space", updated.model_dump(mode="json"))
+
+    with_rule(rule="pareto", profile="full-21b")
+    assert [r.trial_number for r in promote(study, store, tmp_path / "runs")] == [numbers[2.5]]
+
+    with_rule(rule="beats_best", profile="cpu-smoke")
+    with pytest.raises(UserError, match="noise floor"):
+        promote(study, store, tmp_path / "runs")
+    store.add_calibration(
+        ProxyCalibrationRow(
+            profile="proxy-micro", profile_hash="-", seeds=3, means={}, stds={"heldout_bpb": 0.1}, runs=[]
+        )
+    )
+    # the best (2.5) is already promoted: a new trial must beat it by more than 2 x 0.1
+    study.add_trial(optuna.trial.create_trial(values=[2.35], user_attrs={"recipe": recipe.model_dump(mode="json")}))
+    assert promote(study, store, tmp_path / "runs") == []
+    study.add_trial(optuna.trial.create_trial(values=[2.2], user_attrs={"recipe": recipe.model_dump(mode="json")}))
+    assert [r.promoted_by for r in promote(study, store, tmp_path / "runs")] == ["beats_best"]
