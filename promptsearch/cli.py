@@ -726,6 +726,14 @@ def generate(
     output_format: Annotated[str, typer.Option("--format", help="jsonl or parquet")] = "jsonl",
     tasks: Annotated[int, typer.Option(min=1, help="datatrove tasks (shards of the input).")] = 1,
     chunk_size: Annotated[int, typer.Option(min=1, help="Documents per checkpointed output chunk.")] = 100,
+    executor: Annotated[str, typer.Option(help="local (this process) or slurm (a job array of --tasks)")] = "local",
+    partition: Annotated[str, typer.Option(help="Slurm partition (--executor slurm).")] = "debug",
+    time_limit: Annotated[str, typer.Option("--time", help="Slurm time limit per task.")] = "01:00:00",
+    cpus_per_task: Annotated[int, typer.Option(min=1, help="Slurm CPUs per task.")] = 1,
+    gpus_per_node: Annotated[int, typer.Option(min=0, help="Slurm GPUs per task's node (vLLM).")] = 0,
+    venv: Annotated[
+        str | None, typer.Option(help="bin/activate the Slurm jobs source (default: this environment's)")
+    ] = None,
 ) -> None:
     """Generate a synthetic dataset from a recipe (or a space's template); resumable."""
     from promptsearch.generate import default_sampling, generate_dataset, recipe_from_file, recipe_from_space
@@ -752,6 +760,35 @@ def generate(
         chosen = recipe_from_space(loaded, template, generator, sampling, best_of_n)
     corpus = _input_corpus(input, input_format, text_key, limit)
     _quiet_libraries(output)
+    if executor == "slurm":
+        from promptsearch.generate import submit_dataset_job
+        from promptsearch.pipelines import SlurmJob
+
+        try:
+            job = SlurmJob(
+                partition=partition,
+                time=time_limit,
+                tasks=tasks,
+                cpus_per_task=cpus_per_task,
+                gpus_per_node=gpus_per_node,
+            )
+        except ValueError as exc:
+            raise UserError(f"Slurm settings: {str(exc).splitlines()[-1].strip()}") from exc
+        activate = venv or str(Path(sys.prefix) / "bin" / "activate")
+        with Generators(output / "logs") as generators:
+            job_id = submit_dataset_job(
+                chosen, corpus, output.resolve(), generators, job, activate, output_format, chunk_size
+            )
+        if job_id == "-1":
+            console.print(f"every task of {output} has already completed; nothing submitted")
+        else:
+            console.print(
+                f"submitted Slurm job {job_id} ({tasks} datatrove task(s)); logs in {output / 'logs'}; "
+                "run the same command again to resume what did not finish"
+            )
+        return
+    if executor != "local":
+        raise UserError(f"--executor must be local or slurm (got {executor!r})")
     with (
         Progress(
             TextColumn("generating"),

@@ -80,7 +80,8 @@ def recipe_document(study: optuna.Study, store: Store, trial: FrozenTrial) -> di
         "noise_floor": objective_noise(study, store),
         "recipe": recipe.model_dump(mode="json"),
         "metrics": {k: v for k, v in metrics.items() if not k.startswith("ablation.")},
-        "ablation": {k: v for k, v in trial.user_attrs.items() if k.startswith("ablation.")},
+        # full-ablation scores, once `promptsearch ablation ingest` has stored them
+        "ablation": {k: v for k, v in metrics.items() if k.startswith("ablation.")},
         "cost": _cost(trial.user_attrs),
         "versions": library_versions(),
     }

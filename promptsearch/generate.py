@@ -24,7 +24,7 @@ from promptsearch.corpus import corpus_reader
 from promptsearch.errors import UserError
 from promptsearch.export import read_recipe_document
 from promptsearch.measure import select_sample
-from promptsearch.pipelines import run_local_pipeline
+from promptsearch.pipelines import SlurmJob, run_local_pipeline, slurm_executor
 from promptsearch.rephrase import Generators, request_payload
 from promptsearch.space import CorpusSpec, Recipe, Sampling, SearchSpace
 from promptsearch.templates import SEED_TEMPLATES, template_pool
@@ -153,19 +153,17 @@ def inference_pipeline(
     return [corpus_reader(source, limit=limit, skip=source.skip), runner]
 
 
-def generate_dataset(
+def _dataset_pipeline(
     recipe: Recipe,
     source: CorpusSpec,
     output: Path,
     generators: Generators,
-    output_format: Literal["jsonl", "parquet"] = "jsonl",
-    tasks: int = 1,
-    records_per_chunk: int = 100,
+    output_format: Literal["jsonl", "parquet"],
+    records_per_chunk: int,
     on_document: Callable[[], None] | None = None,
-) -> Path:
-    """Run the local pipeline; returns the output folder. Re-running resumes where it stopped."""
+) -> list[Any]:
     model_id, revision = generators.identity(recipe.generator)
-    pipeline = inference_pipeline(
+    return inference_pipeline(
         recipe,
         source,
         output,
@@ -177,5 +175,42 @@ def generate_dataset(
         limit=source.limit or -1,
         on_document=on_document,
     )
+
+
+def generate_dataset(
+    recipe: Recipe,
+    source: CorpusSpec,
+    output: Path,
+    generators: Generators,
+    output_format: Literal["jsonl", "parquet"] = "jsonl",
+    tasks: int = 1,
+    records_per_chunk: int = 100,
+    on_document: Callable[[], None] | None = None,
+) -> Path:
+    """Run the local pipeline; returns the output folder. Re-running resumes where it stopped."""
+    pipeline = _dataset_pipeline(recipe, source, output, generators, output_format, records_per_chunk, on_document)
     run_local_pipeline(pipeline, output / "logs", tasks=tasks)
     return output
+
+
+def submit_dataset_job(
+    recipe: Recipe,
+    source: CorpusSpec,
+    output: Path,
+    generators: Generators,
+    job: SlurmJob,
+    venv_activate: str | None,
+    output_format: Literal["jsonl", "parquet"] = "jsonl",
+    records_per_chunk: int = 100,
+) -> str:
+    """Submit the same pipeline as a Slurm job array of `job.tasks` datatrove tasks; returns its job id
+    ("-1" when every task had already completed). Submitting again resumes from the chunk checkpoints."""
+    if recipe.generator.backend == "embedded":
+        raise UserError(
+            f"generator {recipe.generator.name} is the embedded server, which runs inside this process: "
+            "on Slurm use a vllm generator (started on the node by datatrove) or an endpoint the nodes reach"
+        )
+    pipeline = _dataset_pipeline(recipe, source, output, generators, output_format, records_per_chunk)
+    executor = slurm_executor(pipeline, job, f"promptsearch-generate-{output.name}", output / "logs", venv_activate)
+    executor.run()
+    return str(executor.job_id)

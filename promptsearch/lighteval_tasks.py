@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import types
 from pathlib import Path
 from typing import Any
 
-from promptsearch.cloze import build_cloze_items
-from promptsearch.space import ProxyProfile
+from promptsearch.cloze import ClozeItem, build_cloze_items
+from promptsearch.space import LightevalTaskSpec
 
 
 def _offline_lighteval(local_only: bool) -> None:
@@ -80,20 +81,28 @@ def _local_task(name: str, folder: Path) -> Any:
     )
 
 
-def _write_rows(folder: Path, rows: list[dict[str, Any]]) -> Path:
+def write_task_file(folder: Path, items: list[ClozeItem]) -> Path:
+    """Cloze items as a local lighteval task: `<folder>/test.jsonl` of `query`, `choices`, `gold` rows."""
     folder.mkdir(parents=True, exist_ok=True)
-    with (folder / "test.jsonl").open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return folder
+    path = folder / "test.jsonl"
+    with path.open("w", encoding="utf-8") as f:
+        for item in items:
+            f.write(json.dumps({"query": item.prefix, "choices": list(item.choices), "gold": item.gold}) + "\n")
+    return path
 
 
 def evaluate_checkpoint(
-    checkpoint: Path, profile: ProxyProfile, knowledge_sources: list[str], out_dir: Path, device: str, seed: int
+    checkpoint: Path,
+    tasks: list[LightevalTaskSpec],
+    knowledge_sources: list[str],
+    out_dir: Path,
+    device: str,
+    seed: int,
+    max_samples: int | None = None,
 ) -> dict[str, float]:
+    """Run `tasks` on `checkpoint`; `source_cloze` tasks are built from `knowledge_sources`."""
     import datasets
 
-    tasks = profile.lighteval_tasks
     # The CLI's progress bar owns the terminal: no datasets or tqdm bars (lighteval's come from tqdm).
     datasets.disable_progress_bars()
     os.environ["TQDM_DISABLE"] = "1"
@@ -107,12 +116,13 @@ def evaluate_checkpoint(
 
     configs = []
     for task in local:
+        folder = out_dir / "data" / task.name
         if task.kind == "source_cloze":
-            items = build_cloze_items(knowledge_sources, seed=seed)
-            rows = [{"query": i.prefix, "choices": list(i.choices), "gold": i.gold} for i in items]
-        else:
-            rows = [json.loads(line) for line in Path(task.path or "").read_text(encoding="utf-8").splitlines() if line]
-        configs.append(_local_task(task.name, _write_rows(out_dir / "data" / task.name, rows)))
+            write_task_file(folder, build_cloze_items(knowledge_sources, seed=seed))
+        else:  # lighteval loads a folder whose file names give the splits
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(task.path or "", folder / "test.jsonl")
+        configs.append(_local_task(task.name, folder))
     module = types.ModuleType("promptsearch_lighteval_tasks")
     module.TASKS_TABLE = configs  # type: ignore[attr-defined]
     pipeline = Pipeline(
@@ -120,7 +130,7 @@ def evaluate_checkpoint(
         pipeline_parameters=PipelineParameters(
             launcher_type=ParallelismManager.ACCELERATE,
             custom_tasks_directory=module,  # type: ignore[arg-type]  # the registry also takes a module
-            max_samples=profile.lighteval_max_samples,
+            max_samples=max_samples,
         ),
         evaluation_tracker=EvaluationTracker(output_dir=str(out_dir), save_details=False),
         model_config=TransformersModelConfig(model_name=str(checkpoint), dtype="float32", device=device, batch_size=8),

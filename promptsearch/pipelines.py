@@ -1,4 +1,5 @@
-"""Running datatrove pipelines in-process without their console log drowning the CLI's progress bar."""
+"""Running datatrove pipelines: in-process without their console log drowning the CLI's progress bar,
+or as Slurm job arrays through datatrove's `SlurmPipelineExecutor` with typed sbatch settings."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from datatrove.executor import LocalPipelineExecutor
+from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
 from loguru import logger
+from pydantic import BaseModel, ConfigDict, Field
 
 
 def run_local_pipeline(pipeline: Sequence[Any], logging_dir: Path, tasks: int = 1) -> None:
@@ -23,3 +25,48 @@ def run_local_pipeline(pipeline: Sequence[Any], logging_dir: Path, tasks: int = 
         finally:
             logger.remove()
             logger.add(sys.stderr, level="WARNING")
+
+
+class SlurmJob(BaseModel):
+    """sbatch settings of one job; datatrove stages also take `tasks` (their array size)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    partition: str = "debug"
+    time: str = Field("01:00:00", pattern=r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$")
+    nodes: int = Field(1, ge=1)
+    tasks: int = Field(1, ge=1, description="datatrove tasks (array size); ignored by train and evaluate")
+    cpus_per_task: int = Field(1, ge=1)
+    mem_per_cpu_gb: int = Field(2, ge=1)
+    gpus_per_node: int = Field(0, ge=0)
+    qos: str | None = None
+    sbatch_args: dict[str, str] = Field(default_factory=dict, description="extra #SBATCH flags, e.g. account")
+
+
+def slurm_executor(
+    pipeline: Sequence[Any],
+    job: SlurmJob,
+    job_name: str,
+    logging_dir: Path,
+    venv_activate: str | None,
+    depends_job_id: str | None = None,
+) -> SlurmPipelineExecutor:
+    """datatrove's Slurm executor for `pipeline`; `venv_activate` is the `bin/activate` the job sources
+    (datatrove runs `launch_pickled_pipeline`, which must be on the job's PATH)."""
+    return SlurmPipelineExecutor(
+        pipeline=list(pipeline),
+        tasks=job.tasks,
+        time=job.time,
+        partition=job.partition,
+        cpus_per_task=job.cpus_per_task,
+        mem_per_cpu_gb=job.mem_per_cpu_gb,
+        gpus_per_task=job.gpus_per_node,
+        nodes_per_task=job.nodes,
+        job_name=job_name,
+        qos=job.qos or "",
+        venv_path=venv_activate,
+        sbatch_args=dict(job.sbatch_args),
+        depends_job_id=depends_job_id,
+        logging_dir=str(logging_dir),
+        mail_type="NONE",
+    )

@@ -302,7 +302,13 @@ def run_proxy(
 
         started = time.monotonic()
         scores |= evaluate_checkpoint(
-            checkpoint, profile, mixture.knowledge_sources, workdir / "lighteval", device, seed
+            checkpoint,
+            profile.lighteval_tasks,
+            mixture.knowledge_sources,
+            workdir / "lighteval",
+            device,
+            seed,
+            profile.lighteval_max_samples,
         )
         seconds["lighteval"] = time.monotonic() - started
     return ProxyResult(

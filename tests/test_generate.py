@@ -90,3 +90,33 @@ def test_interrupted_generate_resumes_each_document_once(tmp_path: Path, embedde
     assert resumed.returncode == 0, resumed.stderr
     ids = [row["id"] for row in _rows(tmp_path / "out")]
     assert len(ids) == 10 and len(set(ids)) == 10
+
+
+def test_generate_on_slurm(tmp_path: Path, embedded_server: TransformersServer, slurm: str) -> None:
+    """`--executor slurm`: a datatrove job array on the real one-node cluster, calling the embedded server
+    as an OpenAI endpoint (as cluster nodes call a vLLM/TGI deployment)."""
+    space = write_space(tmp_path / "space.yaml", embedded_server)
+    args = ["generate", "--space", str(space), "--template", "table", "--input", "lee_background", "--limit", "3"]
+    args += ["--max-new-tokens", "12", "--tasks", "2", "--output", str(tmp_path / "out"), "--executor", "slurm"]
+    args += ["--partition", slurm, "--time", "00:10:00"]
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.split("submitted Slurm job ")[1].split()[0]
+    deadline = time.monotonic() + 300
+    while subprocess.run(["squeue", "-h", "-j", job_id], capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline, "the Slurm job did not finish"
+        time.sleep(1)
+    rows = _rows(tmp_path / "out")
+    # datatrove applies the reader's limit per task: 2 tasks x at most 3 documents each
+    assert rows and len({r["id"] for r in rows}) == len(rows) <= 6
+    assert all(r["metadata"]["template_name"] == "table" for r in rows)
+    again = run_cli(*args, cwd=tmp_path)  # every task completed: nothing is submitted twice
+    assert again.returncode == 0 and "already completed" in again.stdout
+
+
+def test_embedded_generator_is_refused_on_slurm(tmp_path: Path) -> None:
+    space = write_space(tmp_path / "space.yaml", None)
+    args = ["generate", "--space", str(space), "--template", "faq", "--input", "lee_background"]
+    result = run_cli(*args, "--output", str(tmp_path / "out"), "--executor", "slurm", cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "embedded server" in result.stderr

@@ -23,10 +23,11 @@ from datatrove.pipeline.tokens import DocumentTokenizer, DocumentTokenizerMerger
 from pydantic import BaseModel, ConfigDict
 
 from promptsearch.ablation.nanotron import nanotron_config
-from promptsearch.ablation.profile import AblationProfile, SlurmJob
+from promptsearch.ablation.profile import AblationProfile
 from promptsearch.corpus import corpus_reader, read_corpus
 from promptsearch.errors import UserError
 from promptsearch.generate import inference_pipeline
+from promptsearch.pipelines import SlurmJob, slurm_executor
 from promptsearch.rephrase import common_inference_settings, vllm_inference_config
 from promptsearch.space import CorpusSpec, GeneratorSpec, Recipe
 
@@ -286,23 +287,7 @@ def datatrove_executor(bundle: Bundle, stage: str, depends_job_id: str | None) -
         ]
     else:
         raise ValueError(f"{stage} is not a datatrove stage")
-    return SlurmPipelineExecutor(
-        pipeline=pipeline,
-        tasks=job.tasks,
-        time=job.time,
-        partition=job.partition,
-        cpus_per_task=job.cpus_per_task,
-        mem_per_cpu_gb=job.mem_per_cpu_gb,
-        gpus_per_task=job.gpus_per_node,
-        nodes_per_task=job.nodes,
-        job_name=bundle.job_name(stage),
-        qos=job.qos or "",
-        venv_path=env,
-        sbatch_args=dict(job.sbatch_args),
-        depends_job_id=depends_job_id,
-        logging_dir=str(bundle.logs(stage)),
-        mail_type="NONE",
-    )
+    return slurm_executor(pipeline, job, bundle.job_name(stage), bundle.logs(stage), env, depends_job_id)
 
 
 def _rephrase_pipeline(bundle: Bundle) -> list[Any]:

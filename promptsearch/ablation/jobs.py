@@ -4,19 +4,16 @@
 
 In: a bundle folder (`bundle.yaml`, `nanotron.yaml`, the tokenized folders, then the checkpoint).
 Out: `train` writes an HF checkpoint at `checkpoints/<step>/hf_model` and `checkpoints/latest.txt`
-(nanotron's layout after conversion); `evaluate` writes `eval/results/<model>/results_<ts>.json` in
-lighteval's results layout, so `ablation ingest` reads one format from either runtime.
+(nanotron's layout after conversion); `evaluate` runs lighteval itself on local cloze tasks, which
+writes `eval/results/<model>/results_<ts>.json`, the file `ablation ingest` reads from either runtime.
 
-Every class and function here stands in for a GPU-cluster tool, so that the whole submit → track →
-ingest path runs for real on a CPU Slurm node: the embedded `transformers serve` for vLLM, the
-proxy trainer for nanotron, the project's cloze scorer for lighteval.
+The rephrase and train functions stand in for GPU-cluster tools, so that the whole submit → track →
+ingest path runs for real on a CPU Slurm node: the embedded `transformers serve` for vLLM and the
+proxy trainer for nanotron. Evaluation needs no stand-in: lighteval runs on CPU.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import statistics
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -27,7 +24,8 @@ from datatrove.pipeline.inference.run_inference import InferenceConfig, Inferenc
 
 from promptsearch.ablation.bundle import Bundle, load_bundle
 from promptsearch.ablation.nanotron import NanotronConfig
-from promptsearch.space import ProxyModelSpec, ProxyTrainSpec, Recipe
+from promptsearch.ablation.results import results_file
+from promptsearch.space import LightevalTaskSpec, ProxyModelSpec, ProxyTrainSpec, Recipe
 
 
 def embedded_inference_config(recipe: Recipe) -> InferenceConfig:
@@ -119,52 +117,29 @@ def train(bundle: Bundle) -> Path:
 
 
 def evaluate(bundle: Bundle) -> Path:
-    """Stands in for lighteval on a GPU cluster: cloze items scored by the project's cloze scorer,
-    written in lighteval's results-JSON layout."""
-    from tokenizers import Tokenizer
-    from transformers import AutoModelForCausalLM
-
-    from promptsearch.cloze import build_cloze_items, score_cloze
+    """lighteval itself, on a CPU node: each task's cloze items (from the source or held-out documents)
+    as a local lighteval task, scored by the harness the cluster's evaluate job uses."""
+    from promptsearch.cloze import build_cloze_items
     from promptsearch.corpus import read_corpus
+    from promptsearch.lighteval_tasks import evaluate_checkpoint, write_task_file
 
     step = (bundle.checkpoints / "latest.txt").read_text().strip()
     checkpoint = bundle.checkpoints / step / "hf_model"
-    model = AutoModelForCausalLM.from_pretrained(checkpoint)
-    tokenizer = Tokenizer.from_file(bundle.tokenizer)
     settings = bundle.profile.evaluation
     corpora = {
         "source_cloze": bundle.source.model_copy(update={"limit": bundle.documents}),
         "heldout_cloze": bundle.heldout,
     }
-    results: dict[str, dict[str, float]] = {}
+    tasks = []
     for task in settings.tasks:
         texts = [d.text for d in read_corpus(corpora[task.name]).documents]
-        items = build_cloze_items(texts, seed=bundle.recipe.seed)[: settings.max_samples]
+        items = build_cloze_items(texts, seed=bundle.recipe.seed)
         if not items:  # a score of 0 would look like a result
             raise SystemExit(f"task {task.name}: no cloze items from {len(texts)} document(s); it needs 4 or more")
-        scores, _ = score_cloze(model, tokenizer, items, "cpu", bundle.profile.training.sequence_length)
-        results[f"{task.name}|{settings.num_fewshot}"] = {
-            "acc": scores["knowledge_acc"],
-            "prob_norm_token": scores["knowledge_prob"],
-        }
-    metrics = sorted({m for r in results.values() for m in r})
-    results["all"] = {m: statistics.fmean(r[m] for r in results.values()) for m in metrics}
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H-%M-%S.%f")
-    out = bundle.eval_dir / "results" / checkpoint.parent.name / f"results_{stamp}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    document = {
-        "config_general": {
-            "model_name": str(checkpoint),
-            "max_samples": settings.max_samples,
-            "evaluator": "promptsearch cloze stand-in",
-        },
-        "results": results,
-        "versions": {},
-        "config_tasks": {},
-        "summary_tasks": {},
-        "summary_general": {},
-    }
-    out.write_text(json.dumps(document, indent=2))
+        path = write_task_file(bundle.eval_dir / "tasks" / task.name, items)
+        tasks.append(LightevalTaskSpec(name=task.name, kind="file", path=str(path), fewshot=settings.num_fewshot))
+    evaluate_checkpoint(checkpoint, tasks, [], bundle.eval_dir, "cpu", bundle.recipe.seed, settings.max_samples)
+    out = results_file(bundle.eval_dir)
     print(f"wrote {out}")
     return out
 

@@ -16,22 +16,9 @@ from typing import Literal
 from pydantic import Field, ValidationError, model_validator
 
 from promptsearch.errors import SpaceError, UserError
+from promptsearch.pipelines import SlurmJob
 from promptsearch.resources import bundled_dir
 from promptsearch.space import CorpusSpec, _messages, _read_yaml, _Strict, resolve_relative
-
-
-class SlurmJob(_Strict):
-    """sbatch settings of one stage; datatrove stages also take `tasks` (their array size)."""
-
-    partition: str = "debug"
-    time: str = Field("01:00:00", pattern=r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$")
-    nodes: int = Field(1, ge=1)
-    tasks: int = Field(1, ge=1, description="datatrove tasks (array size); ignored by train and evaluate")
-    cpus_per_task: int = Field(1, ge=1)
-    mem_per_cpu_gb: int = Field(2, ge=1)
-    gpus_per_node: int = Field(0, ge=0)
-    qos: str | None = None
-    sbatch_args: dict[str, str] = Field(default_factory=dict, description="extra #SBATCH flags, e.g. account")
 
 
 class Environments(_Strict):
