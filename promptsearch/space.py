@@ -285,7 +285,9 @@ class ProposalSpec(_Strict):
         0.8, ge=0, le=1, description="diversify only parents whose unique_prefix_ratio_10 is below this"
     )
     max_instruction_chars: int = Field(600, ge=50, le=4000)
-    near_duplicate_similarity: float = Field(0.95, gt=0, le=1, description="MiniLM cosine at or above = duplicate")
+    near_duplicate_similarity: float = Field(
+        0.9, gt=0, le=1, description="MiniLM cosine of instructions at or above this = near-duplicate"
+    )
     lm: ProposerLMSpec = ProposerLMSpec()
 
     @field_validator("operators")

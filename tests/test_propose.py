@@ -17,7 +17,6 @@ from sqlalchemy import func, select
 from promptsearch.embedded import TransformersServer
 from promptsearch.measure import Embedder
 from promptsearch.propose import ProposalLoop
-from promptsearch.propose.loop import Job
 from promptsearch.propose.operators import OPERATOR_MODULES, PlainTextAdapter
 from promptsearch.propose.validate import Validator, output_rule_for
 from promptsearch.space import ProposalSpec, load_space
@@ -88,7 +87,7 @@ def measured(tmp_path: Path) -> tuple[optuna.Study, Store, ProposalLoop]:
 
 def test_operator_inputs_carry_the_parents_feedback(measured: tuple[optuna.Study, Store, ProposalLoop]) -> None:
     study, _, loop = measured
-    jobs = {job.operator: job for job in loop.jobs(study, "")}
+    jobs = {job.operator: job for job in loop.jobs(study)}
     assert set(jobs) == set(ALL_OPERATORS)
 
     mutate = jobs["mutate"]
@@ -116,7 +115,8 @@ def test_operator_inputs_carry_the_parents_feedback(measured: tuple[optuna.Study
     table_instruction = split_template(SEED_TEMPLATES["table"].text)[0]
     assert jobs["crossover"].inputs == {"first_instruction": faq_instruction, "second_instruction": table_instruction}
     assert jobs["diversify"].inputs["repeated_opening"] == "Q: What i"
-    assert jobs["generate"].inputs["format_idea"] == "a timeline of the events, oldest first"
+    assert jobs["generate"].inputs == {"format_idea": "a timeline of the events, oldest first"}
+    assert jobs["generate"].must_mention == "timeline"
     assert jobs["generate"].rule == "Output only the timeline of the events, nothing else."
 
     # Each operator's prompt carries its inputs; the module returns what the model wrote.
@@ -132,7 +132,7 @@ def test_operator_inputs_carry_the_parents_feedback(measured: tuple[optuna.Study
 
 def test_attempts_are_recorded_with_lineage_and_failures(measured: tuple[optuna.Study, Store, ProposalLoop]) -> None:
     study, store, loop = measured
-    mutate = next(job for job in loop.jobs(study, "") if job.operator == "mutate")
+    mutate = next(job for job in loop.jobs(study) if job.operator == "mutate")
     validator = Validator(loop.spec, [t.text for t in store.templates(study.user_attrs["template_ids"])], Embedder())
     answer = "Turn the document below into a short quiz whose questions each open with a different number from it."
     lm = DummyLM({"Feedback": {"improved_instruction": f"Improved instruction:\n{answer}"}}, adapter=PlainTextAdapter())
@@ -161,7 +161,8 @@ def test_attempts_are_recorded_with_lineage_and_failures(measured: tuple[optuna.
         ("I'm sorry, I cannot help with rewriting this document for you today.", "refusal"),
         ("Rewrite the document.", "too_short"),
         ("Rewrite the document as a list of facts. " * 30, "too_long"),
-        ("the document that stands on its own " * 3, "repetitive"),
+        ("the document that stands on its own. " * 3, "repetitive"),
+        ("Rewrite the document below as a short story. It is designed to be read aloud. " * 2, "repetitive"),
         ("Rewrite the {document} below as a list of the facts it states.", "placeholder"),
         ("Write a poem about the sea and the wind and the sky at dawn.", "no_document_reference"),
         (split_template(SEED_TEMPLATES["faq"].text)[0].upper(), "duplicate"),
@@ -171,13 +172,19 @@ def test_attempts_are_recorded_with_lineage_and_failures(measured: tuple[optuna.
             "facts, names and numbers.",
             "near_duplicate",
         ),
-        ("Here is the new instruction:\nList every date in the document below with what happened then.", ""),
+        ("Rewrite the document below as a timeline of what happened, in order.", "off_format"),
+        (
+            "Here is the new instruction:\nList every date in the document below with what happened then. Start the",
+            "",
+        ),
     ],
 )
 def test_validation_rules(raw: str, reason: str) -> None:
-    spec = ProposalSpec(max_instruction_chars=600)
+    spec = ProposalSpec()
     validator = Validator(spec, [SEED_TEMPLATES["faq"].text], Embedder())
-    verdict = validator.judge(raw, output_rule_for("a list of dates"))
+    # the format word is checked for generated formats only; here for the last two cases
+    must_mention = "list" if "timeline" in raw or "date" in raw else ""
+    verdict = validator.judge(raw, output_rule_for("a list of dates"), must_mention)
     assert verdict.reason == reason
     if not reason:
         assert verdict.template == compose(
@@ -211,11 +218,14 @@ def test_two_rounds_with_the_embedded_model(tmp_path: Path, embedded_server: Tra
     space = write_space(
         tmp_path / "space.yaml",
         embedded_server,
+        # no proxy training: the test is about proposals, and a round after trials 2 and 4 of 6 keeps it short
+        objectives=[{"metric": "measure.number_recall", "direction": "maximize"}],
+        proxy=None,
         budget={"trials": 6},
         proposal={
             "enabled": True,
-            "every": 1,
-            "operators": {"mutate": 1, "generate": 2, "crossover": 1},
+            "every": 2,
+            "operators": {"mutate": 1, "generate": 1},
             "lm": {
                 "backend": "endpoint",
                 "endpoint_url": embedded_server.url,
@@ -240,8 +250,9 @@ def test_two_rounds_with_the_embedded_model(tmp_path: Path, embedded_server: Tra
         )
         proposed = s.scalars(select(TemplateRow).where(TemplateRow.origin == "proposed")).all()
     assert [r.round_index for r in rounds] == [1, 2] and all(r.error == "" for r in rounds)
-    assert Counter(p.operator for p in proposals if p.round_index == 1) == {"mutate": 1, "generate": 2}
-    assert Counter(p.operator for p in proposals if p.round_index == 2) == {"mutate": 1, "generate": 2, "crossover": 1}
+    assert all(
+        Counter(p.operator for p in proposals if p.round_index == r) == {"mutate": 1, "generate": 1} for r in (1, 2)
+    )
     assert all(p.prompt and p.proposer_model == str(embedded_server.model_dir) for p in proposals)
     assert counts == Counter(p.reason for p in proposals if p.status == "rejected")
     accepted = [p for p in proposals if p.status == "accepted"]

@@ -19,7 +19,7 @@ from promptsearch.measure import Embedder
 from promptsearch.propose.feedback import Parent, choose_parents, feedback_text, most_collapsed
 from promptsearch.propose.lm import ProposerLM
 from promptsearch.propose.operators import OPERATOR_MODULES, adapter_for
-from promptsearch.propose.validate import Validator, output_rule_for
+from promptsearch.propose.validate import Validator, format_head, output_rule_for
 from promptsearch.space import OPERATORS, SearchSpace
 from promptsearch.store import ProposalRow, Store
 from promptsearch.templates import template_hash
@@ -38,6 +38,7 @@ class Job:
     family: str
     parents: list[Parent] = field(default_factory=list)
     feedback: str = ""
+    must_mention: str = ""  # the word a generated format is named by
 
 
 def failure_reason(exc: Exception) -> str:
@@ -100,7 +101,7 @@ class ProposalLoop:
         """Run the operators once; return the accepted template ids."""
         pool = self.store.templates(study.user_attrs["template_ids"])
         validator = Validator(self.spec, [t.text for t in pool], self.embedder)
-        jobs = self.jobs(study, pool[0].text if pool else "")
+        jobs = self.jobs(study)
         if not jobs:
             return []
         lm = self.proposer.lm()
@@ -114,7 +115,7 @@ class ProposalLoop:
         self._enqueue(study, accepted)
         return accepted
 
-    def jobs(self, study: optuna.Study, fallback_example: str) -> list[Job]:
+    def jobs(self, study: optuna.Study) -> list[Job]:
         """The round's operator calls, in `OPERATORS` order; an operator without suitable parents is skipped."""
         spec = self.spec
         parents = choose_parents(study, self.store, spec.parents)
@@ -131,13 +132,14 @@ class ProposalLoop:
                 jobs += [self._diversify(collapsed)] * count if collapsed else []
             elif operator == "generate":
                 done = sum(p.operator == "generate" for p in self.store.proposals(self.study_name))
-                example = parents[0].instruction if parents else fallback_example
                 ideas = [spec.format_ideas[(done + i) % len(spec.format_ideas)] for i in range(count)]
-                jobs += [
-                    Job("generate", {"format_idea": idea, "example": example}, output_rule_for(idea), "generated")
-                    for idea in ideas
-                ]
+                jobs += [self._generate(idea) for idea in ideas]
         return jobs
+
+    @staticmethod
+    def _generate(idea: str) -> Job:
+        head = format_head(idea)
+        return Job("generate", {"format_idea": idea}, output_rule_for(idea), "generated", must_mention=head.split()[0])
 
     def _mutate(self, study: optuna.Study, parent: Parent) -> Job:
         feedback = feedback_text(study, parent, self.store, self.sources, self.spec.samples_in_feedback)
@@ -180,7 +182,7 @@ class ProposalLoop:
             logger.warning(f"proposal {job.operator} failed: {type(exc).__name__}: {exc}")
             row.reason = failure_reason(exc)
         else:
-            verdict = validator.judge(raw, job.rule)
+            verdict = validator.judge(raw, job.rule, job.must_mention)
             row.status, row.reason = ("accepted", "") if verdict.template else ("rejected", verdict.reason)
             if verdict.template is not None:
                 digest = template_hash(verdict.template)

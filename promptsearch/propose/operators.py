@@ -18,7 +18,6 @@ class GenerateInstruction(dspy.Signature):
     Write two or three plain sentences. Do not include the document."""
 
     format_idea: str = dspy.InputField(desc="the format to produce")
-    example: str = dspy.InputField(desc="an instruction for another format, for its style")
     instruction: str = dspy.OutputField()
 
 

@@ -1,7 +1,8 @@
 """Validation of a proposed instruction: it becomes a template only if it passes every rule.
 
 Rules, each a rejection reason counted in `ps_proposals`: empty, refusal, too_short, too_long, repetitive, placeholder
-(the model wrote a `{slot}` of its own), no_document_reference (says nothing about the input), then on the
+(the model wrote a `{slot}` of its own), no_document_reference (says nothing about the input), off_format (a
+generated instruction that does not name its format), then on the
 assembled template: the project's template rules, no_output_rule, duplicate (normalized-text hash) and
 near_duplicate (MiniLM cosine similarity to a template of the pool at or above the space's threshold).
 """
@@ -21,10 +22,11 @@ from promptsearch.space import ProposalSpec
 from promptsearch.templates import compose, has_output_rule, split_template, validate_template
 
 MIN_WORDS = 8
-MIN_DISTINCT_WORD_SHARE = 0.5  # below: a degenerate loop ("the document that stands on its own…" again and again)
+MIN_DISTINCT_WORD_SHARE = 0.5  # below (or a sentence said twice): a degenerate loop, as 135M models write
 _SLOT = re.compile(r"\{[^{}]*\}")
 _INPUT_WORDS = re.compile(r"\b(document|text|article|passage|source)s?\b", re.IGNORECASE)
 _QUOTES = "\"'“”‘’`"
+_SENTENCE_END = ".!?"
 
 
 @dataclass(frozen=True)
@@ -39,17 +41,25 @@ def normalized_hash(text: str) -> str:
 
 
 def clean_instruction(raw: str) -> str:
-    """The first paragraph once lead-in lines ("Here is the improved instruction:") are dropped, unquoted."""
+    """The first paragraph once lead-in lines ("Here is the improved instruction:") are dropped, unquoted,
+    less a last sentence the token limit cut off."""
     lines = [line for line in raw.splitlines() if not line.strip().endswith(":")]
     paragraphs = [p.strip().strip(_QUOTES).strip() for p in "\n".join(lines).split("\n\n")]
-    return next((p for p in paragraphs if p), "")
+    text = next((p for p in paragraphs if p), "")
+    if text and text[-1] not in _SENTENCE_END:
+        text = text[: max(text.rfind(c) for c in _SENTENCE_END) + 1].strip()
+    return text
+
+
+def format_head(format_idea: str) -> str:
+    """'a timeline of the events, oldest first' → 'timeline of the events'."""
+    head = format_idea.split(",")[0].strip().rstrip(".")
+    return re.sub(r"^(a|an|the)\s+", "", head, flags=re.IGNORECASE)
 
 
 def output_rule_for(format_idea: str) -> str:
-    """The "output only" rule a generated format gets: 'a timeline of …, with …' → 'Output only the timeline of …'."""
-    head = format_idea.split(",")[0].strip().rstrip(".")
-    head = re.sub(r"^(a|an|the)\s+", "", head, flags=re.IGNORECASE)
-    return f"Output only the {head}, nothing else."
+    """The "output only" rule a generated format gets: 'Output only the timeline of the events, nothing else.'"""
+    return f"Output only the {format_head(format_idea)}, nothing else."
 
 
 class Validator:
@@ -61,10 +71,14 @@ class Validator:
         self.hashes = {normalized_hash(t) for t in pool}
         self.instructions = [split_template(t)[0] or t for t in pool]
 
-    def judge(self, raw: str, rule: str) -> Verdict:
+    def judge(self, raw: str, rule: str, must_mention: str = "") -> Verdict:
+        """`must_mention`: the word a generated format is named by ("timeline"); an instruction without it
+        describes some other format than the one its rule names."""
         instruction = clean_instruction(raw)
         if reason := self._instruction_problem(instruction):
             return Verdict(None, reason)
+        if must_mention and must_mention.lower() not in instruction.lower():
+            return Verdict(None, "off_format")
         text = compose(instruction, rule)
         try:
             validate_template(text, "proposal")
@@ -93,7 +107,8 @@ class Validator:
         if len(instruction) > self.spec.max_instruction_chars:
             return "too_long"
         words = instruction.lower().split()
-        if len(set(words)) < MIN_DISTINCT_WORD_SHARE * len(words):
+        sentences = [normalized_hash(x) for x in re.split(r"(?<=[.!?])\s+", instruction)]
+        if len(set(words)) < MIN_DISTINCT_WORD_SHARE * len(words) or len(set(sentences)) < len(sentences):
             return "repetitive"
         if _SLOT.search(instruction):
             return "placeholder"
