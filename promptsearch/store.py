@@ -331,10 +331,6 @@ class Store:
             return False
         return True
 
-    def rounds_claimed(self, study: str) -> int:
-        with self.session() as s:
-            return len(s.scalars(select(ProposalRoundRow.id).where(ProposalRoundRow.study_name == study)).all())
-
     def end_round(self, study: str, round_index: int, error: str) -> None:
         with self.session() as s:
             row = s.scalar(

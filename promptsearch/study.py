@@ -209,7 +209,7 @@ def run_worker(name: str, options: RunOptions, worker_index: int = 0) -> None:
     with Generators(log_dir) as generators, ExitStack() as stack:
         objective = _Objective(study, store, generators, options)
         # Proposals come before `_fill_queue`, so that a round's new templates are what the queue runs next.
-        proposals = []
+        proposals: list[Callable[[optuna.Study, FrozenTrial], None]] = []
         if space.proposal.enabled:
             from promptsearch.propose import ProposalLoop  # imports DSPy: only for studies that propose
 

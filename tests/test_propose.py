@@ -172,25 +172,23 @@ def test_attempts_are_recorded_with_lineage_and_failures(measured: tuple[optuna.
             "facts, names and numbers.",
             "near_duplicate",
         ),
-        ("Rewrite the document below as a timeline of what happened, in order.", "off_format"),
-        (
-            "Here is the new instruction:\nList every date in the document below with what happened then. Start the",
-            "",
-        ),
     ],
 )
 def test_validation_rules(raw: str, reason: str) -> None:
-    spec = ProposalSpec()
-    validator = Validator(spec, [SEED_TEMPLATES["faq"].text], Embedder())
-    # the format word is checked for generated formats only; here for the last two cases
-    must_mention = "list" if "timeline" in raw or "date" in raw else ""
-    verdict = validator.judge(raw, output_rule_for("a list of dates"), must_mention)
-    assert verdict.reason == reason
-    if not reason:
-        assert verdict.template == compose(
-            "List every date in the document below with what happened then.",
-            "Output only the list of dates, nothing else.",
-        )
+    validator = Validator(ProposalSpec(), [SEED_TEMPLATES["faq"].text], Embedder())
+    assert validator.judge(raw, "Output only the list, nothing else.").reason == reason
+
+
+def test_generated_format_is_named_and_cleaned() -> None:
+    validator = Validator(ProposalSpec(), [SEED_TEMPLATES["faq"].text], Embedder())
+    rule = output_rule_for("a list of dates, oldest first")
+    assert rule == "Output only the list of dates, nothing else."
+    off = validator.judge("Rewrite the document below as a timeline of what happened, in order.", rule, "list")
+    assert off.reason == "off_format"
+    # a lead-in line and a last sentence cut off by the token limit are dropped; the rest is the instruction
+    raw = "Here is the new instruction:\nList every date in the document below with what happened then. Start the"
+    verdict = validator.judge(raw, rule, "list")
+    assert verdict.template == compose("List every date in the document below with what happened then.", rule)
 
 
 def test_proposer_endpoint_key_must_be_set(tmp_path: Path) -> None:

@@ -41,10 +41,7 @@ class Parent:
 
 def _rank(study: optuna.Study) -> list[FrozenTrial]:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        front: list[FrozenTrial] = []
-    else:
-        front = sorted(study.best_trials, key=lambda t: t.number)
+    front = sorted(study.best_trials, key=lambda t: t.number) if complete else []  # best_trials raises when none
     sign = 1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
     rest = sorted((t for t in complete if t not in front), key=lambda t: sign * t.values[0])
     pruned = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if "template_id" in t.user_attrs]

@@ -11,7 +11,7 @@ from typing import Any
 import dspy
 import optuna
 from datatrove.data import Document
-from dspy.utils.exceptions import AdapterParseError
+from dspy.utils.exceptions import AdapterParseError, LMTimeoutError, LMTransportError
 from loguru import logger
 from optuna.trial import FrozenTrial, TrialState
 
@@ -43,12 +43,12 @@ class Job:
 
 def failure_reason(exc: Exception) -> str:
     """Why an operator call produced nothing: timeout, unreachable, unparseable, or the error's class."""
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, LMTimeoutError | TimeoutError):
         return "timeout"
+    if isinstance(exc, LMTransportError | ConnectionError):
+        return "unreachable"
     if isinstance(exc, AdapterParseError):
         return "unparseable"
-    if isinstance(exc, ConnectionError) or "Transport" in type(exc).__name__ or "Connect" in type(exc).__name__:
-        return "unreachable"
     return f"error:{type(exc).__name__}"
 
 
