@@ -266,3 +266,15 @@ def test_two_rounds_with_the_embedded_model(tmp_path: Path, embedded_server: Tra
     listing = run_cli("templates", "lineage", "tiny", "--db", url, cwd=tmp_path)
     assert listing.returncode == 0, listing.stderr
     assert accepted[0].operator in listing.stdout
+
+
+def test_proposal_settings_are_checked(tmp_path: Path) -> None:
+    space = write_space(
+        tmp_path / "space.yaml",
+        None,
+        proposal={"enabled": True, "operators": {"mutate": 50}, "lm": {"backend": "endpoint", "model": "m"}},
+    )
+    result = run_cli("space", "validate", str(space), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "proposal.operators: each operator makes 0-20 proposals per round" in result.stderr
+    assert "proposal.lm: backend 'endpoint' needs an endpoint_url starting with http:// or https://" in result.stderr
