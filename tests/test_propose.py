@@ -49,6 +49,7 @@ def _generation(store: Store, key: str, text: str, finish_reason: str = "stop") 
 @pytest.fixture
 def measured(tmp_path: Path) -> tuple[optuna.Study, Store, ProposalLoop]:
     """A study whose two seed templates each have a finished trial with metrics and a stored sample output."""
+    dspy.configure_cache(enable_disk_cache=False)  # DummyLM answers are scripted; keep ~/.dspy_cache untouched
     url = f"sqlite:///{tmp_path / 'p.db'}"
     store = Store.open(url)
     faq, table = SEED_TEMPLATES["faq"], SEED_TEMPLATES["table"]
@@ -263,9 +264,14 @@ def test_two_rounds_with_the_embedded_model(tmp_path: Path, embedded_server: Tra
     trial_templates = {t.user_attrs["template_id"] for t in study.trials}
     assert trial_templates & {p.template_id for p in accepted}  # enqueued as trials (run, or waiting past the budget)
 
-    listing = run_cli("templates", "lineage", "tiny", "--db", url, cwd=tmp_path)
-    assert listing.returncode == 0, listing.stderr
-    assert accepted[0].operator in listing.stdout
+    tree = run_cli("templates", "lineage", "tiny", "--db", url, cwd=tmp_path)
+    assert tree.returncode == 0, tree.stderr
+    assert f"#{accepted[0].template_id} {accepted[0].operator}-" in tree.stdout
+    pool = run_cli("templates", "list", "tiny", "--db", url, cwd=tmp_path)
+    assert f"{len(proposals)} proposal(s): " in pool.stdout
+    shown = run_cli("templates", "show", "tiny", str(accepted[0].template_id), "--db", url, cwd=tmp_path)
+    assert f"proposed in round {accepted[0].round_index} by {accepted[0].operator}" in shown.stdout
+    assert "--- prompt" in shown.stdout and "--- response" in shown.stdout
 
 
 def test_proposal_settings_are_checked(tmp_path: Path) -> None:
