@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -221,7 +221,8 @@ class MeasureSpec(_Strict):
     classifiers: list[ClassifierSpec] = Field(default_factory=list)
 
 
-OPERATORS = ("generate", "mutate", "crossover", "diversify")
+Operator = Literal["generate", "mutate", "crossover", "diversify"]
+OPERATORS: tuple[Operator, ...] = get_args(Operator)
 DEFAULT_FORMAT_IDEAS = [
     "a glossary of the key terms, each with a one-sentence definition",
     "a timeline of the events in chronological order",
@@ -275,7 +276,7 @@ class ProposalSpec(_Strict):
 
     enabled: bool = False
     every: int = Field(4, ge=1, description="a proposal round after every `every` finished trials")
-    operators: dict[Literal["generate", "mutate", "crossover", "diversify"], int] = Field(
+    operators: dict[Operator, int] = Field(
         default_factory=lambda: {"mutate": 2, "generate": 1, "crossover": 1, "diversify": 1}
     )
     parents: int = Field(3, ge=1, description="best templates (Pareto set first) the operators draw parents from")
