@@ -159,6 +159,10 @@ def test_attempts_are_recorded_with_lineage_and_failures(measured: tuple[optuna.
     ("raw", "reason"),
     [
         ("", "empty"),
+        (
+            "Improved instruction:\nProblem: the output does not have the faq format; the document must have the li…",
+            "truncated",
+        ),
         ("I'm sorry, I cannot help with rewriting this document for you today.", "refusal"),
         ("Rewrite the document.", "too_short"),
         ("Rewrite the document as a list of facts. " * 30, "too_long"),

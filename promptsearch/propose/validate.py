@@ -1,9 +1,9 @@
 """Validation of a proposed instruction: it becomes a template only if it passes every rule.
 
-Rules, each a rejection reason counted in `ps_proposals`: empty, refusal, too_short, too_long, repetitive, placeholder
-(the model wrote a `{slot}` of its own), no_document_reference (says nothing about the input), off_format (a
-generated instruction that does not name its format), then on the
-assembled template: the project's template rules, no_output_rule, duplicate (normalized-text hash) and
+Rules, each a rejection reason counted in `ps_proposals`: empty, truncated (no finished sentence), refusal,
+too_short, too_long, repetitive, placeholder (the model wrote a `{slot}` of its own), no_document_reference
+(says nothing about the input), off_format (a generated instruction that does not name its format), then on
+the assembled template: the project's template rules, no_output_rule, duplicate (normalized-text hash) and
 near_duplicate (MiniLM cosine similarity to a template of the pool at or above the space's threshold).
 """
 
@@ -75,6 +75,8 @@ class Validator:
         """`must_mention`: the word a generated format is named by ("timeline"); an instruction without it
         describes some other format than the one its rule names."""
         instruction = clean_instruction(raw)
+        if not instruction and raw.strip():
+            return Verdict(None, "truncated")  # text, but not one finished sentence
         if reason := self._instruction_problem(instruction):
             return Verdict(None, reason)
         if must_mention and must_mention.lower() not in instruction.lower():
