@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -553,6 +553,130 @@ def ablation_ingest(study: str, trial: int, profile: ProfileNameOption = None, d
     table.add_row("macro", f"{scores.macro:.4f}")
     table.add_row("micro", f"{scores.micro:.4f}")
     console.print(table)
+
+
+# --------------------------------------------------------------------------------------- templates
+
+templates_app = typer.Typer(no_args_is_help=True, help="A study's template pool, its proposals and lineage.")
+app.add_typer(templates_app, name="templates")
+
+
+def _template_scores(study: str, db: str) -> tuple[Any, Any, dict[int, list[Any]], list[str]]:
+    """(study, store, template id → its trials, objective names)."""
+    from promptsearch.study import load_study
+
+    loaded, store = load_study(study, db)
+    trials: dict[int, list[Any]] = {}
+    for t in loaded.get_trials(deepcopy=False):
+        if "template_id" in t.user_attrs:
+            trials.setdefault(int(t.user_attrs["template_id"]), []).append(t)
+    names = loaded.metric_names or [f"objective_{i}" for i in range(len(loaded.directions))]
+    return loaded, store, trials, names
+
+
+def _best(loaded: Any, trials: list[Any]) -> str:
+    """The template's best value of the first objective, or '-' before any trial of it completed."""
+    import optuna
+
+    values = [t.values[0] for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not values:
+        return "-"
+    pick = max if loaded.directions[0] == optuna.study.StudyDirection.MAXIMIZE else min
+    return f"{pick(values):.4f}"
+
+
+@templates_app.command("list")
+def templates_list(study: str, db: DbOption = DEFAULT_DB) -> None:
+    """The pool: every template with its origin, parents, trials and best score; then proposal counts."""
+    from collections import Counter
+
+    loaded, store, trials, names = _template_scores(study, db)
+    proposals = store.proposals(study)
+    operator = {p.template_id: p.operator for p in proposals if p.template_id is not None}
+    table = Table("id", "name", "family", "origin", "parents", "trials", "finished", f"best {names[0]}")
+    for row in store.templates(loaded.user_attrs["template_ids"]):
+        mine = trials.get(row.id, [])
+        table.add_row(
+            str(row.id),
+            row.name,
+            row.family,
+            f"{row.origin} ({operator[row.id]})" if row.id in operator else row.origin,
+            ", ".join(map(str, row.parents)) or "-",
+            str(len(mine)),
+            str(sum(t.state.is_finished() for t in mine)),
+            _best(loaded, mine),
+        )
+    console.print(table)
+    if proposals:
+        counts = Counter((p.status, p.reason) for p in proposals)
+        summary = ", ".join(f"{status}{' ' + reason if reason else ''} {n}" for (status, reason), n in counts.items())
+        console.print(f"{len(proposals)} proposal(s): {summary}")
+
+
+@templates_app.command("show")
+def templates_show(
+    study: str, template: Annotated[str, typer.Argument(help="Template id or name.")], db: DbOption = DEFAULT_DB
+) -> None:
+    """One template: its text, how it was proposed (operator, parents, feedback, DSPy prompt, response), its trials."""
+    loaded, store, trials, names = _template_scores(study, db)
+    rows = store.templates(loaded.user_attrs["template_ids"])
+    row = next((r for r in rows if str(r.id) == template or r.name == template), None)
+    if row is None:
+        raise UserError(f"study {study!r} has no template {template!r} (see `promptsearch templates list {study}`)")
+    console.print(f"[bold]#{row.id} {row.name}[/bold] — family {row.family}, origin {row.origin}")
+    console.print(row.text, markup=False, highlight=False)
+    proposal = next((p for p in store.proposals(study) if p.template_id == row.id), None)
+    if proposal is not None:
+        console.print(
+            f"\nproposed in round {proposal.round_index} by {proposal.operator} with {proposal.proposer_model}"
+            f"@{proposal.proposer_revision} from template(s) {proposal.parent_template_ids or '-'} "
+            f"(trials {proposal.parent_trials or '-'})"
+        )
+        for title, text in (
+            ("feedback", proposal.feedback),
+            ("prompt", "\n".join(m["content"] for m in proposal.prompt)),
+            ("response", proposal.response),
+        ):
+            if text:
+                console.print(f"--- {title}", highlight=False)
+                console.print(text, markup=False, highlight=False)
+    table = Table("trial", "state", *names, "note", title=f"trials of #{row.id}")
+    for t in trials.get(row.id, []):
+        values = [f"{v:.4f}" for v in t.values] if t.values else ["-"] * len(names)
+        table.add_row(str(t.number), t.state.name, *values, str(t.user_attrs.get("pruned_reason", "")))
+    console.print(table)
+
+
+@templates_app.command("lineage")
+def templates_lineage(study: str, db: DbOption = DEFAULT_DB) -> None:
+    """The family tree: each proposed template under its first parent (a crossover names its other parent)."""
+    from rich.text import Text
+    from rich.tree import Tree
+
+    loaded, store, trials, names = _template_scores(study, db)
+    rows = store.templates(loaded.user_attrs["template_ids"])
+    operator = {p.template_id: p.operator for p in store.proposals(study) if p.template_id is not None}
+    known = {r.id for r in rows}
+    children: dict[int | None, list[Any]] = {}
+    for r in rows:
+        first = next((p for p in r.parents if p in known), None)
+        children.setdefault(first, []).append(r)
+
+    def label(r: Any) -> Text:
+        how = operator.get(r.id, r.origin)
+        others = [p for p in r.parents[1:] if p in known]
+        also = f" × #{', #'.join(map(str, others))}" if others else ""
+        mine = trials.get(r.id, [])
+        return Text(f"#{r.id} {r.name} [{how}{also}] best {names[0]} {_best(loaded, mine)} ({len(mine)} trial(s))")
+
+    tree = Tree(f"study {study}")
+
+    def grow(node: Tree, parent: int | None) -> None:
+        for r in children.get(parent, []):
+            grow(node.add(label(r)), r.id)
+
+    grow(tree, None)
+    console.print(tree)
 
 
 # ------------------------------------------------------------------------------------------ export

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -241,6 +241,84 @@ class PrunerSpec(_Strict):
     n_startup_steps: int = Field(2, ge=0, description="wilcoxon: items scored before pruning may start")
 
 
+Operator = Literal["generate", "mutate", "crossover", "diversify"]
+OPERATORS: tuple[Operator, ...] = get_args(Operator)
+DEFAULT_FORMAT_IDEAS = [
+    "a glossary of the key terms, each with a one-sentence definition",
+    "a timeline of the events in chronological order",
+    "a debate between two experts who disagree about the topic",
+    "a quiz with multiple-choice questions and an answer key",
+    "a short lecture that a teacher gives to a class",
+    "an interview in which a journalist asks questions and an expert answers",
+]
+
+
+class ProposerLMSpec(_Strict):
+    """The LM that writes templates, reached with `dspy.LM` on an OpenAI-compatible server.
+
+    embedded: the embedded SmolLM2-135M on its own `transformers serve` (offline; started at the first round).
+    endpoint: any OpenAI-compatible URL (e.g. a bigger model on vLLM); the API key is read from the env var
+      `api_key_env` when the round starts and is never stored or logged.
+    """
+
+    backend: Literal["embedded", "endpoint"] = "embedded"
+    model: str = "embedded"
+    revision: str | None = None
+    endpoint_url: str | None = None
+    api_key_env: str | None = None
+    temperature: float = Field(0.8, ge=0, le=2)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(96, ge=8, le=8192)
+    timeout_seconds: float = Field(180, gt=0)
+    adapter: Literal["plain", "chat"] = Field(
+        "plain", description="plain: one user message a 135M model can follow; chat: DSPy's ChatAdapter"
+    )
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> ProposerLMSpec:
+        if self.backend == "endpoint":
+            if not self.endpoint_url or not self.endpoint_url.startswith(("http://", "https://")):
+                raise ValueError("backend 'endpoint' needs an endpoint_url starting with http:// or https://")
+            if self.model == "embedded":
+                raise ValueError("backend 'endpoint' needs the model name the endpoint serves")
+        elif self.endpoint_url:
+            raise ValueError("endpoint_url is only for backend 'endpoint'")
+        return self
+
+
+class ProposalSpec(_Strict):
+    """Template proposal with DSPy: after every `every` finished trials, the operators write new templates.
+
+    `operators` maps an operator to the proposals it makes per round: generate (a new format from
+    `format_ideas`), mutate (a parent rewritten from its trial's feedback), crossover (two parents combined),
+    diversify (the most collapsed parent, asked for varied openings).
+    """
+
+    enabled: bool = False
+    every: int = Field(4, ge=1, description="a proposal round after every `every` finished trials")
+    operators: dict[Operator, int] = Field(
+        default_factory=lambda: {"mutate": 2, "generate": 1, "crossover": 1, "diversify": 1}
+    )
+    parents: int = Field(3, ge=1, description="best templates (Pareto set first) the operators draw parents from")
+    format_ideas: list[str] = Field(default_factory=lambda: list(DEFAULT_FORMAT_IDEAS), min_length=1)
+    samples_in_feedback: int = Field(2, ge=0, le=10, description="source/output pairs shown to mutate")
+    collapse_below: float = Field(
+        0.8, ge=0, le=1, description="diversify only parents whose unique_prefix_ratio_10 is below this"
+    )
+    max_instruction_chars: int = Field(600, ge=50, le=4000)
+    near_duplicate_similarity: float = Field(
+        0.9, gt=0, le=1, description="MiniLM cosine of instructions at or above this = near-duplicate"
+    )
+    lm: ProposerLMSpec = ProposerLMSpec()
+
+    @field_validator("operators")
+    @classmethod
+    def _counts(cls, value: dict[str, int]) -> dict[str, int]:
+        if any(n < 0 or n > 20 for n in value.values()):
+            raise ValueError("each operator makes 0-20 proposals per round")
+        return value
+
+
 class Budget(_Strict):
     trials: int = Field(ge=1)
     wall_time_minutes: float | None = Field(None, gt=0)
@@ -294,6 +372,7 @@ class SearchSpace(_Strict):
         False, description="a rating form on each trial's dashboard page; ratings are stored, never optimized"
     )
     promotion: PromotionSpec = PromotionSpec()
+    proposal: ProposalSpec = ProposalSpec()
     budget: Budget
     seed: int = 0
 

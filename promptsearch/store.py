@@ -39,7 +39,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from promptsearch.errors import UserError
@@ -195,6 +195,42 @@ class AblationCalibrationRow(Base):
     kendall_tau: Mapped[float | None] = mapped_column(Float, nullable=True)
     pairwise_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
     points: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+
+
+class ProposalRoundRow(Base):
+    """A proposal round, claimed by the worker that inserts it (several workers may reach the same trigger)."""
+
+    __tablename__ = "ps_proposal_rounds"
+    __table_args__ = (UniqueConstraint("study_name", "round_index"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_name: Mapped[str] = mapped_column(String(200), index=True)
+    round_index: Mapped[int] = mapped_column(Integer)
+    finished_trials: Mapped[int] = mapped_column(Integer)  # what triggered it
+    proposer_model: Mapped[str] = mapped_column(String(500))
+    error: Mapped[str] = mapped_column(Text, default="")  # why the round stopped early ("" = it ran through)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class ProposalRow(Base):
+    """One operator call: its inputs (parents, feedback), DSPy's prompt and the model's response, and the
+    verdict — accepted (with the template it became), rejected or failed, with the reason."""
+
+    __tablename__ = "ps_proposals"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_name: Mapped[str] = mapped_column(String(200), index=True)
+    round_index: Mapped[int] = mapped_column(Integer)
+    operator: Mapped[str] = mapped_column(String(50))
+    status: Mapped[str] = mapped_column(String(20))  # accepted | rejected | failed
+    reason: Mapped[str] = mapped_column(String(100), default="")
+    template_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    parent_template_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    parent_trials: Mapped[list[int]] = mapped_column(JSON, default=list)
+    proposer_model: Mapped[str] = mapped_column(String(500))
+    proposer_revision: Mapped[str] = mapped_column(String(200))
+    feedback: Mapped[str] = mapped_column(Text, default="")
+    prompt: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    response: Mapped[str] = mapped_column(Text, default="")
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
@@ -320,6 +356,52 @@ class Store:
             s.expunge(row)
             return row
 
+    def templates(self, template_ids: Iterable[int]) -> list[TemplateRow]:
+        ids = list(template_ids)
+        with self.session() as s:
+            rows = {r.id: r for r in s.scalars(select(TemplateRow).where(TemplateRow.id.in_(ids)))}
+            for row in rows.values():
+                s.expunge(row)
+        return [rows[i] for i in ids if i in rows]
+
+    # -- template proposals
+    def claim_round(self, study: str, round_index: int, finished_trials: int, proposer_model: str) -> bool:
+        """True for the one worker whose insert wins; the others skip the round."""
+        try:
+            with self.session() as s:
+                s.add(
+                    ProposalRoundRow(
+                        study_name=study,
+                        round_index=round_index,
+                        finished_trials=finished_trials,
+                        proposer_model=proposer_model,
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def end_round(self, study: str, round_index: int, error: str) -> None:
+        with self.session() as s:
+            row = s.scalar(
+                select(ProposalRoundRow).where(
+                    ProposalRoundRow.study_name == study, ProposalRoundRow.round_index == round_index
+                )
+            )
+            if row is not None:
+                row.error = error
+
+    def add_proposal(self, row: ProposalRow) -> None:
+        with self.session() as s:
+            s.add(row)
+
+    def proposals(self, study: str) -> list[ProposalRow]:
+        with self.session() as s:
+            rows = list(s.scalars(select(ProposalRow).where(ProposalRow.study_name == study).order_by(ProposalRow.id)))
+            for row in rows:
+                s.expunge(row)
+            return rows
+
     # -- generation cache
     def cached_generations(self, keys: list[str]) -> dict[str, GenerationRow]:
         out: dict[str, GenerationRow] = {}
@@ -356,6 +438,24 @@ class Store:
                             study_name=study, trial_number=trial, doc_id=doc_id, generation_key=key, selected=selected
                         )
                     )
+
+    def selected_outputs(self, study: str, trial: int) -> list[tuple[str, GenerationRow]]:
+        """(doc id, sample) for each document's sample that best-of-N kept in this trial."""
+        query = (
+            select(TrialOutputRow.doc_id, GenerationRow)
+            .join(GenerationRow, GenerationRow.key == TrialOutputRow.generation_key)
+            .where(
+                TrialOutputRow.study_name == study,
+                TrialOutputRow.trial_number == trial,
+                TrialOutputRow.selected.is_(True),
+            )
+            .order_by(TrialOutputRow.id)
+        )
+        with self.session() as s:
+            rows = [(doc_id, row) for doc_id, row in s.execute(query)]
+            for _, row in rows:
+                s.expunge(row)
+            return rows
 
     def record_metrics(self, study: str, trial: int, stage: str, metrics: dict[str, float]) -> None:
         with self.session() as s:
@@ -460,7 +560,7 @@ class Store:
 
     def delete_study_rows(self, study: str) -> None:
         with self.session() as s:
-            for table in (TrialOutputRow, TrialMetricRow, ProxyRunRow):
+            for table in (TrialOutputRow, TrialMetricRow, ProxyRunRow, ProposalRoundRow, ProposalRow):
                 s.query(table).filter(table.study_name == study).delete()
             ablation_ids = select(AblationRow.id).where(AblationRow.study_name == study)
             s.query(AblationJobRow).filter(AblationJobRow.ablation_id.in_(ablation_ids)).delete()

@@ -13,6 +13,7 @@ import multiprocessing
 import threading
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -234,8 +235,15 @@ def run_worker(name: str, options: RunOptions, worker_index: int = 0) -> None:
     if remaining <= 0:
         return
     log_dir = options.workdir / name / "logs"
-    with Generators(log_dir) as generators:
+    with Generators(log_dir) as generators, ExitStack() as stack:
         objective = _Objective(study, store, generators, options)
+        # Proposals come before `_fill_queue`, so that a round's new templates are what the queue runs next.
+        proposals: list[Callable[[optuna.Study, FrozenTrial], None]] = []
+        if space.proposal.enabled:
+            from promptsearch.propose import ProposalLoop  # imports DSPy: only for studies that propose
+
+            loop = ProposalLoop(name, store, space, options.workdir, objective.corpora.source)
+            proposals.append(stack.enter_context(loop))
         study.optimize(
             objective,
             n_trials=remaining,
@@ -243,6 +251,7 @@ def run_worker(name: str, options: RunOptions, worker_index: int = 0) -> None:
             timeout=space.budget.wall_time_minutes * 60 if space.budget.wall_time_minutes else None,
             callbacks=[
                 *_budget_callbacks(space),
+                *proposals,
                 lambda s, _: _fill_queue(s, space.budget.trials),
                 lambda s, _: s.stop() if STOP_REQUESTED.is_set() else None,
                 lambda s, _: save_note(s, study_note(s, store, objective_noise(s, store))),

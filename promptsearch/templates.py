@@ -21,6 +21,7 @@ from promptsearch.space import TemplatePoolSpec
 PLACEHOLDER = "{document}"
 MAX_TEMPLATE_CHARS = 4000
 _ANY_PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
+OUTPUT_RULE = re.compile(r"\boutput only\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,27 @@ def template_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def compose(instruction: str, rule: str) -> str:
+    """The layout every seed uses: instruction, the "output only" rule, then the document."""
+    return f"{instruction}\n\n{rule}\n\nDocument:\n{PLACEHOLDER}"
+
+
+def has_output_rule(text: str) -> bool:
+    return bool(OUTPUT_RULE.search(text))
+
+
+def split_template(text: str) -> tuple[str, str]:
+    """(instruction, "output only" rule) of a template: the paragraphs before the document slot, the last
+    one naming "output only" taken as the rule ("" when there is none)."""
+    paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+    paragraphs = [p for p in paragraphs if PLACEHOLDER not in p and p.rstrip(":").lower() != "document"]
+    rules = [p for p in paragraphs if has_output_rule(p)]
+    rule = rules[-1] if rules else ""
+    return "\n\n".join(p for p in paragraphs if p != rule), rule
+
+
 def _seed(name: str, family: str, instruction: str, rule: str) -> TemplateSpec:
-    return TemplateSpec(name, family, f"{instruction}\n\n{rule}\n\nDocument:\n{PLACEHOLDER}")
+    return TemplateSpec(name, family, compose(instruction, rule))
 
 
 SEED_TEMPLATES: dict[str, TemplateSpec] = {
