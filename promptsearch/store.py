@@ -195,6 +195,7 @@ class AblationCalibrationRow(Base):
     kendall_tau: Mapped[float | None] = mapped_column(Float, nullable=True)
     pairwise_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
     points: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
 class ProposalRoundRow(Base):
