@@ -4,23 +4,24 @@ In: the study database URL and the working folder whose `artifacts/` holds the t
 Out: `serve` runs optuna-dashboard (blocking) with that artifact store, so each trial page lists
 its samples, metrics JSON and plots. The Markdown notes it shows are written while the study runs:
 `trial_note` (template, lineage, recipe) when a trial starts and `study_note` (best recipes, noise
-floor) after each trial. `register_review_form` adds the optional human-review form, whose ratings
-land in the trial's user attrs (`human.rating`, `human.comment`) and never in the objective.
+floor) after each trial. With `human_review`, `queue_for_review` gives each finished trial a twin in
+the study `<study>-review`, waiting with the trial's note and samples for a person to rate it with
+optuna-dashboard's objective form; the rating is that review trial's value, never the study's objective.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import optuna
 import yaml
+from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta, upload_artifact
 from optuna.trial import TrialState
 
 from promptsearch.space import Recipe
 from promptsearch.store import Store, TemplateRow
-
-REVIEW_KEYS = ("human.rating", "human.comment")
 
 
 def trial_note(recipe: Recipe, template: TemplateRow) -> str:
@@ -100,27 +101,63 @@ def samples_jsonl(pairs: list[dict[str, object]]) -> str:
     return "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs)
 
 
-def register_review_form(study: optuna.Study) -> None:
-    """A rating slider and a comment box on every trial page; answers go to user attrs only."""
-    from optuna_dashboard import SliderWidget, TextInputWidget, register_user_attr_form_widgets
+def review_study_name(study_name: str) -> str:
+    return f"{study_name}-review"
 
-    register_user_attr_form_widgets(
-        study,
-        widgets=[
-            SliderWidget(
-                min=1,
-                max=5,
-                step=1,
-                description="Rate this trial's samples as pretraining text (1 = unusable, 5 = ideal)",
-                user_attr_key=REVIEW_KEYS[0],
-            ),
-            TextInputWidget(description="What is good or wrong in them?", user_attr_key=REVIEW_KEYS[1]),
-        ],
+
+def queue_for_review(
+    study: optuna.Study, store: Store, trial: optuna.trial.FrozenTrial, artifacts: FileSystemArtifactStore
+) -> None:
+    """A waiting review trial for a finished `trial`: its note, its samples, and a 1-5 rating form.
+
+    Optuna refuses to change a finished trial (the dashboard's user-attr form fails on one), so the rating
+    lives in a review study whose RUNNING trials the dashboard's objective form completes.
+    """
+    from optuna_dashboard import ObjectiveSliderWidget, register_objective_form_widgets, save_note
+
+    if trial.state != TrialState.COMPLETE or "artifact.samples.md" not in trial.user_attrs:
+        return
+    review = optuna.create_study(
+        study_name=review_study_name(study.study_name),
+        storage=study._storage,
+        direction="maximize",
+        load_if_exists=True,
     )
+    if not review.user_attrs.get("form_registered"):
+        slider = ObjectiveSliderWidget(
+            min=1, max=5, step=1, description="Rate these samples as pretraining text (1 = unusable, 5 = ideal)"
+        )
+        register_objective_form_widgets(review, widgets=[slider])
+        review.set_metric_names(["human.rating"])
+        review.set_user_attr("form_registered", True)
+    pending = review.ask()
+    pending.set_user_attr("source_trial", trial.number)
+    recipe = Recipe.model_validate(trial.user_attrs["recipe"])
+    header = f"# Review of trial {trial.number} of study `{study.study_name}`\nRate its samples (artifacts below).\n\n"
+    save_note(pending, header + trial_note(recipe, store.template(int(trial.user_attrs["template_id"]))))
+    metas = {m.filename: m for m in get_all_artifact_meta(trial, storage=study._storage)}
+    for name in ("samples.md", "samples.jsonl"):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            download_artifact(artifact_store=artifacts, file_path=str(path), artifact_id=metas[name].artifact_id)
+            upload_artifact(
+                artifact_store=artifacts, file_path=str(path), study_or_trial=pending, mimetype=metas[name].mimetype
+            )
+
+
+def review_ratings(study: optuna.Study) -> dict[int, float]:
+    """Trial number → the rating a person gave its samples (only rated trials)."""
+    try:
+        review = optuna.load_study(study_name=review_study_name(study.study_name), storage=study._storage)
+    except KeyError:
+        return {}
+    return {
+        int(t.user_attrs["source_trial"]): float(t.values[0])
+        for t in review.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    }
 
 
 def serve(storage: optuna.storages.BaseStorage, artifacts_dir: Path, host: str, port: int) -> None:
-    from optuna.artifacts import FileSystemArtifactStore
     from optuna_dashboard import run_server
 
     artifacts_dir.mkdir(parents=True, exist_ok=True)

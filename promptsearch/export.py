@@ -20,6 +20,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from promptsearch.dashboard import review_ratings
 from promptsearch.errors import UserError
 from promptsearch.space import Recipe
 from promptsearch.store import Store
@@ -83,6 +84,7 @@ def recipe_document(study: optuna.Study, store: Store, trial: FrozenTrial) -> di
         # full-ablation scores, once `promptsearch ablation ingest` has stored them
         "ablation": {k: v for k, v in metrics.items() if k.startswith("ablation.")},
         "cost": _cost(trial.user_attrs),
+        "human_rating": review_ratings(study).get(trial.number),  # from the review study, if a person rated it
         "versions": library_versions(),
     }
 

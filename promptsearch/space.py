@@ -369,7 +369,9 @@ class SearchSpace(_Strict):
     )
     pruner: PrunerSpec | None = None
     human_review: bool = Field(
-        False, description="a rating form on each trial's dashboard page; ratings are stored, never optimized"
+        False,
+        description="each finished trial waits in the study <name>-review for a person's 1-5 rating in the "
+        "dashboard; ratings are stored there, never optimized",
     )
     promotion: PromotionSpec = PromotionSpec()
     proposal: ProposalSpec = ProposalSpec()

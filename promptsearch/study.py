@@ -24,7 +24,7 @@ from optuna_dashboard import save_note
 from sqlalchemy.engine import make_url
 
 from promptsearch.corpus import read_corpus
-from promptsearch.dashboard import register_review_form, study_note, trial_note
+from promptsearch.dashboard import queue_for_review, review_study_name, study_note, trial_note
 from promptsearch.errors import UserError
 from promptsearch.measure import Embedder, QualityClassifier
 from promptsearch.rephrase import Generators
@@ -97,8 +97,6 @@ def create_study(space_file: Path, db_url: str, name: str | None = None) -> optu
     )
     study.set_metric_names([o.metric for o in space.objectives])
     study.set_user_attr(SPACE_ATTR, space.model_dump(mode="json"))
-    if space.human_review:
-        register_review_form(study)
     pool = template_pool(space.templates)
     ids = [
         store.add_template(t.name, t.family, t.text, t.text_hash, "seed" if t.name in space.templates.seeds else "file")
@@ -255,6 +253,11 @@ def run_worker(name: str, options: RunOptions, worker_index: int = 0) -> None:
                 lambda s, _: _fill_queue(s, space.budget.trials),
                 lambda s, _: s.stop() if STOP_REQUESTED.is_set() else None,
                 lambda s, _: save_note(s, study_note(s, store, objective_noise(s, store))),
+                *(
+                    [lambda s, t: queue_for_review(s, store, t, objective.resources.artifacts)]
+                    if space.human_review
+                    else []
+                ),
             ],
         )
 
@@ -331,7 +334,10 @@ def objective_noise(study: optuna.Study, store: Store) -> dict[str, float]:
 def delete_study(name: str, db_url: str) -> None:
     store = Store.open(db_url, create_if_empty=False)
     _load(store, name)
-    optuna.delete_study(study_name=name, storage=store.optuna_storage())
+    storage = store.optuna_storage()
+    optuna.delete_study(study_name=name, storage=storage)
+    if review_study_name(name) in {s.study_name for s in storage.get_all_studies()}:
+        optuna.delete_study(study_name=review_study_name(name), storage=storage)
     store.delete_study_rows(name)
 
 

@@ -14,6 +14,7 @@ import optuna
 import pytest
 from conftest import REPO, run_cli, write_space
 
+from promptsearch.dashboard import review_ratings
 from promptsearch.embedded import TransformersServer
 
 
@@ -74,31 +75,37 @@ def test_dashboard_trial_page_shows_note_and_samples(finished_study: tuple[Path,
                 time.sleep(0.5)
         trial = optuna.load_study(study_name="tiny", storage=url).trials[0]
         template = trial.user_attrs["recipe"]["template_name"]
+        review = optuna.load_study(study_name="tiny-review", storage=url)
+        pending = next(t for t in review.trials if t.user_attrs["source_trial"] == trial.number)
+        assert pending.state == optuna.trial.TrialState.RUNNING  # waiting for a person
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1400, "height": 2400})
             page.goto(f"http://127.0.0.1:{port}/dashboard/studies/1/trials?numbers={trial.number}")
             page.get_by_text(f"Template {template}", exact=False).first.wait_for(timeout=30000)
             page.get_by_text("samples.md").first.wait_for(timeout=30000)
-            assert page.get_by_text("Rate this trial's samples", exact=False).count() >= 1
             shot = folder / "trial-page.png"
             page.screenshot(path=str(shot), full_page=True)
+            # the review study's page for this trial: its samples and the rating form
+            page.goto(f"http://127.0.0.1:{port}/dashboard/studies/2/trials?numbers={pending.number}")
+            page.get_by_text("Rate these samples", exact=False).first.wait_for(timeout=30000)
+            page.get_by_text("samples.md").first.wait_for(timeout=30000)
             browser.close()
         assert shot.stat().st_size > 10_000
         # the file behind the artifact link is the trial's sample, served by the dashboard
         artifact_id = trial.user_attrs["artifact.samples.md"]
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/artifacts/1/{trial._trial_id}/{artifact_id}").read()
         assert b"| source | output |" in body
-        # a reviewer's rating (what the form posts) is stored on the trial; the objective stays as it was
+        # what the form submits: the rating completes the review trial; the study's objective stays as it was
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/api/trials/{trial._trial_id}/user-attrs",
-            data=json.dumps({"user_attrs": {"human.rating": 2, "human.comment": "lists, no facts"}}).encode(),
+            f"http://127.0.0.1:{port}/api/trials/{pending._trial_id}/tell",
+            data=json.dumps({"state": "Complete", "values": [2]}).encode(),
             headers={"Content-Type": "application/json"},
             method="POST",
         )
         urllib.request.urlopen(request)
-        reviewed = optuna.load_study(study_name="tiny", storage=url).trials[0]
-        assert reviewed.user_attrs["human.rating"] == 2 and reviewed.values == trial.values
+        study = optuna.load_study(study_name="tiny", storage=url)
+        assert review_ratings(study) == {trial.number: 2.0} and study.trials[0].values == trial.values
     finally:
         server.terminate()
         server.wait(timeout=30)
