@@ -205,7 +205,7 @@ def test_broken_template_is_pruned_before_proxy_training(tmp_path: Path, embedde
     assert trial.constraints["echo_rate"] > 0 and trial.constraints["unique_prefix_ratio_10"] <= 0
     assert "proxy.heldout_bpb" not in trial.user_attrs  # the proxy never ran
     artifacts = optuna.artifacts.get_all_artifact_meta(trial, storage=optuna.storages.get_storage(url))
-    assert {a.filename for a in artifacts} == {"metrics.json", "prefix_collapse.png"}
+    assert {a.filename for a in artifacts} == {"metrics.json", "prefix_collapse.png", "samples.jsonl", "samples.md"}
     status = run_cli("study", "status", "tiny", "--db", url, cwd=tmp_path)
     assert "PRUNED" in status.stdout and "breaks its threshold" in status.stdout
 
