@@ -12,12 +12,11 @@ optuna-dashboard's objective form; the rating is that review trial's value, neve
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import optuna
 import yaml
-from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta, upload_artifact
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import TrialState
 
 from promptsearch.space import Recipe
@@ -106,9 +105,13 @@ def review_study_name(study_name: str) -> str:
 
 
 def queue_for_review(
-    study: optuna.Study, store: Store, trial: optuna.trial.FrozenTrial, artifacts: FileSystemArtifactStore
+    study: optuna.Study,
+    store: Store,
+    trial: optuna.trial.FrozenTrial,
+    trial_dir: Path,
+    artifacts: FileSystemArtifactStore,
 ) -> None:
-    """A waiting review trial for a finished `trial`: its note, its samples, and a 1-5 rating form.
+    """A waiting review trial for a finished `trial`: its note, its samples (from `trial_dir`), a 1-5 rating form.
 
     Optuna refuses to change a finished trial (the dashboard's user-attr form fails on one), so the rating
     lives in a review study whose RUNNING trials the dashboard's objective form completes.
@@ -135,14 +138,10 @@ def queue_for_review(
     recipe = Recipe.model_validate(trial.user_attrs["recipe"])
     header = f"# Review of trial {trial.number} of study `{study.study_name}`\nRate its samples (artifacts below).\n\n"
     save_note(pending, header + trial_note(recipe, store.template(int(trial.user_attrs["template_id"]))))
-    metas = {m.filename: m for m in get_all_artifact_meta(trial, storage=study._storage)}
-    for name in ("samples.md", "samples.jsonl"):
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / name
-            download_artifact(artifact_store=artifacts, file_path=str(path), artifact_id=metas[name].artifact_id)
-            upload_artifact(
-                artifact_store=artifacts, file_path=str(path), study_or_trial=pending, mimetype=metas[name].mimetype
-            )
+    for name, mimetype in (("samples.md", "text/markdown"), ("samples.jsonl", "application/jsonl")):
+        upload_artifact(
+            artifact_store=artifacts, file_path=str(trial_dir / name), study_or_trial=pending, mimetype=mimetype
+        )
 
 
 def review_ratings(study: optuna.Study) -> dict[int, float]:

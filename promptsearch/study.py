@@ -167,6 +167,9 @@ class _Objective:
         )
         self.template_ids: list[int] = study.user_attrs["template_ids"]
 
+    def trial_dir(self, number: int) -> Path:
+        return self.options.workdir / self.study.study_name / f"trial-{number}"
+
     def __call__(self, trial: optuna.Trial) -> list[float]:
         template_id = trial.user_attrs.get("template_id")
         if template_id is None:  # a trial Optuna created itself once the queue ran dry
@@ -185,7 +188,7 @@ class _Objective:
             corpora=self.corpora,
             store=self.store,
             resources=self.resources,
-            workdir=self.options.workdir / self.study.study_name / f"trial-{trial.number}",
+            workdir=self.trial_dir(trial.number),
         )
         try:
             return run_trial(ctx, self.stages, self.space)
@@ -254,7 +257,11 @@ def run_worker(name: str, options: RunOptions, worker_index: int = 0) -> None:
                 lambda s, _: s.stop() if STOP_REQUESTED.is_set() else None,
                 lambda s, _: save_note(s, study_note(s, store, objective_noise(s, store))),
                 *(
-                    [lambda s, t: queue_for_review(s, store, t, objective.resources.artifacts)]
+                    [
+                        lambda s, t: queue_for_review(
+                            s, store, t, objective.trial_dir(t.number), objective.resources.artifacts
+                        )
+                    ]
                     if space.human_review
                     else []
                 ),
