@@ -860,6 +860,7 @@ def generate(
     ] = None,
 ) -> None:
     """Generate a synthetic dataset from a recipe (or a space's template); resumable."""
+    from promptsearch.embedded import serving_plan
     from promptsearch.generate import default_sampling, generate_dataset, recipe_from_file, recipe_from_space
     from promptsearch.rephrase import Generators
     from promptsearch.space import Sampling, load_space
@@ -921,7 +922,8 @@ def generate(
             TimeElapsedColumn(),
             console=console,
         ) as progress,
-        Generators(output / "logs") as generators,
+        # One embedded server: a local datatrove run shards its input by file, so a second replica would idle.
+        Generators(output / "logs", serving_plan(max_replicas=1)) as generators,
     ):
         task = progress.add_task("generate", total=limit)
         generate_dataset(

@@ -167,7 +167,7 @@ def _dataset_pipeline(
         recipe,
         source,
         output,
-        generators.inference_config(recipe.generator, recipe.best_of_n, recipe.sampling),
+        generators.inference_configs(recipe.generator, recipe.best_of_n, recipe.sampling)[0],
         model_id,
         revision,
         output_format=output_format,

@@ -3,13 +3,16 @@ or as Slurm job arrays through datatrove's `SlurmPipelineExecutor` with typed sb
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from datatrove.data import Document
 from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
+from datatrove.pipeline.inference.run_inference import InferenceRunner
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,10 +21,32 @@ def run_local_pipeline(pipeline: Sequence[Any], logging_dir: Path, tasks: int = 
     """`tasks` ranks, one after another in this process; datatrove's log goes to `logging_dir`."""
     logging_dir.mkdir(parents=True, exist_ok=True)
     executor = LocalPipelineExecutor(list(pipeline), tasks=tasks, workers=1, logging_dir=str(logging_dir))
+    with _console_to_file(logging_dir):
+        executor.run()
+
+
+def run_inference_ranks(runners: Sequence[InferenceRunner], documents: Iterable[Document], logging_dir: Path) -> None:
+    """Runner i as datatrove rank i, all at once in one event loop, pulling from one shared stream of
+    `documents` (a replica that answers faster takes more of them); datatrove's log goes to `logging_dir`."""
+    logging_dir.mkdir(parents=True, exist_ok=True)
+    # Each runner reads through its own thread; a list iterator's next() is atomic, a generator's is not.
+    shared = iter(list(documents))
+
+    async def all_ranks() -> None:
+        await asyncio.gather(*(runner.run_async(shared, rank) for rank, runner in enumerate(runners)))
+
+    with _console_to_file(logging_dir):
+        logger.add(logging_dir / "console.log", level="INFO")
+        asyncio.run(all_ranks())
+
+
+@contextlib.contextmanager
+def _console_to_file(logging_dir: Path) -> Iterator[None]:
     # datatrove's task logger adds a sys.stderr sink when the task starts; point that at a file.
+    logger.remove()
     with (logging_dir / "console.log").open("a") as console, contextlib.redirect_stderr(console):
         try:
-            executor.run()
+            yield
         finally:
             logger.remove()
             logger.add(sys.stderr, level="WARNING")

@@ -26,9 +26,9 @@ from datatrove.pipeline.inference.run_inference import InferenceConfig, Inferenc
 from datatrove.pipeline.writers import JsonlWriter
 
 from promptsearch.corpus import truncate_at_newline
-from promptsearch.embedded import LocalModel, TransformersServer, embedded_model
+from promptsearch.embedded import LocalModel, ServerReplicas, ServingPlan, embedded_model, serving_plan
 from promptsearch.errors import UserError
-from promptsearch.pipelines import run_local_pipeline
+from promptsearch.pipelines import run_inference_ranks
 from promptsearch.space import GeneratorSpec, Recipe, Sampling
 from promptsearch.store import GenerationRow, Store, generation_key
 
@@ -49,9 +49,10 @@ class RephraseResult:
 class Generators:
     """The worker's generator backends; embedded servers start once and serve all its trials."""
 
-    def __init__(self, log_dir: Path):
+    def __init__(self, log_dir: Path, plan: ServingPlan | None = None):
         self.log_dir = log_dir
-        self._servers: dict[Path, TransformersServer] = {}
+        self.plan = plan or serving_plan()
+        self._servers: dict[Path, ServerReplicas] = {}
         self._local: LocalModel | None = None
 
     def __enter__(self) -> Generators:
@@ -61,12 +62,12 @@ class Generators:
         self.close()
 
     def close(self) -> None:
-        for server in self._servers.values():
-            server.stop()
+        for replicas in self._servers.values():
+            replicas.stop()
         self._servers.clear()
 
     def restarts(self) -> int:
-        return sum(server.restarts for server in self._servers.values())
+        return sum(replicas.restarts for replicas in self._servers.values())
 
     def restarted_since(self, count: int, within_s: float = 3.0) -> bool:
         """Whether a server died and was restarted (the watcher notices a death within a second)."""
@@ -77,55 +78,66 @@ class Generators:
 
     def wait_ready(self) -> None:
         """Block until restarted embedded servers answer again."""
-        for server in self._servers.values():
-            server.wait_ready()
+        for replicas in self._servers.values():
+            replicas.wait_ready()
 
     def identity(self, generator: GeneratorSpec) -> tuple[str, str]:
-        """(model id, revision) as used in cache keys and recipes."""
-        if generator.backend == "embedded" and generator.model == "embedded":
-            model = self._embedded()
-            return model.model_id, model.revision
-        return generator.model, generator.revision or "unversioned"
+        """(model id, revision) as used in cache keys and recipes; the embedded backend's revision
+        names the dtype it serves in, which changes the samples."""
+        if generator.backend != "embedded":
+            return generator.model, generator.revision or "unversioned"
+        if generator.model == "embedded":
+            model_id, revision = self._embedded().model_id, self._embedded().revision
+        else:
+            model_id, revision = generator.model, generator.revision or "unversioned"
+        return model_id, f"{revision}-{self.plan.settings.dtype}"
 
     def _embedded(self) -> LocalModel:
         if self._local is None:
             self._local = embedded_model()
         return self._local
 
-    def embedded_server(self, generator: GeneratorSpec, sampling: Sampling) -> TransformersServer:
-        """The server for this model and sampling setting; one embedded server runs at a time."""
+    def embedded_servers(self, generator: GeneratorSpec, sampling: Sampling) -> ServerReplicas:
+        """The servers for this model and sampling setting; one setting is served at a time."""
         model_dir = self._embedded().path if generator.model == "embedded" else Path(generator.model)
         if not model_dir.is_dir():
             raise UserError(f"generator {generator.name}: model folder not found: {model_dir}")
         folder = sampling_variant(model_dir, sampling)
-        server = self._servers.get(folder)
-        if server is None:
-            self.close()  # a new sampling setting replaces the running server (memory)
-            server = TransformersServer(folder, self.log_dir / f"server-{model_dir.name}.log")
-            server.start()
-            server.watch()  # a server that dies mid-trial comes back on the same port
-            self._servers[folder] = server
-        return server
+        replicas = self._servers.get(folder)
+        if replicas is None:
+            self.close()  # a new sampling setting replaces the running servers (memory)
+            replicas = ServerReplicas(folder, self.log_dir, self.plan)
+            replicas.start()  # a server that dies mid-trial comes back on the same port
+            self._servers[folder] = replicas
+        return replicas
 
-    def inference_config(
+    def inference_configs(
         self, generator: GeneratorSpec, rollouts_in_flight: int, sampling: Sampling
-    ) -> InferenceConfig:
-        """datatrove's InferenceConfig for this generator; starts the embedded server if needed."""
-        common = common_inference_settings(generator, rollouts_in_flight)
+    ) -> list[InferenceConfig]:
+        """datatrove InferenceConfigs for this generator, one per server replica (the embedded backend
+        may run several; the others one); starts the embedded servers if needed."""
         if generator.backend == "embedded":
-            server = self.embedded_server(generator, sampling)
-            return InferenceConfig(
-                server_type="endpoint", endpoint_url=server.url, model_name_or_path=str(server.model_dir), **common
-            )
+            replicas = self.embedded_servers(generator, sampling)
+            share = generator.model_copy(update={"concurrency": max(1, generator.concurrency // len(replicas.urls))})
+            common = common_inference_settings(share, rollouts_in_flight)
+            return [
+                InferenceConfig(
+                    server_type="endpoint", endpoint_url=url, model_name_or_path=str(replicas.model_dir), **common
+                )
+                for url in replicas.urls
+            ]
+        common = common_inference_settings(generator, rollouts_in_flight)
         if generator.backend == "endpoint":
             _export_api_key(generator)
-            return InferenceConfig(
-                server_type="endpoint",
-                endpoint_url=generator.endpoint_url,
-                model_name_or_path=generator.model,
-                **common,
-            )
-        return vllm_inference_config(generator, common)
+            return [
+                InferenceConfig(
+                    server_type="endpoint",
+                    endpoint_url=generator.endpoint_url,
+                    model_name_or_path=generator.model,
+                    **common,
+                )
+            ]
+        return [vllm_inference_config(generator, common)]
 
 
 def common_inference_settings(generator: GeneratorSpec, rollouts_in_flight: int) -> dict[str, Any]:
@@ -311,13 +323,16 @@ def _generate(
         restarts = generators.restarts()
         todo = [d for d in documents if any(k not in have for k in keys[d.id])]
         run_dir = workdir / "rephrase" / uuid.uuid4().hex[:8]
-        runner = InferenceRunner(
-            rollout_fn=rollout,
-            config=generators.inference_config(recipe.generator, recipe.best_of_n, recipe.sampling),
-            output_writer=JsonlWriter(str(run_dir / "output"), output_filename="${rank}.jsonl", compression=None),
-        )
+        runners = [
+            InferenceRunner(
+                rollout_fn=rollout,
+                config=config,
+                output_writer=JsonlWriter(str(run_dir / "output"), output_filename="${rank}.jsonl", compression=None),
+            )
+            for config in generators.inference_configs(recipe.generator, recipe.best_of_n, recipe.sampling)
+        ]
         try:
-            run_local_pipeline([todo, runner], run_dir / "logs")
+            run_inference_ranks(runners, todo, run_dir / "logs")
             break
         except Exception:
             if attempt == MAX_SERVER_RESTARTS or not generators.restarted_since(restarts):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from conftest import news, seeded_recipe
 
-from promptsearch.embedded import TransformersServer
+from promptsearch.embedded import ServerSettings, ServingPlan, TransformersServer
 from promptsearch.rephrase import Generators, rephrase
 from promptsearch.space import GeneratorSpec
 from promptsearch.store import GenerationRow, Store
@@ -36,12 +36,14 @@ def test_generation_round_trip_and_cache(tmp_path: Path, embedded_server: Transf
 
 
 def test_server_killed_mid_trial_resumes_each_document_once(tmp_path: Path) -> None:
+    """Two replicas share the documents; one is killed after the first sample arrives."""
     store = Store.open(f"sqlite:///{tmp_path / 'g.db'}")
     documents = news(6)
     generator = GeneratorSpec(name="smol", backend="embedded", model="embedded", concurrency=2)
     recipe = seeded_recipe(store, "summary", generator, max_new_tokens=24, temperature=0.5)
-    with Generators(tmp_path / "logs") as generators:
-        server = generators.embedded_server(recipe.generator, recipe.sampling)
+    with Generators(tmp_path / "logs", ServingPlan(2, ServerSettings(threads=1))) as generators:
+        replicas = generators.embedded_servers(recipe.generator, recipe.sampling)
+        server = replicas.servers[0]
 
         def kill_after_first_sample() -> None:
             while True:
@@ -60,3 +62,5 @@ def test_server_killed_mid_trial_resumes_each_document_once(tmp_path: Path) -> N
     with store.session() as s:
         doc_ids = [row.doc_id for row in s.query(GenerationRow)]
     assert sorted(doc_ids) == sorted(d.id for d in documents)  # each document generated exactly once
+    for replica in replicas.servers:  # both replicas served requests
+        assert 'POST /v1/chat/completions HTTP/1.1" 200' in replica.log_path.read_text()
