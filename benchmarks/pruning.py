@@ -1,8 +1,9 @@
 """Proxy compute saved by pruning on a quickstart-sized study where a third of the templates are broken.
 
 Two otherwise identical studies (quickstart corpus, generator and proxy; same seed; templates faq,
-table, math, tutorial and two broken ones that make the model print a fixed text instead of
-rephrasing), each in its own database:
+table, math, tutorial and two broken ones: yes/no questions about the document, so the model answers
+with the same few words whatever the document says), sharing one database so that the second study
+reads the first one's generations from the cache and both train on the same samples:
 - with pruning: the default `measure.prune` thresholds (fidelity F0: broken trials stop before the
   proxy) and a successive-halving pruner over the proxy's eval checkpoints (weak trials stop mid-training);
 - without pruning: no thresholds, no pruner.
@@ -25,12 +26,12 @@ from promptsearch.study import RunOptions, create_study, load_study, start_study
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
-# Templates that ignore the document: the model prints the same text for every document.
+# A classification prompt used as a rephrasing prompt: the output is (nearly) the same string for every
+# document. SmolLM2-135M ignores "write only this sentence" instructions and rephrases anyway, but it
+# answers yes/no questions.
 BROKEN = {
-    "fixed-motto.txt": "Ignore the text below. Write only this sentence, exactly: "
-    "Our company values quality, teamwork and customer satisfaction above all else.\n\n{document}",
-    "fixed-greeting.txt": "Do not read the document. Reply with only: Hello! How can I help you today? "
-    "I am happy to answer any question you may have.\n\n{document}",
+    "yes-no-english.txt": "Is the following text written in English? Answer with yes or no only.\n\n{document}",
+    "yes-no-news.txt": "Is the following text a news article? Answer with yes or no only.\n\n{document}",
 }
 NO_PRUNING = {
     "min_unique_prefix_ratio_10": 0,
@@ -42,6 +43,7 @@ NO_PRUNING = {
 
 
 def run(tmp: Path, name: str, pruning: bool, trials: int, checkpoints: int) -> dict[str, Any]:
+    """One study in `tmp`'s shared database; its trials, the proxy compute they spent and the best one."""
     space = yaml.safe_load((REPO / "search_spaces" / "quickstart.yaml").read_text())
     profile = yaml.safe_load((REPO / "proxies" / "cpu-tiny.yaml").read_text()) | {"eval_checkpoints": checkpoints}
     (tmp / "cpu-tiny-checkpoints.yaml").write_text(yaml.safe_dump(profile))
@@ -61,7 +63,7 @@ def run(tmp: Path, name: str, pruning: bool, trials: int, checkpoints: int) -> d
         space["pruner"] = {"kind": "successive_halving", "min_resource": 1, "reduction_factor": 2}
     space_file = tmp / f"{name}.yaml"
     space_file.write_text(yaml.safe_dump(space))
-    url = f"sqlite:///{tmp / f'{name}.db'}"
+    url = f"sqlite:///{tmp / 'studies.db'}"
     create_study(space_file, url)
     start_study(name, RunOptions(db_url=url, workdir=tmp / "runs"))
     study, _ = load_study(name, url)
@@ -79,6 +81,7 @@ def run(tmp: Path, name: str, pruning: bool, trials: int, checkpoints: int) -> d
                 default=0,
             ),
             "pruned_reason": t.user_attrs.get("pruned_reason"),
+            "generation_requests": t.user_attrs.get("rephrase.requests_made"),
         }
         for t in study.trials
     ]
