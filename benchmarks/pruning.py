@@ -4,33 +4,42 @@ Two otherwise identical studies (quickstart corpus, generator and proxy; same se
 table, math, tutorial and two broken ones: yes/no questions about the document, so the model answers
 with the same few words whatever the document says), sharing one database so that the second study
 reads the first one's generations from the cache and both train on the same samples:
-- with pruning: the default `measure.prune` thresholds (fidelity F0: broken trials stop before the
-  proxy) and a successive-halving pruner over the proxy's eval checkpoints (weak trials stop mid-training);
-- without pruning: no thresholds, no pruner.
-Reports the proxy compute spent (tokens trained, which machine load does not change, and seconds),
-the saving, the trials each kind of pruning stopped, and whether the best trial is the same recipe.
-Writes benchmarks/results/pruning.json.
+- with pruning (run first): the default `measure.prune` thresholds (fidelity F0: broken trials stop
+  before the proxy) and a successive-halving pruner over the proxy's eval checkpoints whose first
+  decision is at half of training (weak trials stop there);
+- without pruning: no thresholds, no pruner. A trial whose proxy input equals one the first study
+  trained to the end reuses that run; it is counted at the tokens that run trained, since that is
+  what the study needs on its own.
+Reports the proxy compute (tokens trained, which machine load does not change), the saving, the trials
+each kind of pruning stopped, whether the best trial is the same recipe, and the gap between the two
+studies' best scores in units of the proxy score's noise floor (std over 3 training seeds, measured
+here on the quickstart articles as the synthetic part). Writes benchmarks/results/pruning.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from promptsearch.corpus import read_corpus
+from promptsearch.proxy import Mixture, calibrate
+from promptsearch.space import load_proxy_profile, load_space, proxy_profile_path
 from promptsearch.study import RunOptions, create_study, load_study, start_study
+from promptsearch.trial import proxy_score
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
-# A classification prompt used as a rephrasing prompt: the output is (nearly) the same string for every
-# document. SmolLM2-135M ignores "write only this sentence" instructions and rephrases anyway, but it
-# answers yes/no questions.
+# A classification prompt used as a rephrasing prompt: the output opens with the same sentence for every
+# document ("No, the text is not a poem."). SmolLM2-135M ignores "write only this sentence" instructions
+# and rephrases anyway, but it answers yes/no questions.
 BROKEN = {
-    "yes-no-english.txt": "Is the following text written in English? Answer with yes or no only.\n\n{document}",
+    "yes-no-poem.txt": "Is the following text a poem? Answer with yes or no only.\n\n{document}",
     "yes-no-news.txt": "Is the following text a news article? Answer with yes or no only.\n\n{document}",
 }
 NO_PRUNING = {
@@ -60,7 +69,7 @@ def run(tmp: Path, name: str, pruning: bool, trials: int, checkpoints: int) -> d
     }
     space.pop("human_review", None)
     if pruning:
-        space["pruner"] = {"kind": "successive_halving", "min_resource": 1, "reduction_factor": 2}
+        space["pruner"] = {"kind": "successive_halving", "min_resource": checkpoints // 2, "reduction_factor": 2}
     space_file = tmp / f"{name}.yaml"
     space_file.write_text(yaml.safe_dump(space))
     url = f"sqlite:///{tmp / 'studies.db'}"
@@ -75,11 +84,17 @@ def run(tmp: Path, name: str, pruning: bool, trials: int, checkpoints: int) -> d
             "template": t.user_attrs["recipe"]["template_name"],
             "value": t.value,
             "proxy_seconds": t.user_attrs.get("seconds.proxy", 0.0),
-            # tokens trained up to the last checkpoint reached: compute that does not depend on machine load
+            # tokens trained up to the last checkpoint reached (or by the reused run): compute that does
+            # not depend on machine load
             "proxy_train_tokens": max(
-                (v for k, v in t.user_attrs.items() if k.startswith("proxy.rung") and k.endswith(".train_tokens")),
+                (
+                    v
+                    for k, v in t.user_attrs.items()
+                    if k == "proxy.train_tokens" or (k.startswith("proxy.rung") and k.endswith(".train_tokens"))
+                ),
                 default=0,
             ),
+            "proxy_reused": bool(t.user_attrs.get("proxy.reused")),
             "pruned_reason": t.user_attrs.get("pruned_reason"),
             "generation_requests": t.user_attrs.get("rephrase.requests_made"),
         }
@@ -93,6 +108,23 @@ def run(tmp: Path, name: str, pruning: bool, trials: int, checkpoints: int) -> d
     }
 
 
+def score_noise(seeds: int = 3) -> float:
+    """Std of proxy.score over training seeds on a fixed mixture (as `promptsearch proxy calibrate`)."""
+    space = load_space(REPO / "search_spaces" / "quickstart.yaml")
+    profile = load_proxy_profile(proxy_profile_path(space.proxy, REPO))
+    source = [d.text for d in read_corpus(space.source).documents]
+    mixture = Mixture(
+        source,
+        [d.text for d in read_corpus(space.mix_in).documents],
+        [d.text for d in read_corpus(space.heldout).documents],
+        source,
+        (space.mix_ratio.low + space.mix_ratio.high) / 2,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = calibrate(mixture, profile, Path(tmp), seeds)
+    return statistics.stdev(proxy_score(r, space.proxy_weights) for r in runs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=6)
@@ -101,11 +133,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         pruned = run(Path(tmp), "with-pruning", True, args.trials, args.checkpoints)
         unpruned = run(Path(tmp), "without-pruning", False, args.trials, args.checkpoints)
+    noise = score_noise()
     by_measure = [r for r in pruned["trials"] if (r["pruned_reason"] or "").startswith("measure:")]
     by_pruner = [r for r in pruned["trials"] if (r["pruned_reason"] or "").startswith("proxy: pruned")]
     report = {
         "benchmark": "pruning",
-        "settings": {"trials": args.trials, "proxy_checkpoints": args.checkpoints, "broken_templates": list(BROKEN)},
+        "settings": {
+            "trials": args.trials,
+            "proxy_checkpoints": args.checkpoints,
+            "pruner": {"kind": "successive_halving", "min_resource": args.checkpoints // 2, "reduction_factor": 2},
+            "broken_templates": list(BROKEN),
+        },
         "with_pruning": pruned,
         "without_pruning": unpruned,
         "proxy_compute_saved": 1 - pruned["proxy_train_tokens"] / unpruned["proxy_train_tokens"],
@@ -113,6 +151,8 @@ def main() -> None:
         "trials_pruned_by_measure": len(by_measure),
         "trials_pruned_by_pruner": len(by_pruner),
         "best_trial_unchanged": pruned["best"]["recipe"] == unpruned["best"]["recipe"],
+        "proxy_score_noise_std": noise,
+        "best_score_gap_in_noise_std": (unpruned["best"]["value"] - pruned["best"]["value"]) / noise,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "pruning.json").write_text(json.dumps(report, indent=2))
@@ -122,6 +162,7 @@ def main() -> None:
         "trials_pruned_by_measure",
         "trials_pruned_by_pruner",
         "best_trial_unchanged",
+        "best_score_gap_in_noise_std",
     )
     print(json.dumps({k: report[k] for k in keys}, indent=2))
 
