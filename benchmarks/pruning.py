@@ -2,8 +2,9 @@
 
 Two otherwise identical studies (quickstart corpus, generator and proxy; same seed; templates faq,
 table, math, tutorial and two broken ones: yes/no questions about the document, so the model answers
-with the same few words whatever the document says), sharing one database so that the second study
-reads the first one's generations from the cache and both train on the same samples:
+with the same few words whatever the document says; temperature 0.2-0.4, see BROKEN), sharing one
+database so that the second study reads the first one's generations from the cache and both train on
+the same samples:
 - with pruning (run first): the default `measure.prune` thresholds (fidelity F0: broken trials stop
   before the proxy) and a successive-halving pruner over the proxy's eval checkpoints whose first
   decision is at half of training (weak trials stop there);
@@ -36,8 +37,10 @@ from promptsearch.trial import proxy_score
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 # A classification prompt used as a rephrasing prompt: the output opens with the same sentence for every
-# document ("No, the text is not a poem."). SmolLM2-135M ignores "write only this sentence" instructions
-# and rephrases anyway, but it answers yes/no questions.
+# document ("No, the text is not a poem.") and keeps none of its numbers. SmolLM2-135M ignores "write only
+# this sentence" instructions and rephrases anyway, and at temperature 0.65 it often does so for these
+# too (12 articles: unique-prefix ratio@10 0.42, number recall 0.08); at 0.3 it answers (0.17, <= 0.006).
+BROKEN_TEMPERATURE = {"low": 0.2, "high": 0.4}
 BROKEN = {
     "yes-no-poem.txt": "Is the following text a poem? Answer with yes or no only.\n\n{document}",
     "yes-no-news.txt": "Is the following text a news article? Answer with yes or no only.\n\n{document}",
@@ -65,6 +68,7 @@ def run(tmp: Path, name: str, pruning: bool, trials: int, checkpoints: int) -> d
         "proxy": str(tmp / "cpu-tiny-checkpoints.yaml"),
         "budget": {"trials": trials},
         "templates": {"seeds": ["faq", "table", "math", "tutorial"], "files": files},
+        "sampling": space["sampling"] | {"temperature": BROKEN_TEMPERATURE},
         "measure": {"embeddings": True, **({} if pruning else {"prune": NO_PRUNING})},
     }
     space.pop("human_review", None)
@@ -143,6 +147,7 @@ def main() -> None:
             "proxy_checkpoints": args.checkpoints,
             "pruner": {"kind": "successive_halving", "min_resource": args.checkpoints // 2, "reduction_factor": 2},
             "broken_templates": list(BROKEN),
+            "temperature": BROKEN_TEMPERATURE,
         },
         "with_pruning": pruned,
         "without_pruning": unpruned,

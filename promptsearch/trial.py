@@ -296,6 +296,7 @@ class ProxyStage:
         self.weights = space.proxy_weights
         self.objectives = space.objectives
         self.per_item_reports = space.pruner is not None and space.pruner.kind == "wilcoxon"
+        self.last_step = sum(profile.eval_checkpoints for profile in rungs)
 
     def input_key(self, ctx: TrialContext, profile: ProxyProfile) -> str:
         parts = [
@@ -381,7 +382,8 @@ class ProxyStage:
                 ctx.trial.report(prob, (step - 1) * len(item_probs) + i)
         else:
             ctx.trial.report(scores[self.objectives[0].metric.removeprefix("proxy.")], step)
-        if ctx.trial.should_prune():
+        # After the last checkpoint the training is spent: pruning would save nothing and lose the score.
+        if step < self.last_step and ctx.trial.should_prune():
             reason = f"proxy: pruned by the pruner at checkpoint {step}"
             ctx.trial.set_user_attr("pruned_reason", reason)
             raise optuna.TrialPruned(reason)
