@@ -122,7 +122,8 @@ def queue_for_review(
         return
     review = optuna.create_study(
         study_name=review_study_name(study.study_name),
-        storage=study._storage,
+        # Without heartbeats: a review trial stays RUNNING until someone rates it, which is not a dead worker.
+        storage=store.optuna_storage(),
         direction="maximize",
         load_if_exists=True,
     )
