@@ -194,6 +194,12 @@ class TransformersServer:
 
     def start(self) -> str:
         """Start on a free port, or on the previous port when restarting (clients keep their URL)."""
+        self.launch()
+        self.wait_started()
+        return self.url
+
+    def launch(self) -> None:
+        """Start the process without waiting for it to answer."""
         import torch
 
         self.port = self.port or _free_port()
@@ -209,14 +215,14 @@ class TransformersServer:
             self.process = subprocess.Popen(
                 self._command(device), stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
             )
-        self._wait_ready()
-        return self.url
 
     def wait_ready(self) -> None:
         """Wait for the server to answer, also through a restart by the watcher."""
-        self._wait_ready(exit_is_fatal=False)
+        self.wait_started(exit_is_fatal=False)
 
-    def _wait_ready(self, exit_is_fatal: bool = True) -> None:
+    def wait_started(self, exit_is_fatal: bool = True) -> None:
+        """Wait for the server to answer; with `exit_is_fatal` a process that exits meanwhile is an error
+        (otherwise its watcher is restarting it)."""
         deadline = time.monotonic() + self.settings.startup_timeout_s
         while time.monotonic() < deadline:
             if not self.alive() and exit_is_fatal:
@@ -283,10 +289,12 @@ class ServerReplicas:
         return sum(server.restarts for server in self.servers)
 
     def start(self) -> None:
-        """Start every replica (in turn: loading is CPU-bound), each restarted by its watcher if it dies."""
+        """Start every replica at once (each loads on its own cores), each restarted by its watcher if it dies."""
         try:
             for server in self.servers:
-                server.start()
+                server.launch()
+            for server in self.servers:
+                server.wait_started()
                 server.watch()
         except BaseException:
             self.stop()
