@@ -28,8 +28,7 @@ from typing import Any
 
 import yaml
 
-from promptsearch.corpus import read_corpus
-from promptsearch.proxy import Mixture, calibrate
+from promptsearch.proxy import calibrate, calibration_mixture
 from promptsearch.space import load_proxy_profile, load_space, proxy_profile_path
 from promptsearch.study import RunOptions, create_study, load_study, start_study
 from promptsearch.trial import proxy_score
@@ -116,16 +115,8 @@ def score_noise(seeds: int = 3) -> float:
     """Std of proxy.score over training seeds on a fixed mixture (as `promptsearch proxy calibrate`)."""
     space = load_space(REPO / "search_spaces" / "quickstart.yaml")
     profile = load_proxy_profile(proxy_profile_path(space.proxy, REPO))
-    source = [d.text for d in read_corpus(space.source).documents]
-    mixture = Mixture(
-        source,
-        [d.text for d in read_corpus(space.mix_in).documents],
-        [d.text for d in read_corpus(space.heldout).documents],
-        source,
-        (space.mix_ratio.low + space.mix_ratio.high) / 2,
-    )
     with tempfile.TemporaryDirectory() as tmp:
-        runs = calibrate(mixture, profile, Path(tmp), seeds)
+        runs = calibrate(calibration_mixture(space), profile, Path(tmp), seeds)
     return statistics.stdev(proxy_score(r, space.proxy_weights) for r in runs)
 
 

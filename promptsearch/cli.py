@@ -140,8 +140,7 @@ def proxy_calibrate(
     import hashlib
     import statistics
 
-    from promptsearch.corpus import read_corpus
-    from promptsearch.proxy import Mixture, calibrate
+    from promptsearch.proxy import calibrate, calibration_mixture
     from promptsearch.space import load_proxy_profile, load_space, proxy_profile_path
     from promptsearch.store import ProxyCalibrationRow, Store
 
@@ -152,13 +151,8 @@ def proxy_calibrate(
     loaded = load_proxy_profile(proxy_profile_path(reference, Path.cwd()))
     store = Store.open(db)
     _quiet_libraries(workdir)
-    # The fixed mixture: the source documents themselves as the synthetic part (no generation needed).
-    source = [d.text for d in read_corpus(space.source).documents]
-    raw = [d.text for d in read_corpus(space.mix_in).documents]
-    heldout = [d.text for d in read_corpus(space.heldout).documents]
     with console.status(f"training {loaded.name} with {seeds} seeds"):
-        mixture = Mixture(source, raw, heldout, source, (space.mix_ratio.low + space.mix_ratio.high) / 2)
-        runs = calibrate(mixture, loaded, workdir.resolve() / "calibration" / loaded.name, seeds)
+        runs = calibrate(calibration_mixture(space), loaded, workdir.resolve() / "calibration" / loaded.name, seeds)
     means = {k: statistics.fmean(r[k] for r in runs) for k in runs[0]}
     stds = {k: statistics.stdev(r[k] for r in runs) for k in runs[0]}
     store.add_calibration(

@@ -26,9 +26,10 @@ from datatrove.data import Document
 from datatrove.pipeline.tokens import DocumentTokenizer
 
 from promptsearch.cloze import build_cloze_items, score_cloze
+from promptsearch.corpus import read_corpus
 from promptsearch.errors import UserError
 from promptsearch.pipelines import run_local_pipeline
-from promptsearch.space import ProxyModelSpec, ProxyProfile, ProxyTrainSpec
+from promptsearch.space import ProxyModelSpec, ProxyProfile, ProxyTrainSpec, SearchSpace
 
 EOS = "<eos>"
 
@@ -321,6 +322,15 @@ def run_proxy(
         losses=losses,
         checkpoints=checkpoints,
     )
+
+
+def calibration_mixture(space: SearchSpace) -> Mixture:
+    """The fixed mixture a noise floor is measured on: the space's source documents themselves as the
+    synthetic part (no generation needed), at the middle of its mix-ratio range."""
+    source = [d.text for d in read_corpus(space.source).documents]
+    raw = [d.text for d in read_corpus(space.mix_in).documents]
+    heldout = [d.text for d in read_corpus(space.heldout).documents]
+    return Mixture(source, raw, heldout, source, (space.mix_ratio.low + space.mix_ratio.high) / 2)
 
 
 def calibrate(mixture: Mixture, profile: ProxyProfile, workdir: Path, seeds: int) -> list[dict[str, float]]:

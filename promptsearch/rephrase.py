@@ -84,12 +84,12 @@ class Generators:
     def identity(self, generator: GeneratorSpec) -> tuple[str, str]:
         """(model id, revision) as used in cache keys and recipes; the embedded backend's revision
         names the dtype it serves in, which changes the samples."""
-        if generator.backend != "embedded":
-            return generator.model, generator.revision or "unversioned"
-        if generator.model == "embedded":
+        if generator.backend == "embedded" and generator.model == "embedded":
             model_id, revision = self._embedded().model_id, self._embedded().revision
         else:
             model_id, revision = generator.model, generator.revision or "unversioned"
+        if generator.backend != "embedded":
+            return model_id, revision
         return model_id, f"{revision}-{self.plan.settings.dtype}"
 
     def _embedded(self) -> LocalModel:
