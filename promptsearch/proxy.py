@@ -44,13 +44,13 @@ class EvalCheckpoint:
 
     index: int  # 1-based, out of the profile's eval_checkpoints
     train_tokens: int  # tokens trained on so far
-    scores: dict[str, float]  # heldout_bpb, knowledge_acc, knowledge_prob
+    scores: dict[str, float]  # heldout_bpb, knowledge_bpb, knowledge_acc, knowledge_prob
     item_probs: list[float]  # prob_norm_token per cloze item, in item order
 
 
 @dataclass
 class ProxyResult:
-    scores: dict[str, float]  # heldout_bpb, knowledge_acc, knowledge_prob
+    scores: dict[str, float]  # heldout_bpb, knowledge_bpb, knowledge_acc, knowledge_prob
     train_tokens: int
     synthetic_tokens: int
     raw_tokens: int
@@ -124,8 +124,8 @@ def _lr_at(step: int, total: int, train: ProxyTrainSpec) -> float:
     return peak * (1 - 0.9 * (step - decay_start) / max(1, total - decay_start))
 
 
-def _heldout_bpb(model, tokenizer, texts: list[str], profile: ProxyProfile, device: str) -> float:
-    """Bits per byte on held-out text (a `tokenizers.Tokenizer`): every token after the first is predicted once."""
+def _bits_per_byte(model, tokenizer, texts: list[str], profile: ProxyProfile, device: str) -> float:
+    """Bits per byte on `texts` (a `tokenizers.Tokenizer`): every token after the first is predicted once."""
     import torch
 
     eos_id = tokenizer.token_to_id(EOS)
@@ -141,7 +141,7 @@ def _heldout_bpb(model, tokenizer, texts: list[str], profile: ProxyProfile, devi
         ids.extend([*encoded, eos_id])
         n_bytes += len(text.encode("utf-8"))
     if n_bytes == 0:
-        raise UserError("held-out corpus has no document short enough for the proxy's heldout_tokens")
+        raise UserError("no held-out or source document is short enough for the proxy's heldout_tokens")
     seq = profile.model.seq_len
     stream = torch.tensor(ids, dtype=torch.long)
     nll = 0.0
@@ -273,7 +273,10 @@ def run_proxy(
         if (index := eval_at.get(step)) is None:
             return
         eval_start = time.monotonic()
-        scores = {"heldout_bpb": _heldout_bpb(model, tokenizer, mixture.heldout, profile, device)}
+        scores = {
+            "heldout_bpb": _bits_per_byte(model, tokenizer, mixture.heldout, profile, device),
+            "knowledge_bpb": _bits_per_byte(model, tokenizer, mixture.knowledge_sources, profile, device),
+        }
         cloze, item_probs = score_cloze(model, tokenizer, items, device, seq + 1)
         checkpoints.append(EvalCheckpoint(index, step * profile.train.batch_size * seq, scores | cloze, item_probs))
         seconds["eval"] += time.monotonic() - eval_start

@@ -24,6 +24,7 @@ from promptsearch.resources import bundled_dir
 OBJECTIVE_METRICS = {
     "proxy.score": "weighted sum of the proxy's scores (`proxy_weights`; higher is better)",
     "proxy.heldout_bpb": "bits per byte of the proxy model on held-out raw text (lower is better)",
+    "proxy.knowledge_bpb": "bits per byte of the proxy model on the rephrased documents themselves (lower is better)",
     "proxy.knowledge_prob": "prob_norm_token of the gold answer on cloze items from the rephrased documents",
     "proxy.knowledge_acc": "accuracy on cloze items from the rephrased documents",
     "measure.unique_prefix_ratio_10": "unique 10-character openings / outputs (template collapse)",
@@ -35,7 +36,7 @@ OBJECTIVE_METRICS = {
 }
 
 
-PROXY_SCORES = ("heldout_bpb", "knowledge_prob", "knowledge_acc")
+PROXY_SCORES = ("heldout_bpb", "knowledge_bpb", "knowledge_prob", "knowledge_acc")
 
 
 class _Strict(BaseModel):
@@ -358,9 +359,9 @@ class SearchSpace(_Strict):
     mix_ratio: FloatRange = FloatRange(low=0.5, high=0.5)
     measure: MeasureSpec = MeasureSpec()
     proxy_weights: dict[str, float] = Field(
-        default_factory=lambda: {"knowledge_prob": 1.0, "heldout_bpb": -1.0},
-        description="proxy.score = sum of weight x score; scores: heldout_bpb, knowledge_prob, knowledge_acc, "
-        "lighteval.<task>.<metric> (a task of the proxy profile)",
+        default_factory=lambda: {"knowledge_bpb": -1.0, "heldout_bpb": -1.0},
+        description="proxy.score = sum of weight x score; scores: heldout_bpb, knowledge_bpb, knowledge_prob, "
+        "knowledge_acc, lighteval.<task>.<metric> (a task of the proxy profile)",
     )
     proxy: str | None = Field(None, description="a profile in proxies/ or a YAML path; null leaves it out")
     proxy_ladder: list[str] = Field(
@@ -425,9 +426,7 @@ class SearchSpace(_Strict):
         objective = self.objectives[0]
         if not objective.metric.startswith("proxy."):
             raise ValueError(f"pruner: the objective {objective.metric} is not reported during proxy training")
-        if self.pruner.kind == "wilcoxon" and (
-            objective.metric == "proxy.heldout_bpb" or objective.direction != "maximize"
-        ):
+        if self.pruner.kind == "wilcoxon" and (objective.metric.endswith("_bpb") or objective.direction != "maximize"):
             raise ValueError(
                 "pruner: wilcoxon compares per-item cloze scores, so the objective must maximize a "
                 "knowledge score or proxy.score"
@@ -494,7 +493,11 @@ class ProxyProfile(_Strict):
     tokenizer: TokenizerSpec = TokenizerSpec()
     model: ProxyModelSpec
     train: ProxyTrainSpec
-    heldout_tokens: int = Field(20000, ge=256, description="held-out raw tokens scored for bits-per-byte")
+    heldout_tokens: int = Field(
+        20000,
+        ge=256,
+        description="tokens scored for bits-per-byte, from the held-out text and from the rephrased documents each",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1)
     eval_checkpoints: int = Field(

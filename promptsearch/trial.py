@@ -260,18 +260,20 @@ def save_measure_artifacts(ctx: TrialContext, metrics: dict[str, float]) -> None
 
 
 def save_proxy_curve(ctx: TrialContext, rung: int, profile: ProxyProfile, result: ProxyResult) -> None:
-    """The rung's learning curve: training loss per step and held-out bpb at each eval checkpoint."""
+    """The rung's learning curve: training loss per step, and bits per byte on held-out text and on the
+    rephrased documents at each eval checkpoint."""
     plt = _pyplot()
     path = ctx.workdir / f"proxy_curve_rung{rung}.png"
     tokens_per_step = result.train_tokens / max(1, len(result.losses))
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot([(i + 1) * tokens_per_step for i in range(len(result.losses))], result.losses, lw=0.8, label="train loss")
-    ax.plot(
-        [c.train_tokens for c in result.checkpoints],
-        [c.scores["heldout_bpb"] for c in result.checkpoints],
-        marker="o",
-        label="held-out bits/byte",
-    )
+    for score, label in (("heldout_bpb", "held-out bits/byte"), ("knowledge_bpb", "rephrased documents bits/byte")):
+        ax.plot(
+            [c.train_tokens for c in result.checkpoints],
+            [c.scores[score] for c in result.checkpoints],
+            marker="o",
+            label=label,
+        )
     ax.set(xlabel="training tokens", title=f"trial {ctx.trial.number}: proxy {profile.name}")
     ax.legend()
     fig.tight_layout()
