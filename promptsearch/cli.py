@@ -130,29 +130,43 @@ def db_upgrade(db: DbOption = DEFAULT_DB) -> None:
 
 @proxy_app.command("calibrate")
 def proxy_calibrate(
-    space_file: Annotated[Path, typer.Option("--space", help="Space whose corpora make the fixed mixture.")],
+    space_file: Annotated[
+        Path | None, typer.Option("--space", help="Space whose source documents make the synthetic part.")
+    ] = None,
+    study: Annotated[str | None, typer.Option(help="Calibrate on a finished trial's own mixture instead.")] = None,
+    trial: Annotated[int | None, typer.Option(help="The trial (default: the study's best).")] = None,
     profile: Annotated[str | None, typer.Option(help="Profile name or YAML (default: the space's).")] = None,
     seeds: Annotated[int, typer.Option(min=3, help="Training seeds (and data orders).")] = 3,
     db: DbOption = DEFAULT_DB,
     workdir: WorkdirOption = DEFAULT_WORKDIR,
 ) -> None:
-    """Measure a proxy profile's noise floor: the same mixture trained with several seeds."""
+    """Measure a proxy profile's noise floor: one mixture trained with several seeds (a trial's with
+    --study, the space's source documents with --space)."""
     import hashlib
     import statistics
 
     from promptsearch.proxy import calibrate, calibration_mixture
     from promptsearch.space import load_proxy_profile, load_space, proxy_profile_path
     from promptsearch.store import ProxyCalibrationRow, Store
+    from promptsearch.study import load_study, study_space, trial_mixture
 
-    space = load_space(space_file)
+    if (space_file is None) == (study is None):
+        raise UserError("pass either --space FILE or --study NAME")
+    _quiet_libraries(workdir)
+    if study is not None:
+        loaded_study, store = load_study(study, db)
+        space = study_space(loaded_study)
+        mixture = trial_mixture(loaded_study, store, trial)
+    else:
+        space = load_space(space_file)
+        store = Store.open(db)
+        mixture = calibration_mixture(space)
     reference = profile or space.proxy
     if reference is None:
         raise UserError("the space has no proxy profile; pass --profile cpu-tiny")
     loaded = load_proxy_profile(proxy_profile_path(reference, Path.cwd()))
-    store = Store.open(db)
-    _quiet_libraries(workdir)
     with console.status(f"training {loaded.name} with {seeds} seeds"):
-        runs = calibrate(calibration_mixture(space), loaded, workdir.resolve() / "calibration" / loaded.name, seeds)
+        runs = calibrate(mixture, loaded, workdir.resolve() / "calibration" / loaded.name, seeds)
     means = {k: statistics.fmean(r[k] for r in runs) for k in runs[0]}
     stds = {k: statistics.stdev(r[k] for r in runs) for k in runs[0]}
     store.add_calibration(

@@ -327,13 +327,24 @@ def run_proxy(
     )
 
 
-def calibration_mixture(space: SearchSpace) -> Mixture:
-    """The fixed mixture a noise floor is measured on: the space's source documents themselves as the
-    synthetic part (no generation needed), at the middle of its mix-ratio range."""
-    source = [d.text for d in read_corpus(space.source).documents]
+def calibration_mixture(
+    space: SearchSpace, outputs: dict[str, str] | None = None, mix_ratio: float | None = None
+) -> Mixture:
+    """The fixed mixture a noise floor is measured on. Given a trial's selected outputs (source document
+    id → output) and mix ratio: that trial's mixture, the representative choice once a study has trials.
+    Without: the space's source documents themselves as the synthetic part, at the middle of its mix-ratio
+    range (no generation needed; the model memorizes them, so knowledge_bpb varies more there than on
+    rephrasings)."""
+    documents = read_corpus(space.source).documents
     raw = [d.text for d in read_corpus(space.mix_in).documents]
     heldout = [d.text for d in read_corpus(space.heldout).documents]
-    return Mixture(source, raw, heldout, source, (space.mix_ratio.low + space.mix_ratio.high) / 2)
+    if outputs is None:
+        source = [d.text for d in documents]
+        return Mixture(source, raw, heldout, source, (space.mix_ratio.low + space.mix_ratio.high) / 2)
+    rephrased = [d for d in documents if d.id in outputs]
+    if not rephrased or mix_ratio is None:
+        raise UserError("the trial has no selected outputs (or no mix ratio) to calibrate on")
+    return Mixture([outputs[d.id] for d in rephrased], raw, heldout, [d.text for d in rephrased], mix_ratio)
 
 
 def calibrate(mixture: Mixture, profile: ProxyProfile, workdir: Path, seeds: int) -> list[dict[str, float]]:

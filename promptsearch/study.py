@@ -27,6 +27,7 @@ from promptsearch.corpus import read_corpus
 from promptsearch.dashboard import queue_for_review, review_study_name, study_note, trial_note
 from promptsearch.errors import UserError
 from promptsearch.measure import Embedder, QualityClassifier
+from promptsearch.proxy import Mixture, calibration_mixture
 from promptsearch.rephrase import Generators
 from promptsearch.space import SearchSpace, load_proxy_profile, load_space
 from promptsearch.store import Store, redact
@@ -61,6 +62,23 @@ def _load(store: Store, name: str, heartbeat: int | None = None, grace: int | No
 
 def study_space(study: optuna.Study) -> SearchSpace:
     return SearchSpace.model_validate(study.user_attrs[SPACE_ATTR])
+
+
+def trial_mixture(study: optuna.Study, store: Store, number: int | None = None) -> Mixture:
+    """A finished trial's proxy mixture (default: the best trial's), rebuilt from its stored outputs: what
+    `proxy calibrate --study` trains with several seeds to measure the noise around a real recipe."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if number is None:
+        if len(study.directions) > 1:
+            raise UserError("a multi-objective study has no single best trial; pass --trial N")
+        if not complete:
+            raise UserError(f"study {study.study_name!r} has no finished trial to calibrate on")
+        number = study.best_trial.number
+    trial = next((t for t in complete if t.number == number), None)
+    if trial is None:
+        raise UserError(f"study {study.study_name!r} has no finished trial {number}")
+    outputs = {doc_id: row.text for doc_id, row in store.selected_outputs(study.study_name, number)}
+    return calibration_mixture(study_space(study), outputs, trial.params["mix_ratio"])
 
 
 def build_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:

@@ -70,6 +70,19 @@ def test_start_status_export(tmp_path: Path, embedded_server: TransformersServer
     assert status.returncode == 0 and status.stdout.count("COMPLETE") == 2
     assert f"{study.best_value:.4f}" in status.stdout
 
+    # The noise floor around the best recipe: its mixture rebuilt from the database and trained with 3
+    # seeds; seed 0 is the trial's own proxy run, so it must reproduce the trial's score exactly.
+    args = ("proxy", "calibrate", "--study", "tiny", "--db", url, "--workdir", str(tmp_path / "runs"))
+    calibrated = run_cli(*args, cwd=tmp_path)
+    assert calibrated.returncode == 0, calibrated.stderr
+    calibration = Store.open(url).latest_calibration("proxy-micro")
+    assert calibration is not None and len(calibration.runs) == 3
+    assert calibration.runs[0]["heldout_bpb"] == study.best_value
+    assert calibration.runs[0]["knowledge_bpb"] == study.best_trial.user_attrs["proxy.knowledge_bpb"]
+    assert calibration.stds["heldout_bpb"] > 0
+    neither = run_cli("proxy", "calibrate", "--db", url, cwd=tmp_path)
+    assert neither.returncode == 1 and neither.stderr.strip() == "error: pass either --space FILE or --study NAME"
+
     exported = run_cli("export", "tiny", "--db", url, "-o", str(tmp_path / "recipes"), cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
     doc = yaml.safe_load((tmp_path / "recipes" / f"recipe-trial-{study.best_trial.number}.yaml").read_text())
