@@ -1,20 +1,22 @@
 """Proxy compute saved by pruning on a quickstart-sized study where a third of the templates are broken.
 
-Two otherwise identical studies (quickstart corpus, generator and proxy; same seed; templates faq,
-table, math, tutorial and two broken ones: yes/no questions about the document, so the model answers
+Two otherwise identical studies (quickstart corpus, generator, proxy and objective; same seed; templates
+faq, table, math, tutorial and two broken ones: yes/no questions about the document, so the model answers
 with the same few words whatever the document says; temperature 0.2-0.4, see BROKEN), sharing one
 database so that the second study reads the first one's generations from the cache and both train on
 the same samples:
 - with pruning (run first): the default `measure.prune` thresholds (fidelity F0: broken trials stop
-  before the proxy) and a successive-halving pruner over the proxy's eval checkpoints whose first
-  decision is at half of training (weak trials stop there);
+  before the proxy) and Optuna's successive halving over the proxy's eval checkpoints, rungs at 1/4, 1/2
+  and all of training (weak trials stop at a rung where they are not in the better half);
 - without pruning: no thresholds, no pruner. A trial whose proxy input equals one the first study
   trained to the end reuses that run; it is counted at the tokens that run trained, since that is
   what the study needs on its own.
 Reports the proxy compute (tokens trained, which machine load does not change), the saving, the trials
-each kind of pruning stopped, whether the best trial is the same recipe, and the gap between the two
-studies' best scores in units of the proxy score's noise floor (std over 3 training seeds, measured
-here on the quickstart articles as the synthetic part). Writes benchmarks/results/pruning.json.
+each kind of pruning stopped, whether the best trial is the same recipe, the rank correlation (Kendall
+tau) of each checkpoint's score with the final score over the unpruned study's trials (is an early rung
+worth pruning on?), and the gap between the two studies' best scores in units of the proxy score's
+noise floor (std over 3 training seeds of the unpruned study's best trial). Writes
+benchmarks/results/pruning.json.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from optuna.trial import FrozenTrial
+from scipy.stats import kendalltau
 
-from promptsearch.proxy import calibrate, calibration_mixture
-from promptsearch.space import load_proxy_profile, load_space, proxy_profile_path
-from promptsearch.study import RunOptions, create_study, load_study, start_study
+from promptsearch.proxy import calibrate
+from promptsearch.space import load_proxy_profile, proxy_profile_path
+from promptsearch.study import RunOptions, create_study, load_study, start_study, study_space, trial_mixture
 from promptsearch.trial import proxy_score
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,6 +48,7 @@ BROKEN = {
     "yes-no-poem.txt": "Is the following text a poem? Answer with yes or no only.\n\n{document}",
     "yes-no-news.txt": "Is the following text a news article? Answer with yes or no only.\n\n{document}",
 }
+PRUNER = {"kind": "successive_halving", "min_resource": 1, "reduction_factor": 2}
 NO_PRUNING = {
     "min_unique_prefix_ratio_10": 0,
     "min_number_recall": 0,
@@ -72,7 +77,7 @@ def run(tmp: Path, name: str, pruning: bool, trials: int, checkpoints: int) -> d
     }
     space.pop("human_review", None)
     if pruning:
-        space["pruner"] = {"kind": "successive_halving", "min_resource": checkpoints // 2, "reduction_factor": 2}
+        space["pruner"] = PRUNER
     space_file = tmp / f"{name}.yaml"
     space_file.write_text(yaml.safe_dump(space))
     url = f"sqlite:///{tmp / 'studies.db'}"
@@ -111,12 +116,34 @@ def run(tmp: Path, name: str, pruning: bool, trials: int, checkpoints: int) -> d
     }
 
 
-def score_noise(seeds: int = 3) -> float:
-    """Std of proxy.score over training seeds on a fixed mixture (as `promptsearch proxy calibrate`)."""
-    space = load_space(REPO / "search_spaces" / "quickstart.yaml")
+def checkpoint_scores(trial: FrozenTrial, fallback: FrozenTrial | None) -> dict[int, float]:
+    """proxy.score at each eval checkpoint; a reused run's come from the trial that trained it."""
+    source = fallback if trial.user_attrs.get("proxy.reused") and fallback is not None else trial
+    return {
+        int(k.split(".ck")[1].split(".")[0]): v
+        for k, v in source.user_attrs.items()
+        if k.startswith("proxy.rung0.ck") and k.endswith(".score")
+    }
+
+
+def rank_correlation(url: str, checkpoints: int) -> dict[str, float]:
+    """Kendall tau between each checkpoint's score and the final one over the unpruned study's trials."""
+    unpruned, _ = load_study("without-pruning", url)
+    pruned, _ = load_study("with-pruning", url)
+    by_number = {t.number: t for t in pruned.trials}
+    curves = [checkpoint_scores(t, by_number.get(t.number)) for t in unpruned.trials]
+    curves = [c for c in curves if len(c) == checkpoints]
+    final = [c[checkpoints] for c in curves]
+    return {f"ck{k}": float(kendalltau([c[k] for c in curves], final).statistic) for k in range(1, checkpoints)}
+
+
+def score_noise(url: str, workdir: Path, seeds: int = 3) -> float:
+    """Std of proxy.score over training seeds on the unpruned study's best trial's own mixture (as
+    `promptsearch proxy calibrate --study without-pruning`)."""
+    study, store = load_study("without-pruning", url)
+    space = study_space(study)
     profile = load_proxy_profile(proxy_profile_path(space.proxy, REPO))
-    with tempfile.TemporaryDirectory() as tmp:
-        runs = calibrate(calibration_mixture(space), profile, Path(tmp), seeds)
+    runs = calibrate(trial_mixture(study, store), profile, workdir, seeds)
     return statistics.stdev(proxy_score(r, space.proxy_weights) for r in runs)
 
 
@@ -128,7 +155,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         pruned = run(Path(tmp), "with-pruning", True, args.trials, args.checkpoints)
         unpruned = run(Path(tmp), "without-pruning", False, args.trials, args.checkpoints)
-    noise = score_noise()
+        url = f"sqlite:///{Path(tmp) / 'studies.db'}"
+        correlation = rank_correlation(url, args.checkpoints)
+        noise = score_noise(url, Path(tmp) / "calibration")
     by_measure = [r for r in pruned["trials"] if (r["pruned_reason"] or "").startswith("measure:")]
     by_pruner = [r for r in pruned["trials"] if (r["pruned_reason"] or "").startswith("proxy: pruned")]
     report = {
@@ -136,7 +165,7 @@ def main() -> None:
         "settings": {
             "trials": args.trials,
             "proxy_checkpoints": args.checkpoints,
-            "pruner": {"kind": "successive_halving", "min_resource": args.checkpoints // 2, "reduction_factor": 2},
+            "pruner": PRUNER,
             "broken_templates": list(BROKEN),
             "temperature": BROKEN_TEMPERATURE,
         },
@@ -147,6 +176,7 @@ def main() -> None:
         "trials_pruned_by_measure": len(by_measure),
         "trials_pruned_by_pruner": len(by_pruner),
         "best_trial_unchanged": pruned["best"]["recipe"] == unpruned["best"]["recipe"],
+        "checkpoint_final_kendall_tau": correlation,
         "proxy_score_noise_std": noise,
         "best_score_gap_in_noise_std": (unpruned["best"]["value"] - pruned["best"]["value"]) / noise,
     }
@@ -158,6 +188,8 @@ def main() -> None:
         "trials_pruned_by_measure",
         "trials_pruned_by_pruner",
         "best_trial_unchanged",
+        "checkpoint_final_kendall_tau",
+        "proxy_score_noise_std",
         "best_score_gap_in_noise_std",
     )
     print(json.dumps({k: report[k] for k in keys}, indent=2))
