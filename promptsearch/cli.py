@@ -401,17 +401,29 @@ def _fmt(value: object) -> str:
 
 @study_app.command("list")
 def study_list(db: DbOption = DEFAULT_DB) -> None:
-    """List the studies in the database."""
+    """List the studies in the database; a study's review queue is its "rated" column, not a row."""
+    from optuna.trial import TrialState
+
+    from promptsearch.dashboard import review_study_name
     from promptsearch.store import Store
 
     storage = Store.open(db, create_if_empty=False).optuna_storage()
-    table = Table("study", "trials", "directions", "created")
-    for s in storage.get_all_studies():
+    studies = {s.study_name: s for s in storage.get_all_studies()}
+    trials = {name: storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False) for name in studies}
+    reviews = {review_study_name(name) for name in studies} & set(studies)
+    table = Table("study", "trials", "directions", "rated", "started")
+    for name, s in studies.items():
+        if name in reviews:
+            continue
+        review = trials.get(review_study_name(name))
+        rated = "-" if review is None else f"{sum(t.state == TrialState.COMPLETE for t in review)}/{len(review)}"
+        started = [t.datetime_start for t in trials[name] if t.datetime_start]
         table.add_row(
-            s.study_name,
-            str(s.n_trials),
+            name,
+            str(len(trials[name])),
             ", ".join(d.name.lower() for d in s.directions),
-            s.datetime_start.isoformat(timespec="seconds") if s.datetime_start else "-",
+            rated,
+            min(started).isoformat(timespec="seconds") if started else "-",
         )
     console.print(table)
 

@@ -111,6 +111,17 @@ def test_dashboard_trial_page_shows_note_and_samples(finished_study: tuple[Path,
         server.wait(timeout=30)
 
 
+def test_study_list_shows_the_review_queue_as_a_column(finished_study: tuple[Path, str]) -> None:
+    folder, url = finished_study
+    result = run_cli("study", "list", "--db", url, cwd=folder)
+    assert result.returncode == 0, result.stderr
+    assert "tiny-review" not in result.stdout
+    (row,) = [line for line in result.stdout.splitlines() if "tiny" in line]
+    review = optuna.load_study(study_name="tiny-review", storage=url)
+    rated = sum(t.state == optuna.trial.TrialState.COMPLETE for t in review.trials)
+    assert f"{rated}/2" in row
+
+
 def test_export_top_k_as_json_with_cards_and_diff(finished_study: tuple[Path, str]) -> None:
     folder, url = finished_study
     result = run_cli(
