@@ -78,12 +78,15 @@ def test_interrupted_generate_resumes_each_document_once(tmp_path: Path, embedde
         "--output",
         str(tmp_path / "out"),
     ]
-    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Its own process group, killed whole: the crash takes the command's worker processes with it.
+    process = subprocess.Popen(
+        args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 180
     while not list((tmp_path / "out" / "data").glob("*.jsonl")) and time.monotonic() < deadline:
         assert process.poll() is None
         time.sleep(0.1)
-    os.kill(process.pid, signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert len(_rows(tmp_path / "out")) < 10
     resumed = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
