@@ -36,6 +36,7 @@ from promptsearch.measure import (
 from promptsearch.proxy import EvalCheckpoint, Mixture, ProxyResult, TooLittleData, run_proxy
 from promptsearch.rephrase import Generators, rephrase
 from promptsearch.space import (
+    PROXY_SCORES,
     ProxyProfile,
     PruneThresholds,
     Recipe,
@@ -302,6 +303,7 @@ class ProxyStage:
 
     def input_key(self, ctx: TrialContext, profile: ProxyProfile) -> str:
         parts = [
+            PROXY_SCORES,  # a run stored before a score existed cannot report it: it is not reused
             profile.model_dump(mode="json"),
             ctx.recipe.mix_ratio,
             ctx.recipe.seed,
