@@ -124,36 +124,48 @@ def _lr_at(step: int, total: int, train: ProxyTrainSpec) -> float:
     return peak * (1 - 0.9 * (step - decay_start) / max(1, total - decay_start))
 
 
-def _bits_per_byte(model, tokenizer, texts: list[str], profile: ProxyProfile, device: str) -> float:
-    """Bits per byte on `texts` (a `tokenizers.Tokenizer`): every token after the first is predicted once."""
-    import torch
+@dataclass(frozen=True)
+class TokenStream:
+    """Whole documents as one token stream, encoded once per run and scored at every eval checkpoint."""
 
-    eos_id = tokenizer.token_to_id(EOS)
-    ids: list[int] = []
-    n_bytes = 0
-    for text in texts:
-        encoded = tokenizer.encode(text).ids
-        room = profile.heldout_tokens - len(ids)
-        if room <= 1:
-            break
-        if len(encoded) + 1 > room:  # keep whole documents so the byte count is exact
-            continue
-        ids.extend([*encoded, eos_id])
-        n_bytes += len(text.encode("utf-8"))
-    if n_bytes == 0:
-        raise UserError("no held-out or source document is short enough for the proxy's heldout_tokens")
-    seq = profile.model.seq_len
-    stream = torch.tensor(ids, dtype=torch.long)
-    nll = 0.0
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, len(ids) - 1, seq):
-            window = stream[start : start + seq + 1].unsqueeze(0).to(device)
-            logits = model(window[:, :-1]).logits.float()
-            nll += torch.nn.functional.cross_entropy(
-                logits.view(-1, logits.size(-1)), window[:, 1:].reshape(-1), reduction="sum"
-            ).item()
-    return nll / math.log(2) / n_bytes
+    ids: list[int]
+    n_bytes: int
+
+    @classmethod
+    def encode(cls, tokenizer, texts: list[str], max_tokens: int, what: str) -> TokenStream:
+        """Documents (a `tokenizers.Tokenizer`) up to `max_tokens`; a document that does not fit is skipped
+        whole, so the byte count is exact."""
+        eos_id = tokenizer.token_to_id(EOS)
+        ids: list[int] = []
+        n_bytes = 0
+        for text in texts:
+            encoded = tokenizer.encode(text).ids
+            room = max_tokens - len(ids)
+            if room <= 1:
+                break
+            if len(encoded) + 1 > room:
+                continue
+            ids.extend([*encoded, eos_id])
+            n_bytes += len(text.encode("utf-8"))
+        if n_bytes == 0:
+            raise UserError(f"no {what} document is short enough for the proxy's heldout_tokens")
+        return cls(ids, n_bytes)
+
+    def bits_per_byte(self, model, seq_len: int, device: str) -> float:
+        """Every token after the first is predicted once, in windows of the model's sequence length."""
+        import torch
+
+        stream = torch.tensor(self.ids, dtype=torch.long)
+        nll = 0.0
+        model.eval()
+        with torch.no_grad():
+            for start in range(0, len(self.ids) - 1, seq_len):
+                window = stream[start : start + seq_len + 1].unsqueeze(0).to(device)
+                logits = model(window[:, :-1]).logits.float()
+                nll += torch.nn.functional.cross_entropy(
+                    logits.view(-1, logits.size(-1)), window[:, 1:].reshape(-1), reduction="sum"
+                ).item()
+        return nll / math.log(2) / self.n_bytes
 
 
 @dataclass(frozen=True)
@@ -265,6 +277,10 @@ def run_proxy(
         torch.set_num_threads(profile.threads)
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     items = build_cloze_items(mixture.knowledge_sources, seed=seed)
+    scored_texts = {
+        "heldout_bpb": TokenStream.encode(tokenizer, mixture.heldout, profile.heldout_tokens, "held-out"),
+        "knowledge_bpb": TokenStream.encode(tokenizer, mixture.knowledge_sources, profile.heldout_tokens, "source"),
+    }
     checkpoints: list[EvalCheckpoint] = []
     seconds["eval"] = 0.0
 
@@ -273,10 +289,7 @@ def run_proxy(
         if (index := eval_at.get(step)) is None:
             return
         eval_start = time.monotonic()
-        scores = {
-            "heldout_bpb": _bits_per_byte(model, tokenizer, mixture.heldout, profile, device),
-            "knowledge_bpb": _bits_per_byte(model, tokenizer, mixture.knowledge_sources, profile, device),
-        }
+        scores = {name: text.bits_per_byte(model, seq, device) for name, text in scored_texts.items()}
         cloze, item_probs = score_cloze(model, tokenizer, items, device, seq + 1)
         checkpoints.append(EvalCheckpoint(index, step * profile.train.batch_size * seq, scores | cloze, item_probs))
         seconds["eval"] += time.monotonic() - eval_start
