@@ -365,7 +365,7 @@ def study_status(study: str, db: DbOption = DEFAULT_DB) -> None:
     if noise:
         console.print("noise floor (std over training seeds): " + ", ".join(f"{n} {s:.4f}" for n, s in noise.items()))
     elif any(n.startswith("proxy.") for n in names):
-        console.print("no noise floor yet: run `promptsearch proxy calibrate --space FILE`")
+        console.print(f"no noise floor yet: run `promptsearch proxy calibrate --study {study}`")
     _print_ablations(loaded, store)
 
 
