@@ -46,6 +46,7 @@ class EvalCheckpoint:
     train_tokens: int  # tokens trained on so far
     scores: dict[str, float]  # heldout_bpb, knowledge_bpb, knowledge_acc, knowledge_prob
     item_probs: list[float]  # prob_norm_token per cloze item, in item order
+    document_bpb: list[float]  # knowledge_bpb per rephrased document that fits heldout_tokens, in order
 
 
 @dataclass
@@ -129,7 +130,8 @@ class TokenStream:
     """Whole documents as one token stream, encoded once per run and scored at every eval checkpoint."""
 
     ids: list[int]
-    n_bytes: int
+    doc_ends: list[int]  # index in `ids` just past each document's end-of-sequence token
+    doc_bytes: list[int]  # each document's UTF-8 length
 
     @classmethod
     def encode(cls, tokenizer, texts: list[str], max_tokens: int, what: str) -> TokenStream:
@@ -137,7 +139,8 @@ class TokenStream:
         whole, so the byte count is exact."""
         eos_id = tokenizer.token_to_id(EOS)
         ids: list[int] = []
-        n_bytes = 0
+        doc_ends: list[int] = []
+        doc_bytes: list[int] = []
         for text in texts:
             encoded = tokenizer.encode(text).ids
             room = max_tokens - len(ids)
@@ -146,26 +149,36 @@ class TokenStream:
             if len(encoded) + 1 > room:
                 continue
             ids.extend([*encoded, eos_id])
-            n_bytes += len(text.encode("utf-8"))
-        if n_bytes == 0:
+            doc_ends.append(len(ids))
+            doc_bytes.append(len(text.encode("utf-8")))
+        if not doc_ends:
             raise UserError(f"no {what} document is short enough for the proxy's heldout_tokens")
-        return cls(ids, n_bytes)
+        return cls(ids, doc_ends, doc_bytes)
 
-    def bits_per_byte(self, model, seq_len: int, device: str) -> float:
-        """Every token after the first is predicted once, in windows of the model's sequence length."""
+    def bits_per_byte(self, model, seq_len: int, device: str) -> tuple[float, list[float]]:
+        """Over the whole stream and per document: every token after the first is predicted once, in
+        windows of the model's sequence length."""
         import torch
 
         stream = torch.tensor(self.ids, dtype=torch.long)
-        nll = 0.0
+        losses = []
         model.eval()
         with torch.no_grad():
             for start in range(0, len(self.ids) - 1, seq_len):
                 window = stream[start : start + seq_len + 1].unsqueeze(0).to(device)
                 logits = model(window[:, :-1]).logits.float()
-                nll += torch.nn.functional.cross_entropy(
-                    logits.view(-1, logits.size(-1)), window[:, 1:].reshape(-1), reduction="sum"
-                ).item()
-        return nll / math.log(2) / self.n_bytes
+                losses.append(
+                    torch.nn.functional.cross_entropy(
+                        logits.view(-1, logits.size(-1)), window[:, 1:].reshape(-1), reduction="none"
+                    ).cpu()
+                )
+        nll = torch.cat(losses).double()  # nll[j] is the loss of predicting token j + 1
+        begins = [1, *self.doc_ends[:-1]]
+        per_document = [
+            nll[begin - 1 : end - 1].sum().item() / math.log(2) / n_bytes
+            for begin, end, n_bytes in zip(begins, self.doc_ends, self.doc_bytes, strict=True)
+        ]
+        return nll.sum().item() / math.log(2) / sum(self.doc_bytes), per_document
 
 
 @dataclass(frozen=True)
@@ -277,10 +290,8 @@ def run_proxy(
         torch.set_num_threads(profile.threads)
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     items = build_cloze_items(mixture.knowledge_sources, seed=seed)
-    scored_texts = {
-        "heldout_bpb": TokenStream.encode(tokenizer, mixture.heldout, profile.heldout_tokens, "held-out"),
-        "knowledge_bpb": TokenStream.encode(tokenizer, mixture.knowledge_sources, profile.heldout_tokens, "source"),
-    }
+    heldout = TokenStream.encode(tokenizer, mixture.heldout, profile.heldout_tokens, "held-out")
+    sources = TokenStream.encode(tokenizer, mixture.knowledge_sources, profile.heldout_tokens, "source")
     checkpoints: list[EvalCheckpoint] = []
     seconds["eval"] = 0.0
 
@@ -289,9 +300,12 @@ def run_proxy(
         if (index := eval_at.get(step)) is None:
             return
         eval_start = time.monotonic()
-        scores = {name: text.bits_per_byte(model, seq, device) for name, text in scored_texts.items()}
+        heldout_bpb, _ = heldout.bits_per_byte(model, seq, device)
+        knowledge_bpb, document_bpb = sources.bits_per_byte(model, seq, device)
         cloze, item_probs = score_cloze(model, tokenizer, items, device, seq + 1)
-        checkpoints.append(EvalCheckpoint(index, step * profile.train.batch_size * seq, scores | cloze, item_probs))
+        scores = {"heldout_bpb": heldout_bpb, "knowledge_bpb": knowledge_bpb} | cloze
+        train_tokens = step * profile.train.batch_size * seq
+        checkpoints.append(EvalCheckpoint(index, train_tokens, scores, item_probs, document_bpb))
         seconds["eval"] += time.monotonic() - eval_start
         if on_checkpoint is not None:
             on_checkpoint(checkpoints[-1])

@@ -230,9 +230,10 @@ class PrunerSpec(_Strict):
     """Optuna pruner for single-objective studies, fed by the proxy's eval checkpoints (`trial.report`).
 
     `successive_halving` / `hyperband` compare trials at the same checkpoint (steps count checkpoints
-    over the whole ladder); `wilcoxon` compares the per-item cloze scores of a trial with the best
-    trial's, item by item. Multi-objective studies cannot use Optuna's pruners: there a trial climbs
-    to the next rung of `proxy_ladder` only if no trial dominates it on the rung below (Pareto rank 1).
+    over the whole ladder); `wilcoxon` compares a trial's per-document knowledge bits per byte (per-item
+    cloze scores for a cloze objective) with the best trial's, one by one. Multi-objective studies cannot
+    use Optuna's pruners: there a trial climbs to the next rung of `proxy_ladder` only if no trial
+    dominates it on the rung below (Pareto rank 1).
     """
 
     kind: Literal["successive_halving", "hyperband", "wilcoxon"]
@@ -426,10 +427,16 @@ class SearchSpace(_Strict):
         objective = self.objectives[0]
         if not objective.metric.startswith("proxy."):
             raise ValueError(f"pruner: the objective {objective.metric} is not reported during proxy training")
-        if self.pruner.kind == "wilcoxon" and (objective.metric.endswith("_bpb") or objective.direction != "maximize"):
+        paired = {
+            "proxy.score": "maximize",
+            "proxy.knowledge_bpb": "minimize",
+            "proxy.knowledge_prob": "maximize",
+            "proxy.knowledge_acc": "maximize",
+        }
+        if self.pruner.kind == "wilcoxon" and paired.get(objective.metric) != objective.direction:
             raise ValueError(
-                "pruner: wilcoxon compares per-item cloze scores, so the objective must maximize a "
-                "knowledge score or proxy.score"
+                "pruner: wilcoxon compares rephrased documents' bits per byte (or cloze items) one by one, so "
+                "the objective must be proxy.score or a cloze score maximized, or proxy.knowledge_bpb minimized"
             )
         return self
 

@@ -14,6 +14,7 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -298,7 +299,7 @@ class ProxyStage:
         self.rungs = rungs
         self.weights = space.proxy_weights
         self.objectives = space.objectives
-        self.per_item_reports = space.pruner is not None and space.pruner.kind == "wilcoxon"
+        self.instance_reports = wilcoxon_instances(space)
         self.last_step = sum(profile.eval_checkpoints for profile in rungs)
 
     def input_key(self, ctx: TrialContext, profile: ProxyProfile) -> str:
@@ -340,14 +341,14 @@ class ProxyStage:
             # Training is deterministic given its inputs: an identical mixture reuses the earlier run,
             # which reports its final scores at the rung's last checkpoint only.
             scores = {**previous.scores, "score": proxy_score(previous.scores, self.weights)}
-            self._report(ctx, first_step + profile.eval_checkpoints, scores, [])
+            self._report(ctx, first_step + profile.eval_checkpoints, scores, None)
             return scores, previous.train_tokens, 1
 
         def on_checkpoint(checkpoint: EvalCheckpoint) -> None:
             scores = {**checkpoint.scores, "score": proxy_score(checkpoint.scores, self.weights)}
             recorded = scores | {"train_tokens": checkpoint.train_tokens}
             ctx.record("proxy", {f"rung{rung}.ck{checkpoint.index}.{k}": v for k, v in recorded.items()})
-            self._report(ctx, first_step + checkpoint.index, scores, checkpoint.item_probs)
+            self._report(ctx, first_step + checkpoint.index, scores, checkpoint)
 
         started = time.monotonic()
         try:
@@ -377,13 +378,17 @@ class ProxyStage:
         save_proxy_curve(ctx, rung, profile, result)
         return {**result.scores, "score": proxy_score(result.scores, self.weights)}, result.train_tokens, 0
 
-    def _report(self, ctx: TrialContext, step: int, scores: dict[str, float], item_probs: list[float]) -> None:
-        """Feed the pruner; multi-objective studies cannot report (Optuna raises), they promote by rank."""
+    def _report(
+        self, ctx: TrialContext, step: int, scores: dict[str, float], checkpoint: EvalCheckpoint | None
+    ) -> None:
+        """Feed the pruner; multi-objective studies cannot report (Optuna raises), they promote by rank.
+        A reused run (`checkpoint` None) reports its final score only, or nothing to a Wilcoxon pruner."""
         if len(self.objectives) > 1:
             return
-        if self.per_item_reports:
-            for i, prob in enumerate(item_probs):
-                ctx.trial.report(prob, (step - 1) * len(item_probs) + i)
+        if self.instance_reports is not None:
+            values = self.instance_reports(checkpoint) if checkpoint is not None else []
+            for i, value in enumerate(values):
+                ctx.trial.report(value, (step - 1) * len(values) + i)
         else:
             ctx.trial.report(scores[self.objectives[0].metric.removeprefix("proxy.")], step)
         # After the last checkpoint the training is spent: pruning would save nothing and lose the score.
@@ -414,6 +419,19 @@ class ProxyStage:
                 reason = f"proxy: dominated on rung {rung - 1} by trial {other.number}; not promoted to rung {rung}"
                 ctx.trial.set_user_attr("pruned_reason", reason)
                 raise optuna.TrialPruned(reason)
+
+
+def wilcoxon_instances(space: SearchSpace) -> Callable[[EvalCheckpoint], list[float]] | None:
+    """What a Wilcoxon pruner compares, instance by instance, with the best trial: each cloze item's
+    probability for a cloze objective, otherwise each rephrased document's knowledge bits per byte, negated
+    when the objective is maximized (proxy.score). None for the other pruners."""
+    if space.pruner is None or space.pruner.kind != "wilcoxon":
+        return None
+    objective = space.objectives[0]
+    if objective.metric in ("proxy.knowledge_prob", "proxy.knowledge_acc"):
+        return lambda checkpoint: checkpoint.item_probs
+    sign = -1.0 if objective.direction == "maximize" else 1.0
+    return lambda checkpoint: [sign * bpb for bpb in checkpoint.document_bpb]
 
 
 def proxy_score(scores: dict[str, float], weights: dict[str, float]) -> float:

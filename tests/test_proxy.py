@@ -5,11 +5,13 @@ import re
 import statistics
 from pathlib import Path
 
+import pytest
 from conftest import DATA, news
+from tokenizers import Tokenizer
 
 from promptsearch.cloze import build_cloze_items
 from promptsearch.corpus import read_corpus
-from promptsearch.proxy import Mixture, calibrate, run_proxy
+from promptsearch.proxy import Mixture, TokenStream, calibrate, corpus_tokenizer, run_proxy
 from promptsearch.space import CorpusSpec, load_proxy_profile
 
 
@@ -56,6 +58,20 @@ def test_knowledge_retention_separates_source_from_garbage(tmp_path: Path) -> No
         )
         assert gap > 3 * noise
     assert all(r["heldout_bpb"] > 0 for r in runs)
+
+
+def test_knowledge_bpb_is_the_byte_weighted_mean_of_its_documents(tmp_path: Path) -> None:
+    """The per-document values a Wilcoxon pruner compares add up to the run's knowledge_bpb."""
+    profile = load_proxy_profile(DATA / "proxy-micro.yaml")
+    source, raw, heldout = _corpora()
+    result = run_proxy(Mixture(source, raw, heldout, source, 0.5), profile, tmp_path / "run", 0)
+    tokenizer = Tokenizer.from_file(str(corpus_tokenizer(raw, profile.tokenizer.vocab_size, tmp_path / "tokenizers")))
+    stream = TokenStream.encode(tokenizer, source, profile.heldout_tokens, "source")
+    final = result.checkpoints[-1]
+    assert len(final.document_bpb) == len(stream.doc_bytes) >= 2
+    assert all(bpb > 0 for bpb in final.document_bpb)
+    weighted = sum(b * n for b, n in zip(final.document_bpb, stream.doc_bytes, strict=True)) / sum(stream.doc_bytes)
+    assert weighted == pytest.approx(result.scores["knowledge_bpb"], rel=1e-9)
 
 
 def test_lighteval_tasks_score_the_final_checkpoint(tmp_path: Path) -> None:

@@ -3,9 +3,12 @@
 from pathlib import Path
 
 import optuna
+import pytest
 from conftest import DATA, run_cli, write_space
 
+from promptsearch.corpus import read_corpus
 from promptsearch.embedded import TransformersServer
+from promptsearch.space import load_space
 from promptsearch.store import Store
 
 
@@ -69,3 +72,34 @@ def test_multi_objective_ladder_promotes_by_pareto_rank(tmp_path: Path, embedded
         dominating = by_number[int(trial.user_attrs["pruned_reason"].split("by trial ")[1].split(";")[0])]
         assert dominating.user_attrs["proxy.rung0.heldout_bpb"] <= trial.user_attrs["proxy.rung0.heldout_bpb"]
         assert dominating.user_attrs["proxy.rung0.score"] >= trial.user_attrs["proxy.rung0.score"]
+
+
+def test_wilcoxon_pruner_compares_documents_bits_per_byte(tmp_path: Path, embedded_server: TransformersServer) -> None:
+    """Each eval checkpoint reports one value per rephrased document (its knowledge bits per byte, negated for
+    a maximized proxy.score), at steps that line the documents up across trials for Optuna's paired test."""
+    space = write_space(
+        tmp_path / "space.yaml",
+        embedded_server,
+        objectives=[{"metric": "proxy.score", "direction": "maximize"}],
+        templates={"seeds": ["faq", "table", "math"]},
+        proxy=str(DATA / "proxy-micro-checkpoints.yaml"),
+        pruner={"kind": "wilcoxon", "p_threshold": 0.5, "n_startup_steps": 2},
+        budget={"trials": 3},
+    )
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    result = run_cli("study", "start", str(space), "--db", url, "--workdir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    sources = [d.text for d in read_corpus(load_space(space).source).documents]
+    n_bytes = [len(text.encode("utf-8")) for text in sources]
+    trials = optuna.load_study(study_name="tiny", storage=url).trials
+    for trial in trials:
+        reported = trial.intermediate_values
+        assert sorted(reported) == list(range(len(reported))) and len(reported) % len(sources) == 0
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            assert len(reported) == 3 * len(sources)
+            last = [reported[2 * len(sources) + i] for i in range(len(sources))]
+            weighted = sum(v * n for v, n in zip(last, n_bytes, strict=True)) / sum(n_bytes)
+            assert weighted == pytest.approx(-trial.user_attrs["proxy.knowledge_bpb"], rel=1e-9)
+        else:
+            assert trial.user_attrs["pruned_reason"].startswith("proxy: pruned by the pruner")
+            assert len(reported) < 3 * len(sources)

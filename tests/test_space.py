@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REPO, run_cli
 
 from promptsearch.errors import SpaceError, UserError
@@ -95,3 +96,26 @@ def test_seed_pool_is_valid_and_distinct() -> None:
     for t in pool:
         assert t.text.rstrip().endswith("{document}")
         assert "Output only" in t.text
+
+
+@pytest.mark.parametrize(
+    ("metric", "direction", "accepted"),
+    [
+        ("proxy.score", "maximize", True),
+        ("proxy.knowledge_bpb", "minimize", True),
+        ("proxy.knowledge_prob", "maximize", True),
+        ("proxy.heldout_bpb", "minimize", False),  # held-out text is not paired with the rephrased documents
+        ("proxy.knowledge_bpb", "maximize", False),
+    ],
+)
+def test_wilcoxon_needs_an_objective_it_can_pair(tmp_path: Path, metric: str, direction: str, accepted: bool) -> None:
+    space = yaml.safe_load((REPO / "search_spaces" / "quickstart.yaml").read_text())
+    space |= {"objectives": [{"metric": metric, "direction": direction}], "pruner": {"kind": "wilcoxon"}}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    if accepted:
+        assert load_space(path).pruner is not None
+    else:
+        with pytest.raises(SpaceError) as err:
+            load_space(path)
+        assert any("wilcoxon compares rephrased documents" in m for m in err.value.messages)
