@@ -12,9 +12,18 @@ from promptsearch.space import load_space
 from promptsearch.store import Store
 
 
+def _run_study(tmp_path: Path, server: TransformersServer, **overrides: object) -> str:
+    """`study start` on a tiny space (`tmp_path/space.yaml`) with `overrides`, to the end; the database URL."""
+    space = write_space(tmp_path / "space.yaml", server, **overrides)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    result = run_cli("study", "start", str(space), "--db", url, "--workdir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return url
+
+
 def test_pruner_stops_a_trial_at_an_intermediate_rung(tmp_path: Path, embedded_server: TransformersServer) -> None:
-    space = write_space(
-        tmp_path / "space.yaml",
+    url = _run_study(
+        tmp_path,
         embedded_server,
         templates={"seeds": ["faq", "table", "math", "tutorial", "summary"]},
         mix_ratio={"low": 0.05, "high": 0.95},  # wide, so held-out bpb differs clearly between trials
@@ -24,9 +33,6 @@ def test_pruner_stops_a_trial_at_an_intermediate_rung(tmp_path: Path, embedded_s
         pruner={"kind": "successive_halving", "min_resource": 1, "reduction_factor": 4},
         budget={"trials": 5},
     )
-    url = f"sqlite:///{tmp_path / 'study.db'}"
-    result = run_cli("study", "start", str(space), "--db", url, "--workdir", str(tmp_path / "runs"), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
     trials = optuna.load_study(study_name="tiny", storage=url).trials
     total_checkpoints = 3 + 1
     completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -46,8 +52,8 @@ def test_pruner_stops_a_trial_at_an_intermediate_rung(tmp_path: Path, embedded_s
 
 
 def test_multi_objective_ladder_promotes_by_pareto_rank(tmp_path: Path, embedded_server: TransformersServer) -> None:
-    space = write_space(
-        tmp_path / "space.yaml",
+    url = _run_study(
+        tmp_path,
         embedded_server,
         templates={"seeds": ["faq", "table", "math", "tutorial", "summary"]},
         mix_ratio={"low": 0.05, "high": 0.95},
@@ -60,9 +66,6 @@ def test_multi_objective_ladder_promotes_by_pareto_rank(tmp_path: Path, embedded
         proxy=str(DATA / "proxy-micro.yaml"),
         budget={"trials": 5},
     )
-    url = f"sqlite:///{tmp_path / 'study.db'}"
-    result = run_cli("study", "start", str(space), "--db", url, "--workdir", str(tmp_path / "runs"), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
     trials = optuna.load_study(study_name="tiny", storage=url).trials
     held_back = [t for t in trials if "not promoted to rung 1" in t.user_attrs.get("pruned_reason", "")]
     assert held_back, [(t.state, t.user_attrs.get("pruned_reason")) for t in trials]
@@ -77,8 +80,8 @@ def test_multi_objective_ladder_promotes_by_pareto_rank(tmp_path: Path, embedded
 def test_wilcoxon_pruner_compares_documents_bits_per_byte(tmp_path: Path, embedded_server: TransformersServer) -> None:
     """Each eval checkpoint reports one value per rephrased document (its knowledge bits per byte, negated for
     a maximized proxy.score), at steps that line the documents up across trials for Optuna's paired test."""
-    space = write_space(
-        tmp_path / "space.yaml",
+    url = _run_study(
+        tmp_path,
         embedded_server,
         objectives=[{"metric": "proxy.score", "direction": "maximize"}],
         templates={"seeds": ["faq", "table", "math"]},
@@ -86,10 +89,7 @@ def test_wilcoxon_pruner_compares_documents_bits_per_byte(tmp_path: Path, embedd
         pruner={"kind": "wilcoxon", "p_threshold": 0.5, "n_startup_steps": 2},
         budget={"trials": 3},
     )
-    url = f"sqlite:///{tmp_path / 'study.db'}"
-    result = run_cli("study", "start", str(space), "--db", url, "--workdir", str(tmp_path / "runs"), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    sources = [d.text for d in read_corpus(load_space(space).source).documents]
+    sources = [d.text for d in read_corpus(load_space(tmp_path / "space.yaml").source).documents]
     n_bytes = [len(text.encode("utf-8")) for text in sources]
     trials = optuna.load_study(study_name="tiny", storage=url).trials
     for trial in trials:
