@@ -117,13 +117,10 @@ def run(tmp: Path, name: str, pruning: bool, trials: int, checkpoints: int) -> d
 
 
 def checkpoint_scores(trial: FrozenTrial, fallback: FrozenTrial | None) -> dict[int, float]:
-    """proxy.score at each eval checkpoint; a reused run's come from the trial that trained it."""
+    """proxy.score at each eval checkpoint, as reported to Optuna; a reused run reports only its final
+    score, so its checkpoints come from the trial that trained it."""
     source = fallback if trial.user_attrs.get("proxy.reused") and fallback is not None else trial
-    return {
-        int(k.split(".ck")[1].split(".")[0]): v
-        for k, v in source.user_attrs.items()
-        if k.startswith("proxy.rung0.ck") and k.endswith(".score")
-    }
+    return dict(source.intermediate_values)
 
 
 def rank_correlation(url: str, checkpoints: int) -> dict[str, float]:

@@ -37,6 +37,14 @@ OBJECTIVE_METRICS = {
 
 
 PROXY_SCORES = ("heldout_bpb", "knowledge_bpb", "knowledge_prob", "knowledge_acc")
+# The objectives a Wilcoxon pruner can pair trials on: metric → (direction, the `EvalCheckpoint` field whose
+# per-instance values it compares: each rephrased document's bits per byte, or each cloze item's probability).
+WILCOXON_PAIRING = {
+    "proxy.score": ("maximize", "document_bpb"),
+    "proxy.knowledge_bpb": ("minimize", "document_bpb"),
+    "proxy.knowledge_prob": ("maximize", "item_probs"),
+    "proxy.knowledge_acc": ("maximize", "item_probs"),
+}
 
 
 class _Strict(BaseModel):
@@ -427,13 +435,8 @@ class SearchSpace(_Strict):
         objective = self.objectives[0]
         if not objective.metric.startswith("proxy."):
             raise ValueError(f"pruner: the objective {objective.metric} is not reported during proxy training")
-        paired = {
-            "proxy.score": "maximize",
-            "proxy.knowledge_bpb": "minimize",
-            "proxy.knowledge_prob": "maximize",
-            "proxy.knowledge_acc": "maximize",
-        }
-        if self.pruner.kind == "wilcoxon" and paired.get(objective.metric) != objective.direction:
+        paired = WILCOXON_PAIRING.get(objective.metric)
+        if self.pruner.kind == "wilcoxon" and (paired is None or paired[0] != objective.direction):
             raise ValueError(
                 "pruner: wilcoxon compares rephrased documents' bits per byte (or cloze items) one by one, so "
                 "the objective must be proxy.score or a cloze score maximized, or proxy.knowledge_bpb minimized"

@@ -38,6 +38,7 @@ from promptsearch.proxy import EvalCheckpoint, Mixture, ProxyResult, TooLittleDa
 from promptsearch.rephrase import Generators, rephrase
 from promptsearch.space import (
     PROXY_SCORES,
+    WILCOXON_PAIRING,
     ProxyProfile,
     PruneThresholds,
     Recipe,
@@ -427,10 +428,10 @@ def wilcoxon_instances(space: SearchSpace) -> Callable[[EvalCheckpoint], list[fl
     when the objective is maximized (proxy.score). None for the other pruners."""
     if space.pruner is None or space.pruner.kind != "wilcoxon":
         return None
-    objective = space.objectives[0]
-    if objective.metric in ("proxy.knowledge_prob", "proxy.knowledge_acc"):
+    _, field_name = WILCOXON_PAIRING[space.objectives[0].metric]
+    if field_name == "item_probs":
         return lambda checkpoint: checkpoint.item_probs
-    sign = -1.0 if objective.direction == "maximize" else 1.0
+    sign = -1.0 if space.objectives[0].direction == "maximize" else 1.0
     return lambda checkpoint: [sign * bpb for bpb in checkpoint.document_bpb]
 
 
