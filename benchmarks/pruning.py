@@ -32,10 +32,9 @@ import yaml
 from optuna.trial import FrozenTrial
 from scipy.stats import kendalltau
 
-from promptsearch.proxy import calibrate
-from promptsearch.space import load_proxy_profile, proxy_profile_path
-from promptsearch.study import RunOptions, create_study, load_study, start_study, study_space, trial_mixture
-from promptsearch.trial import proxy_score
+from promptsearch.proxy import calibrate, weighted_score
+from promptsearch.proxy_profile import load_proxy_profile, proxy_profile_path
+from promptsearch.study import RunOptions, create_study, open_study, start_study, study_space, trial_mixture
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -83,7 +82,7 @@ def run(tmp: Path, name: str, pruning: bool, trials: int, checkpoints: int) -> d
     url = f"sqlite:///{tmp / 'studies.db'}"
     create_study(space_file, url)
     start_study(name, RunOptions(db_url=url, workdir=tmp / "runs"))
-    study, _ = load_study(name, url)
+    study, _ = open_study(name, url)
     best = study.best_trial
     rows = [
         {
@@ -125,8 +124,8 @@ def checkpoint_scores(trial: FrozenTrial, fallback: FrozenTrial | None) -> dict[
 
 def rank_correlation(url: str, checkpoints: int) -> dict[str, float]:
     """Kendall tau between each checkpoint's score and the final one over the unpruned study's trials."""
-    unpruned, _ = load_study("without-pruning", url)
-    pruned, _ = load_study("with-pruning", url)
+    unpruned, _ = open_study("without-pruning", url)
+    pruned, _ = open_study("with-pruning", url)
     by_number = {t.number: t for t in pruned.trials}
     curves = [checkpoint_scores(t, by_number.get(t.number)) for t in unpruned.trials]
     curves = [c for c in curves if len(c) == checkpoints]
@@ -137,11 +136,11 @@ def rank_correlation(url: str, checkpoints: int) -> dict[str, float]:
 def score_noise(url: str, workdir: Path, seeds: int = 3) -> float:
     """Std of proxy.score over training seeds on the unpruned study's best trial's own mixture (as
     `promptsearch proxy calibrate --study without-pruning`)."""
-    study, store = load_study("without-pruning", url)
+    study, store = open_study("without-pruning", url)
     space = study_space(study)
     profile = load_proxy_profile(proxy_profile_path(space.proxy, REPO))
     runs = calibrate(trial_mixture(study, store), profile, workdir, seeds)
-    return statistics.stdev(proxy_score(r, space.proxy_weights) for r in runs)
+    return statistics.stdev(weighted_score(r, space.proxy_weights) for r in runs)
 
 
 def main() -> None:

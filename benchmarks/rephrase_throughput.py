@@ -26,10 +26,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from promptsearch.corpus import read_corpus
 from promptsearch.embedded import embedded_model, serving_plan
-from promptsearch.rephrase import Generators, prompt_text, rephrase
-from promptsearch.space import CorpusSpec, GeneratorSpec, Recipe, Sampling
+from promptsearch.recipe import GeneratorSpec, Recipe, Sampling
+from promptsearch.rephrase import GeneratorServers, prompt_text, rephrase
+from promptsearch.seeds import SEED_TEMPLATES
+from promptsearch.space import CorpusSpec
 from promptsearch.store import Store
-from promptsearch.templates import SEED_TEMPLATES
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -77,7 +78,7 @@ def main() -> None:
     ).eval()
     runs = []
     sampling = Sampling(temperature=0.7, top_p=0.95, max_new_tokens=args.max_new_tokens)
-    with tempfile.TemporaryDirectory() as tmp, Generators(Path(tmp) / "logs", plan) as generators:
+    with tempfile.TemporaryDirectory() as tmp, GeneratorServers(Path(tmp) / "logs", plan) as generators:
         generators.embedded_servers(generator, sampling)  # started outside the timing
         for repeat in range(args.repeats):
             recipe = Recipe.for_template(

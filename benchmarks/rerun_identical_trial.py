@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from promptsearch.space import Budget
-from promptsearch.study import RunOptions, create_study, load_study, start_study, study_space
+from promptsearch.study import RunOptions, create_study, open_study, start_study, study_space
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -35,13 +35,13 @@ def main() -> None:
         options = RunOptions(db_url=url, workdir=Path(tmp) / "runs")
         create_study(space_file, url)
         start_study("rerun", options)
-        study, _ = load_study("rerun", url)
+        study, _ = open_study("rerun", url)
         first = study.trials[0]
         widened = study_space(study).model_copy(update={"budget": Budget(trials=2)})
         study.set_user_attr("space", widened.model_dump(mode="json"))
         study.enqueue_trial(first.params, user_attrs={"template_id": first.user_attrs["template_id"]})
         start_study("rerun", options)
-        study, _ = load_study("rerun", url)
+        study, _ = open_study("rerun", url)
         second = study.trials[1]
 
     def seconds(trial) -> float:

@@ -146,15 +146,16 @@ def proxy_calibrate(
     import statistics
 
     from promptsearch.proxy import calibrate, calibration_mixture
-    from promptsearch.space import load_proxy_profile, load_space, proxy_profile_path
+    from promptsearch.proxy_profile import load_proxy_profile, proxy_profile_path
+    from promptsearch.space import load_space
     from promptsearch.store import ProxyCalibrationRow, Store
-    from promptsearch.study import load_study, study_space, trial_mixture
+    from promptsearch.study import open_study, study_space, trial_mixture
 
     if (space_file is None) == (study is None):
         raise UserError("pass either --space FILE or --study NAME")
     _quiet_libraries(workdir)
     if study is not None:
-        loaded_study, store = load_study(study, db)
+        loaded_study, store = open_study(study, db)
         space = study_space(loaded_study)
         mixture = trial_mixture(loaded_study, store, trial)
     else:
@@ -218,7 +219,7 @@ def study_start(
         RunOptions,
         create_study,
         finished_count,
-        load_study,
+        open_study,
         start_study,
         study_space,
     )
@@ -230,10 +231,10 @@ def study_start(
 
         name = load_space(study).name
         try:
-            load_study(name, db)
+            open_study(name, db)
         except UserError:
             create_study(Path(study), db)
-    existing, _ = load_study(name, db)
+    existing, _ = open_study(name, db)
     total = study_space(existing).budget.trials
     options = RunOptions(
         db_url=db,
@@ -274,7 +275,7 @@ def study_start(
         if STOP_REQUESTED.is_set():
             console.print("interrupted: finished trials and generations are saved; run the same command to resume")
             raise typer.Exit(130)
-    final, _ = load_study(name, db)
+    final, _ = open_study(name, db)
     console.print(f"{finished_count(final)}/{total} trials finished in {time.monotonic() - started:.0f} s")
     console.print(f"database: {_describe_db(db)}   study: {name}   outputs: {options.workdir / name}")
 
@@ -291,9 +292,9 @@ def study_status(study: str, db: DbOption = DEFAULT_DB) -> None:
     """Show a study's trials: template, knobs, objective values, key metrics, state and reasons."""
     import optuna
 
-    from promptsearch.study import load_study, objective_noise
+    from promptsearch.study import objective_noise, open_study
 
-    loaded, store = load_study(study, db)
+    loaded, store = open_study(study, db)
     names = loaded.metric_names or [f"objective_{i}" for i in range(len(loaded.directions))]
     noise = objective_noise(loaded, store)
     complete = loaded.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -381,7 +382,7 @@ def _print_ablations(study: optuna.Study, store: Store) -> None:
             str(r.trial_number),
             r.profile,
             r.promoted_by,
-            f"{r.proxy_score:.4f}",
+            f"{r.proxy_objective:.4f}",
             r.state,
             _fmt(results.get("macro")),
             _fmt(results.get("micro")),
@@ -462,16 +463,16 @@ def promote(
 ) -> None:
     """Promote a trial (or what the promotion rule selects) to a full ablation and write its bundle."""
     from promptsearch.promote import promote as promote_trials
-    from promptsearch.study import load_study
+    from promptsearch.study import open_study
 
-    loaded, store = load_study(study, db)
+    loaded, store = open_study(study, db)
     _quiet_libraries(workdir)  # the bpe tokenizer of a cpu-smoke bundle reads the mix-in with datatrove
     rows = promote_trials(loaded, store, workdir.resolve(), trial, profile)
     if not rows:
         console.print("nothing new to promote")
     for row in rows:
         console.print(
-            f"promoted trial {row.trial_number} ({row.promoted_by}, proxy score {row.proxy_score:.4f}) "
+            f"promoted trial {row.trial_number} ({row.promoted_by}, proxy score {row.proxy_objective:.4f}) "
             f"to {row.profile}: bundle {row.bundle_dir}"
         )
 
@@ -487,9 +488,9 @@ def ablation_submit(
     """Submit a promoted trial's chain: sbatch with --dependency=afterok, job ids recorded as they come."""
     from promptsearch.ablation.bundle import load_bundle
     from promptsearch.ablation.slurm import submit
-    from promptsearch.study import load_study
+    from promptsearch.study import open_study
 
-    _, store = load_study(study, db)
+    _, store = open_study(study, db)
     ablation = store.ablation(study, trial, profile)
     _quiet_libraries(workdir)
     jobs = submit(load_bundle(Path(ablation.bundle_dir)), ablation, store)
@@ -511,9 +512,9 @@ def ablation_status(
     """Show the chain's jobs and states (squeue, then sacct / sacct -c); a failed job's log tail. Exit 1 if
     the chain failed or was cancelled."""
     from promptsearch.ablation.slurm import FAILED_STATES, TERMINAL_STATES, log_tail, refresh
-    from promptsearch.study import load_study
+    from promptsearch.study import open_study
 
-    _, store = load_study(study, db)
+    _, store = open_study(study, db)
     ablation = store.ablation(study, trial, profile)
     deadline = time.monotonic() + timeout
     rows = refresh(ablation, store)
@@ -544,9 +545,9 @@ def ablation_status(
 def ablation_cancel(study: str, trial: int, profile: ProfileNameOption = None, db: DbOption = DEFAULT_DB) -> None:
     """scancel the chain's unfinished jobs."""
     from promptsearch.ablation.slurm import cancel
-    from promptsearch.study import load_study
+    from promptsearch.study import open_study
 
-    _, store = load_study(study, db)
+    _, store = open_study(study, db)
     cancelled = cancel(store.ablation(study, trial, profile), store)
     console.print(f"cancelled {', '.join(cancelled)}" if cancelled else "no unfinished job to cancel")
 
@@ -556,9 +557,9 @@ def ablation_ingest(study: str, trial: int, profile: ProfileNameOption = None, d
     """Read the evaluation's lighteval results JSON and attach the scores to the trial; recalibrate."""
     from promptsearch.ablation.results import ingest
     from promptsearch.ablation.slurm import refresh
-    from promptsearch.study import load_study
+    from promptsearch.study import open_study
 
-    loaded, store = load_study(study, db)
+    loaded, store = open_study(study, db)
     ablation = store.ablation(study, trial, profile)
     evaluate = [r for r in refresh(ablation, store) if r.stage == "evaluate"]
     if not evaluate or evaluate[0].state != "COMPLETED":
@@ -583,9 +584,9 @@ app.add_typer(templates_app, name="templates")
 
 def _template_scores(study: str, db: str) -> tuple[Any, Any, dict[int, list[Any]], list[str]]:
     """(study, store, template id → its trials, objective names)."""
-    from promptsearch.study import load_study
+    from promptsearch.study import open_study
 
-    loaded, store = load_study(study, db)
+    loaded, store = open_study(study, db)
     trials: dict[int, list[Any]] = {}
     for t in loaded.get_trials(deepcopy=False):
         if "template_id" in t.user_attrs:
@@ -715,13 +716,13 @@ def export(
 ) -> None:
     """Write the best trials as recipe files, each with a dataset card (Markdown)."""
     from promptsearch.export import export_recipes, select_trials
-    from promptsearch.study import load_study
+    from promptsearch.study import open_study
 
     if file_format not in ("yaml", "json"):
         raise UserError(f"--format must be yaml or json (got {file_format!r})")
     if top is not None and pareto:
         raise UserError("give --top K or --pareto, not both")
-    loaded, store = load_study(study, db)
+    loaded, store = open_study(study, db)
     for path in export_recipes(loaded, store, select_trials(loaded, top, pareto), out, file_format):
         console.print(f"wrote {path}")
 
@@ -729,7 +730,8 @@ def export(
 @recipe_app.command("diff")
 def recipe_diff(a: Path, b: Path) -> None:
     """Show every setting that differs between two recipe files (exit 1 if any does)."""
-    from promptsearch.export import diff_recipes, read_recipe_document
+    from promptsearch.export import diff_recipes
+    from promptsearch.recipe import read_recipe_document
 
     differences = diff_recipes(read_recipe_document(a), read_recipe_document(b))
     if not differences:
@@ -752,9 +754,9 @@ def plot(
     """Optimization history, parameter importances, Pareto front and score vs cost, as PNG files and
     as study artifacts the dashboard shows."""
     from promptsearch.plots import save_study_plots
-    from promptsearch.study import artifact_store, load_study
+    from promptsearch.study import artifact_store, open_study
 
-    loaded, _ = load_study(study, db)
+    loaded, _ = open_study(study, db)
     for path in save_study_plots(loaded, out, artifact_store(workdir)):
         console.print(f"wrote {path}")
 
@@ -881,21 +883,22 @@ def generate(
 ) -> None:
     """Generate a synthetic dataset from a recipe (or a space's template); resumable."""
     from promptsearch.embedded import serving_plan
-    from promptsearch.generate import default_sampling, generate_dataset, recipe_from_file, recipe_from_space
-    from promptsearch.rephrase import Generators
-    from promptsearch.space import Sampling, load_space
+    from promptsearch.generate import generate_dataset, recipe_from_space
+    from promptsearch.recipe import Sampling, load_recipe
+    from promptsearch.rephrase import GeneratorServers
+    from promptsearch.space import load_space
 
     if output_format not in ("jsonl", "parquet"):
         raise UserError(f"--format must be jsonl or parquet (got {output_format!r})")
     if (recipe is None) == (space is None):
         raise UserError("give either --recipe FILE or --space FILE --template NAME")
     if recipe is not None:
-        chosen = recipe_from_file(recipe)
+        chosen = load_recipe(recipe)
     else:
         if template is None:
             raise UserError("--space needs --template NAME")
         loaded = load_space(space)
-        base = default_sampling(loaded)
+        base = loaded.default_sampling()
         sampling = Sampling(
             temperature=base.temperature if temperature is None else temperature,
             top_p=base.top_p if top_p is None else top_p,
@@ -920,7 +923,7 @@ def generate(
         except ValueError as exc:
             raise UserError(f"Slurm settings: {str(exc).splitlines()[-1].strip()}") from exc
         activate = venv or str(Path(sys.prefix) / "bin" / "activate")
-        with Generators(output / "logs") as generators:
+        with GeneratorServers(output / "logs") as generators:
             job_id = submit_dataset_job(
                 chosen, corpus, output.resolve(), generators, job, activate, output_format, chunk_size
             )
@@ -943,7 +946,7 @@ def generate(
             console=console,
         ) as progress,
         # One embedded server: a local datatrove run shards its input by file, so a second replica would idle.
-        Generators(output / "logs", serving_plan(max_replicas=1)) as generators,
+        GeneratorServers(output / "logs", serving_plan(max_replicas=1)) as generators,
     ):
         task = progress.add_task("generate", total=limit)
         generate_dataset(

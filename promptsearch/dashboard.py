@@ -19,7 +19,7 @@ import yaml
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import TrialState
 
-from promptsearch.space import Recipe
+from promptsearch.recipe import Recipe
 from promptsearch.store import Store, TemplateRow
 
 

@@ -20,9 +20,10 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from promptsearch.cost import cost_per_million_tokens
 from promptsearch.dashboard import review_ratings
 from promptsearch.errors import UserError
-from promptsearch.space import Recipe
+from promptsearch.recipe import Recipe, trial_recipe
 from promptsearch.store import Store
 from promptsearch.study import objective_noise
 
@@ -39,11 +40,6 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def trial_recipe(trial: FrozenTrial) -> Recipe:
-    """The recipe exactly as the trial ran it (stored in its user attrs when it started)."""
-    return Recipe.model_validate(trial.user_attrs["recipe"])
-
-
 def select_trials(study: optuna.Study, top: int | None = None, pareto: bool = False) -> list[FrozenTrial]:
     """The best trial; the Pareto set (default for multi-objective); or the `top` K by the first objective."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -55,19 +51,6 @@ def select_trials(study: optuna.Study, top: int | None = None, pareto: bool = Fa
     if pareto or len(study.directions) > 1:
         return study.best_trials
     return [study.best_trial]
-
-
-def _cost(attrs: dict[str, Any]) -> dict[str, float]:
-    """What a million generated tokens cost at the throughput this trial measured."""
-    tokens = attrs.get("rephrase.completion_tokens", 0)
-    if not tokens:
-        return {}  # served from the generation cache: nothing was measured
-    per_million = 1e6 / tokens
-    cost = {"seconds_per_million_tokens": attrs["rephrase.seconds"] * per_million}
-    for unit in ("gpu_hours", "cpu_core_hours"):
-        if f"rephrase.{unit}" in attrs:
-            cost[f"{unit}_per_million_tokens"] = attrs[f"rephrase.{unit}"] * per_million
-    return cost
 
 
 def recipe_document(study: optuna.Study, store: Store, trial: FrozenTrial) -> dict[str, Any]:
@@ -83,7 +66,7 @@ def recipe_document(study: optuna.Study, store: Store, trial: FrozenTrial) -> di
         "metrics": {k: v for k, v in metrics.items() if not k.startswith("ablation.")},
         # full-ablation scores, once `promptsearch ablation ingest` has stored them
         "ablation": {k: v for k, v in metrics.items() if k.startswith("ablation.")},
-        "cost": _cost(trial.user_attrs),
+        "cost": cost_per_million_tokens(metrics),
         "human_rating": review_ratings(study).get(trial.number),  # from the review study, if a person rated it
         "versions": library_versions(),
     }
@@ -163,19 +146,6 @@ def export_recipes(
         card.write_text(dataset_card(document), encoding="utf-8")
         paths += [path, card]
     return paths
-
-
-def read_recipe_document(path: Path) -> dict[str, Any]:
-    """A recipe file written by `export` (YAML or JSON; JSON parses as YAML)."""
-    if not path.is_file():
-        raise UserError(f"recipe file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not YAML or JSON ({getattr(exc, 'problem', exc)})") from exc
-    if not isinstance(data, dict) or "recipe" not in data:
-        raise UserError(f"{path}: not a promptsearch recipe (no `recipe:` block)")
-    return data
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -22,20 +22,13 @@ from datatrove.pipeline.writers import JsonlWriter, ParquetWriter
 
 from promptsearch.corpus import corpus_reader
 from promptsearch.errors import UserError
-from promptsearch.export import read_recipe_document
 from promptsearch.measure import select_sample
 from promptsearch.pipelines import SlurmJob, run_local_pipeline, slurm_executor
-from promptsearch.rephrase import Generators, request_payload
-from promptsearch.space import CorpusSpec, Recipe, Sampling, SearchSpace
-from promptsearch.templates import SEED_TEMPLATES, template_pool
-
-
-def recipe_from_file(path: Path) -> Recipe:
-    """A recipe file written by `promptsearch export` (its `recipe:` block)."""
-    try:
-        return Recipe.model_validate(read_recipe_document(path)["recipe"])
-    except ValueError as exc:
-        raise UserError(f"{path}: invalid recipe: {str(exc).splitlines()[0]}") from exc
+from promptsearch.recipe import Recipe, Sampling
+from promptsearch.rephrase import GeneratorServers, request_payload
+from promptsearch.seeds import SEED_TEMPLATES
+from promptsearch.space import CorpusSpec, SearchSpace
+from promptsearch.templates import template_pool
 
 
 def recipe_from_space(
@@ -55,18 +48,8 @@ def recipe_from_space(
         generator=space.generator(generator or names[0]),
         sampling=sampling,
         best_of_n=best_of_n,
-        mix_ratio=(space.mix_ratio.low + space.mix_ratio.high) / 2,
+        mix_ratio=space.mix_ratio.midpoint,
         seed=space.seed,
-    )
-
-
-def default_sampling(space: SearchSpace) -> Sampling:
-    s = space.sampling
-    return Sampling(
-        temperature=(s.temperature.low + s.temperature.high) / 2,
-        top_p=(s.top_p.low + s.top_p.high) / 2,
-        max_new_tokens=s.max_new_tokens[0],
-        top_k=s.top_k[0],
     )
 
 
@@ -157,7 +140,7 @@ def _dataset_pipeline(
     recipe: Recipe,
     source: CorpusSpec,
     output: Path,
-    generators: Generators,
+    generators: GeneratorServers,
     output_format: Literal["jsonl", "parquet"],
     records_per_chunk: int,
     on_document: Callable[[], None] | None = None,
@@ -181,7 +164,7 @@ def generate_dataset(
     recipe: Recipe,
     source: CorpusSpec,
     output: Path,
-    generators: Generators,
+    generators: GeneratorServers,
     output_format: Literal["jsonl", "parquet"] = "jsonl",
     tasks: int = 1,
     records_per_chunk: int = 100,
@@ -197,7 +180,7 @@ def submit_dataset_job(
     recipe: Recipe,
     source: CorpusSpec,
     output: Path,
-    generators: Generators,
+    generators: GeneratorServers,
     job: SlurmJob,
     venv_activate: str | None,
     output_format: Literal["jsonl", "parquet"] = "jsonl",

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from promptsearch.cloze import ClozeItem, build_cloze_items
-from promptsearch.space import LightevalTaskSpec
+from promptsearch.proxy_profile import LightevalTaskSpec
 
 
 def _offline_lighteval(local_only: bool) -> None:

@@ -19,13 +19,14 @@ from optuna.trial import FrozenTrial, TrialState
 from promptsearch.ablation.bundle import write_bundle
 from promptsearch.ablation.profile import load_ablation_profile
 from promptsearch.errors import UserError
-from promptsearch.export import trial_recipe
-from promptsearch.space import SearchSpace, load_proxy_profile
+from promptsearch.proxy_profile import load_proxy_profile
+from promptsearch.recipe import trial_recipe
+from promptsearch.space import SearchSpace
 from promptsearch.store import AblationRow, Store
 from promptsearch.study import objective_noise, study_space
 
 
-def proxy_score(study: optuna.Study, trial: FrozenTrial) -> float:
+def signed_objective(study: optuna.Study, trial: FrozenTrial) -> float:
     """The first objective, negated when it is minimized, so that higher is better."""
     value = (trial.values or [float("nan")])[0]
     return value if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -value
@@ -33,7 +34,7 @@ def proxy_score(study: optuna.Study, trial: FrozenTrial) -> float:
 
 def _by_rule(study: optuna.Study, space: SearchSpace, store: Store, complete: list[FrozenTrial]) -> list[FrozenTrial]:
     rule = space.promotion
-    ranked = sorted(complete, key=lambda t: proxy_score(study, t), reverse=True)
+    ranked = sorted(complete, key=lambda t: signed_objective(study, t), reverse=True)
     if rule.rule == "top_k":
         return ranked[: rule.k]
     if rule.rule == "pareto":
@@ -44,12 +45,12 @@ def _by_rule(study: optuna.Study, space: SearchSpace, store: Store, complete: li
         raise UserError(
             f"rule beats_best needs the noise floor of {metric}: run `promptsearch proxy calibrate --space FILE`"
         )
-    promoted = {r.trial_number: r.proxy_score for r in store.ablations(study.study_name)}
+    promoted = {r.trial_number: r.proxy_objective for r in store.ablations(study.study_name)}
     best = ranked[0]
     if not promoted:
         return [best]
     incumbent = max(promoted.values())
-    return [best] if proxy_score(study, best) - incumbent > rule.noise_multiple * noise else []
+    return [best] if signed_objective(study, best) - incumbent > rule.noise_multiple * noise else []
 
 
 def promote(
@@ -90,7 +91,7 @@ def promote(
                     trial_number=t.number,
                     profile=ablation.name,
                     proxy_profile=proxy_profile,
-                    proxy_score=proxy_score(study, t),
+                    proxy_objective=signed_objective(study, t),
                     promoted_by="manual" if trial is not None else space.promotion.rule,
                     bundle_dir=bundle.folder,
                     state="PROMOTED",

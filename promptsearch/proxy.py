@@ -29,7 +29,8 @@ from promptsearch.cloze import build_cloze_items, score_cloze
 from promptsearch.corpus import read_corpus
 from promptsearch.errors import UserError
 from promptsearch.pipelines import run_local_pipeline
-from promptsearch.space import ProxyModelSpec, ProxyProfile, ProxyTrainSpec, SearchSpace
+from promptsearch.proxy_profile import ProxyModelSpec, ProxyProfile, ProxyTrainSpec
+from promptsearch.space import SearchSpace
 
 EOS = "<eos>"
 
@@ -54,7 +55,7 @@ class ProxyResult:
     scores: dict[str, float]  # heldout_bpb, knowledge_bpb, knowledge_acc, knowledge_prob
     train_tokens: int
     synthetic_tokens: int
-    raw_tokens: int
+    mix_in_tokens: int
     checkpoint: Path
     seconds: dict[str, float] = field(default_factory=dict)
     losses: list[float] = field(default_factory=list)
@@ -186,7 +187,7 @@ class Mixture:
     """What a proxy run trains and scores on."""
 
     synthetic: list[str]  # the trial's selected outputs
-    raw: list[str]  # raw mix-in text
+    mix_in: list[str]  # raw text mixed back in
     heldout: list[str]  # raw text never trained on (bits per byte)
     knowledge_sources: list[str]  # the documents that were rephrased (cloze items)
     mix_ratio: float  # synthetic share of training tokens
@@ -267,16 +268,16 @@ def run_proxy(
     if profile.tokenizer.kind == "path":
         tokenizer_path = Path(profile.tokenizer.path or "")
     else:
-        tokenizer_path = corpus_tokenizer(mixture.raw, profile.tokenizer.vocab_size, workdir.parent / "tokenizers")
+        tokenizer_path = corpus_tokenizer(mixture.mix_in, profile.tokenizer.vocab_size, workdir.parent / "tokenizers")
     tok_dir = workdir / "tokenized"
     synthetic_tokens = tokenize_folder(mixture.synthetic, tokenizer_path, tok_dir / "synthetic", "synthetic", seed)
-    raw_tokens = tokenize_folder(mixture.raw, tokenizer_path, tok_dir / "raw", "raw", seed)
+    mix_in_tokens = tokenize_folder(mixture.mix_in, tokenizer_path, tok_dir / "mix_in", "mix_in", seed)
     seconds["tokenize"] = time.monotonic() - started
 
     seq = profile.model.seq_len
-    weights = {"synthetic": mixture.mix_ratio, "raw": 1 - mixture.mix_ratio}
+    weights = {"synthetic": mixture.mix_ratio, "mix_in": 1 - mixture.mix_ratio}
     datasets = {}
-    for name, count in (("synthetic", synthetic_tokens), ("raw", raw_tokens)):
+    for name, count in (("synthetic", synthetic_tokens), ("mix_in", mix_in_tokens)):
         if weights[name] == 0:
             continue
         if count < seq + 1:
@@ -346,7 +347,7 @@ def run_proxy(
         scores=scores,
         train_tokens=steps * profile.train.batch_size * seq,
         synthetic_tokens=synthetic_tokens,
-        raw_tokens=raw_tokens,
+        mix_in_tokens=mix_in_tokens,
         checkpoint=checkpoint,
         seconds=seconds,
         losses=losses,
@@ -363,17 +364,22 @@ def calibration_mixture(
     range (no generation needed; the model memorizes them, so knowledge_bpb varies more there than on
     rephrasings)."""
     documents = read_corpus(space.source).documents
-    raw = [d.text for d in read_corpus(space.mix_in).documents]
+    mix_in = [d.text for d in read_corpus(space.mix_in).documents]
     heldout = [d.text for d in read_corpus(space.heldout).documents]
     if outputs is None:
         source = [d.text for d in documents]
-        return Mixture(source, raw, heldout, source, (space.mix_ratio.low + space.mix_ratio.high) / 2)
+        return Mixture(source, mix_in, heldout, source, space.mix_ratio.midpoint)
     rephrased = [d for d in documents if d.id in outputs]
     if not rephrased or mix_ratio is None:
         raise UserError("the trial has no selected outputs (or no mix ratio) to calibrate on")
-    return Mixture([outputs[d.id] for d in rephrased], raw, heldout, [d.text for d in rephrased], mix_ratio)
+    return Mixture([outputs[d.id] for d in rephrased], mix_in, heldout, [d.text for d in rephrased], mix_ratio)
 
 
 def calibrate(mixture: Mixture, profile: ProxyProfile, workdir: Path, seeds: int) -> list[dict[str, float]]:
     """The same mixture trained with `seeds` training seeds and data orders; one score dict per run."""
     return [run_proxy(mixture, profile, workdir / f"seed-{seed}", seed).scores for seed in range(seeds)]
+
+
+def weighted_score(scores: dict[str, float], weights: dict[str, float]) -> float:
+    """`proxy.score`: a weighted sum of the run's scores (`proxy_weights`; each is also stored on its own)."""
+    return sum(weight * scores[name] for name, weight in weights.items())

@@ -1,6 +1,6 @@
 """Stage 2, rephrase: the trial's template × generator × sampling over the source documents.
 
-In: source `Document`s, a `Recipe`, the `Store` (generation cache) and the worker's `Generators`.
+In: source `Document`s, a `Recipe`, the `Store` (generation cache) and the worker's `GeneratorServers`.
 Out: `RephraseResult` — for every document, its `best_of_n` cached samples, plus request counts
 and timing for cost accounting.
 
@@ -12,6 +12,7 @@ missing requests and an identical trial makes none.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -25,12 +26,13 @@ from datatrove.data import Document
 from datatrove.pipeline.inference.run_inference import InferenceConfig, InferenceRunner
 from datatrove.pipeline.writers import JsonlWriter
 
+from promptsearch.config import api_key_from_env
 from promptsearch.corpus import truncate_at_newline
 from promptsearch.embedded import LocalModel, ServerReplicas, ServingPlan, embedded_model, serving_plan
 from promptsearch.errors import UserError
 from promptsearch.pipelines import run_inference_ranks
-from promptsearch.space import GeneratorSpec, Recipe, Sampling
-from promptsearch.store import GenerationRow, Store, generation_key
+from promptsearch.recipe import GeneratorSpec, Recipe, Sampling
+from promptsearch.store import GenerationRow, Store
 
 MAX_SERVER_RESTARTS = 3
 
@@ -46,7 +48,7 @@ class RephraseResult:
     server_restarts: int = 0
 
 
-class Generators:
+class GeneratorServers:
     """The worker's generator backends; embedded servers start once and serve all its trials."""
 
     def __init__(self, log_dir: Path, plan: ServingPlan | None = None):
@@ -55,7 +57,7 @@ class Generators:
         self._servers: dict[Path, ServerReplicas] = {}
         self._local: LocalModel | None = None
 
-    def __enter__(self) -> Generators:
+    def __enter__(self) -> GeneratorServers:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -205,24 +207,16 @@ def _export_api_key(generator: GeneratorSpec) -> None:
     # logging folder (ExecutorJSONEncoder dumps dataclasses whole). The key is therefore never put in
     # the config: datatrove's endpoint server builds an AsyncOpenAI client, which reads
     # OPENAI_API_KEY from the environment of this process when api_key is None.
-    if generator.api_key_env is None:
-        return
-    key = os.environ.get(generator.api_key_env)
-    if not key:
-        raise UserError(f"generator {generator.name}: environment variable {generator.api_key_env} is not set")
-    os.environ["OPENAI_API_KEY"] = key
+    if generator.api_key_env is not None:
+        os.environ["OPENAI_API_KEY"] = api_key_from_env(generator.api_key_env, f"generator {generator.name}")
 
 
-def sampling_params(recipe: Recipe) -> dict[str, Any]:
-    """The request's sampling fields (also part of the cache key); top_k only when set."""
-    params: dict[str, Any] = {
-        "temperature": round(recipe.sampling.temperature, 6),
-        "top_p": round(recipe.sampling.top_p, 6),
-        "max_tokens": recipe.sampling.max_new_tokens,
-    }
-    if recipe.sampling.top_k > 0:
-        params["top_k"] = recipe.sampling.top_k
-    return params
+def generation_key(
+    template_text: str, model_id: str, revision: str, sampling: dict[str, Any], seed: int, doc_id: str, index: int
+) -> str:
+    """The cache key of one sample: everything that changes its text, so a key never serves another sample."""
+    payload = json.dumps([template_text, model_id, revision, sampling, seed, doc_id, index], sort_keys=True)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
 def prompt_text(document: Document, recipe: Recipe) -> str:
@@ -235,17 +229,17 @@ def request_payload(document: Document, recipe: Recipe, sample_index: int) -> di
     """The OpenAI-style chat request for one sample (datatrove adds the model name)."""
     return {
         "messages": [{"role": "user", "content": prompt_text(document, recipe)}],
-        **sampling_params(recipe),
+        **recipe.sampling.request_fields(),
         "seed": recipe.seed + sample_index,
     }
 
 
 def rephrase(
-    documents: list[Document], recipe: Recipe, store: Store, generators: Generators, workdir: Path
+    documents: list[Document], recipe: Recipe, store: Store, generators: GeneratorServers, workdir: Path
 ) -> RephraseResult:
     start = time.monotonic()
     model_id, revision = generators.identity(recipe.generator)
-    sampling = sampling_params(recipe)
+    sampling = recipe.sampling.request_fields()
     keys = {
         doc.id: [
             generation_key(recipe.template_text, model_id, revision, sampling, recipe.seed + i, doc.id, i)
@@ -283,7 +277,7 @@ def _generate(
     revision: str,
     sampling: dict[str, Any],
     store: Store,
-    generators: Generators,
+    generators: GeneratorServers,
     workdir: Path,
 ) -> list[GenerationRow]:
     produced: list[GenerationRow] = []

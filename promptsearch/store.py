@@ -10,8 +10,6 @@ the code is refused with a message naming `promptsearch db upgrade`.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -127,7 +125,7 @@ class ProxyRunRow(Base):
     seed: Mapped[int] = mapped_column(Integer)
     train_tokens: Mapped[int] = mapped_column(Integer)
     synthetic_tokens: Mapped[int] = mapped_column(Integer)
-    raw_tokens: Mapped[int] = mapped_column(Integer)
+    mix_in_tokens: Mapped[int] = mapped_column("raw_tokens", Integer)
     wall_seconds: Mapped[float] = mapped_column(Float)
     checkpoint_path: Mapped[str] = mapped_column(Text)
     scores: Mapped[dict[str, float]] = mapped_column(JSON)
@@ -158,7 +156,8 @@ class AblationRow(Base):
     trial_number: Mapped[int] = mapped_column(Integer)
     profile: Mapped[str] = mapped_column(String(200))  # the ablation profile
     proxy_profile: Mapped[str] = mapped_column(String(200))
-    proxy_score: Mapped[float] = mapped_column(Float)  # signed so that higher is better
+    # the first objective, signed so that higher is better (the column kept its first name)
+    proxy_objective: Mapped[float] = mapped_column("proxy_score", Float)
     promoted_by: Mapped[str] = mapped_column(String(100))  # manual | top_k | pareto | beats_best
     bundle_dir: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(50))  # PROMOTED, SUBMITTED, RUNNING, COMPLETED, FAILED, ...
@@ -233,13 +232,6 @@ class ProposalRow(Base):
     response: Mapped[str] = mapped_column(Text, default="")
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-def generation_key(
-    template_text: str, model_id: str, revision: str, sampling: dict[str, Any], seed: int, doc_id: str, index: int
-) -> str:
-    payload = json.dumps([template_text, model_id, revision, sampling, seed, doc_id, index], sort_keys=True)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
 def redact(url: str) -> str:
@@ -477,11 +469,21 @@ class Store:
                     )
 
     def trial_metrics(self, study: str, trial: int) -> dict[str, float]:
+        """Every metric recorded for the trial: this table is their source of truth (Optuna's user attrs
+        carry a copy for the dashboard, and cannot take the scores that arrive after a trial finished)."""
         with self.session() as s:
             rows = s.scalars(
                 select(TrialMetricRow).where(TrialMetricRow.study_name == study, TrialMetricRow.trial_number == trial)
             )
             return {r.name: r.value for r in rows}
+
+    def study_metrics(self, study: str) -> dict[int, dict[str, float]]:
+        """Trial number → its metrics, for every trial of the study, in one query."""
+        out: dict[int, dict[str, float]] = {}
+        with self.session() as s:
+            for r in s.scalars(select(TrialMetricRow).where(TrialMetricRow.study_name == study)):
+                out.setdefault(r.trial_number, {})[r.name] = r.value
+        return out
 
     def add_proxy_run(self, row: ProxyRunRow) -> None:
         with self.session() as s:

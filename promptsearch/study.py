@@ -28,11 +28,14 @@ from promptsearch.dashboard import queue_for_review, review_study_name, study_no
 from promptsearch.errors import UserError
 from promptsearch.measure import Embedder, QualityClassifier
 from promptsearch.proxy import Mixture, calibration_mixture
-from promptsearch.rephrase import Generators
-from promptsearch.space import SearchSpace, load_proxy_profile, load_space
+from promptsearch.proxy_profile import load_proxy_profile
+from promptsearch.pruning import build_pruner
+from promptsearch.recipe import trial_recipe
+from promptsearch.rephrase import GeneratorServers
+from promptsearch.space import SearchSpace, load_space
 from promptsearch.store import Store, redact
 from promptsearch.templates import template_pool
-from promptsearch.trial import Corpora, TrialContext, WorkerResources, build_stages, run_trial, suggest_recipe
+from promptsearch.trial import Corpora, TrialContext, WorkerResources, build_stages, run_trial
 
 SPACE_ATTR = "space"
 # Set by the CLI's Ctrl-C handler: the worker stops after the current trial even if a library absorbed
@@ -78,24 +81,7 @@ def trial_mixture(study: optuna.Study, store: Store, number: int | None = None) 
     if trial is None:
         raise UserError(f"study {study.study_name!r} has no finished trial {number}")
     outputs = {doc_id: row.text for doc_id, row in store.selected_outputs(study.study_name, number)}
-    return calibration_mixture(study_space(study), outputs, trial.params["mix_ratio"])
-
-
-def build_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
-    """The space's pruner; none means none (Optuna's default MedianPruner would prune silently)."""
-    spec = space.pruner
-    if spec is None:
-        return optuna.pruners.NopPruner()
-    if spec.kind == "wilcoxon":
-        return optuna.pruners.WilcoxonPruner(p_threshold=spec.p_threshold, n_startup_steps=spec.n_startup_steps)
-    if spec.kind == "hyperband":
-        checkpoints = sum(load_proxy_profile(Path(p)).eval_checkpoints for p in space.proxy_profiles())
-        return optuna.pruners.HyperbandPruner(
-            min_resource=spec.min_resource, max_resource=checkpoints, reduction_factor=spec.reduction_factor
-        )
-    return optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=spec.min_resource, reduction_factor=spec.reduction_factor
-    )
+    return calibration_mixture(study_space(study), outputs, trial_recipe(trial).mix_ratio)
 
 
 def create_study(space_file: Path, db_url: str, name: str | None = None) -> optuna.Study:
@@ -111,7 +97,7 @@ def create_study(space_file: Path, db_url: str, name: str | None = None) -> optu
         storage=storage,
         directions=[o.direction for o in space.objectives],
         sampler=optuna.samplers.TPESampler(seed=space.seed),
-        pruner=build_pruner(space),
+        pruner=build_pruner(space.pruner, space.eval_checkpoints()),
     )
     study.set_metric_names([o.metric for o in space.objectives])
     study.set_user_attr(SPACE_ATTR, space.model_dump(mode="json"))
@@ -164,7 +150,7 @@ def artifact_store(workdir: Path) -> FileSystemArtifactStore:
 
 
 class _Objective:
-    def __init__(self, study: optuna.Study, store: Store, generators: Generators, options: RunOptions):
+    def __init__(self, study: optuna.Study, store: Store, generators: GeneratorServers, options: RunOptions):
         self.space = study_space(study)
         self.study = study
         self.store = store
@@ -194,7 +180,7 @@ class _Objective:
             template_id = self.template_ids[trial.number % len(self.template_ids)]
             trial.set_user_attr("template_id", template_id)
         row = self.store.template(int(template_id))
-        recipe = suggest_recipe(trial, self.space, row.id, row)
+        recipe = self.space.suggest_recipe(trial, row.id, row)
         trial.set_user_attr("recipe", recipe.model_dump(mode="json"))
         save_note(trial, trial_note(recipe, row))
         trial.set_user_attr("recipe_fingerprint", recipe.fingerprint())
@@ -215,7 +201,7 @@ class _Objective:
             raise
 
 
-def _budget_callbacks(space: SearchSpace) -> list[Callable[[optuna.Study, FrozenTrial], None]]:
+def _budget_callbacks(space: SearchSpace, store: Store) -> list[Callable[[optuna.Study, FrozenTrial], None]]:
     # RUNNING counts too: otherwise a worker that finds the queue empty starts a trial beyond the
     # budget while others are still finishing theirs.
     callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [
@@ -225,7 +211,8 @@ def _budget_callbacks(space: SearchSpace) -> list[Callable[[optuna.Study, Frozen
         limit = space.budget.generated_tokens
 
         def stop_on_tokens(study: optuna.Study, _: FrozenTrial) -> None:
-            used = sum(t.user_attrs.get("rephrase.completion_tokens", 0) for t in study.get_trials(deepcopy=False))
+            metrics = store.study_metrics(study.study_name).values()
+            used = sum(m.get("rephrase.completion_tokens", 0) for m in metrics)
             if used >= limit:
                 study.stop()
 
@@ -249,12 +236,12 @@ def run_worker(name: str, options: RunOptions, worker_index: int = 0) -> None:
     # load_study would give an unseeded sampler: a single-worker study is reproducible from the space's
     # seed, and each of several workers gets its own stream.
     study.sampler = optuna.samplers.TPESampler(seed=space.seed + worker_index)
-    study.pruner = build_pruner(space)
+    study.pruner = build_pruner(space.pruner, space.eval_checkpoints())
     remaining = space.budget.trials - finished_count(study)
     if remaining <= 0:
         return
     log_dir = options.workdir / name / "logs"
-    with Generators(log_dir) as generators, ExitStack() as stack:
+    with GeneratorServers(log_dir) as generators, ExitStack() as stack:
         objective = _Objective(study, store, generators, options)
         # Proposals come before `_fill_queue`, so that a round's new templates are what the queue runs next.
         proposals: list[Callable[[optuna.Study, FrozenTrial], None]] = []
@@ -269,7 +256,7 @@ def run_worker(name: str, options: RunOptions, worker_index: int = 0) -> None:
             catch=(),
             timeout=space.budget.wall_time_minutes * 60 if space.budget.wall_time_minutes else None,
             callbacks=[
-                *_budget_callbacks(space),
+                *_budget_callbacks(space, store),
                 *proposals,
                 lambda s, _: _fill_queue(s, space.budget.trials),
                 lambda s, _: s.stop() if STOP_REQUESTED.is_set() else None,
@@ -366,6 +353,6 @@ def delete_study(name: str, db_url: str) -> None:
     store.delete_study_rows(name)
 
 
-def load_study(name: str, db_url: str) -> tuple[optuna.Study, Store]:
+def open_study(name: str, db_url: str) -> tuple[optuna.Study, Store]:
     store = Store.open(db_url, create_if_empty=False)
     return _load(store, name), store

@@ -1,53 +1,40 @@
 """One trial: the recipe Optuna proposes, run through the stages rephrase → measure → proxy → score.
 
-In: an Optuna `Trial` (template id in user attrs, knobs sampled here from the `SearchSpace`).
+In: an Optuna `Trial` and its `Recipe` (knobs sampled by `SearchSpace.suggest_recipe`).
 Out: the objective value(s); every stage's results are committed to the store as they are made.
 
 Each stage is a class with `name` and `run(ctx)`; `build_stages(space)` lists the ones the
 space uses (no proxy profile → no proxy stage). A stage that is not built is left out, never stubbed.
+What a stage writes for people to look at is in `promptsearch.plots`; when a trial stops early,
+`promptsearch.pruning` decides.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Protocol
 
 import optuna
 from datatrove.data import Document
-from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.artifacts import FileSystemArtifactStore
 
-from promptsearch.dashboard import samples_jsonl, samples_markdown
-from promptsearch.measure import (
-    PREFIX_LENGTHS,
-    Embedder,
-    OutputRecord,
-    QualityClassifier,
-    measure,
-    most_common_opening,
-    select_sample,
-)
-from promptsearch.proxy import EvalCheckpoint, Mixture, ProxyResult, TooLittleData, run_proxy
-from promptsearch.rephrase import Generators, rephrase
-from promptsearch.space import (
-    PROXY_SCORES,
-    WILCOXON_PAIRING,
-    ProxyProfile,
-    PruneThresholds,
-    Recipe,
-    Sampling,
-    SearchSpace,
-    TemplateLike,
-    load_proxy_profile,
-)
-from promptsearch.store import GenerationRow, ProxyRunRow, Store
+from promptsearch.cost import device_hours, predicted_rephrase_seconds
+from promptsearch.measure import Embedder, OutputRecord, QualityClassifier, measure, most_common_opening, select_sample
+from promptsearch.plots import save_measure_artifacts, save_proxy_curve, save_sample_artifacts
+from promptsearch.proxy import EvalCheckpoint, Mixture, TooLittleData, run_proxy, weighted_score
+from promptsearch.proxy_profile import PROXY_SCORES, ProxyProfile, load_proxy_profile
+from promptsearch.pruning import dominating_trial, wilcoxon_pairing
+from promptsearch.recipe import Recipe
+from promptsearch.rephrase import GeneratorServers, rephrase
+from promptsearch.space import PruneThresholds, SearchSpace
+from promptsearch.store import ProxyRunRow, Store
+
+SAMPLE_PAIRS = 8  # source/output pairs a trial shows in the dashboard
 
 
 @dataclass
@@ -64,7 +51,7 @@ class Corpora:
 class WorkerResources:
     """What a worker sets up once and every trial reuses."""
 
-    generators: Generators
+    generators: GeneratorServers
     embedder: Embedder | None
     classifiers: list[QualityClassifier]
     artifacts: FileSystemArtifactStore
@@ -84,7 +71,8 @@ class TrialContext:
     metrics: dict[str, float] = field(default_factory=dict)
 
     def record(self, stage: str, metrics: dict[str, float]) -> None:
-        """Store metrics in the project table and as Optuna user attrs, immediately."""
+        """Store metrics, immediately: in the metrics table (their source of truth), with a copy in Optuna's
+        user attrs for the dashboard. The only place a trial's metrics are written."""
         self.metrics |= {f"{stage}.{k}": v for k, v in metrics.items()}
         self.store.record_metrics(
             self.study_name, self.trial.number, stage, {f"{stage}.{k}": v for k, v in metrics.items()}
@@ -99,41 +87,22 @@ class Stage(Protocol):
     def run(self, ctx: TrialContext) -> None: ...
 
 
-def predicted_rephrase_seconds(ctx: TrialContext) -> float | None:
-    """Cost prediction before generating: this generator's measured throughput in earlier trials."""
-    earlier = [
-        t.user_attrs
-        for t in ctx.trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if t.params.get("generator") == ctx.recipe.generator.name and t.user_attrs.get("rephrase.requests_made")
-    ]
-    if not earlier:
-        return None
-    tokens_per_request = sum(a["rephrase.completion_tokens"] / a["rephrase.requests_made"] for a in earlier)
-    tokens_per_second = sum(a["rephrase.tokens_per_second"] for a in earlier)
-    requests = len(ctx.corpora.source) * ctx.recipe.best_of_n
-    return requests * tokens_per_request / tokens_per_second  # the len(earlier) factors cancel
-
-
-def _device_hours(ctx: TrialContext, seconds: float) -> dict[str, float]:
-    """GPU-hours for vLLM (tp x dp GPUs), CPU core-hours for the embedded server on CPU."""
-    import torch
-
-    generator = ctx.recipe.generator
-    if generator.backend == "vllm":
-        gpus = int(generator.serving.get("tp", 1)) * int(generator.serving.get("dp", 1))
-        return {"gpu_hours": seconds * gpus / 3600}
-    if generator.backend == "embedded":
-        if torch.cuda.is_available():
-            return {"gpu_hours": seconds / 3600}
-        return {"cpu_core_hours": seconds * len(os.sched_getaffinity(0)) / 3600}
-    return {}
-
-
 class RephraseStage:
     name = "rephrase"
 
+    @staticmethod
+    def predicted_seconds(ctx: TrialContext) -> float | None:
+        """Cost prediction before generating: this generator's measured throughput in earlier trials."""
+        metrics = ctx.store.study_metrics(ctx.study_name)
+        earlier = [
+            metrics.get(t.number, {})
+            for t in ctx.trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if t.params.get("generator") == ctx.recipe.generator.name
+        ]
+        return predicted_rephrase_seconds(earlier, len(ctx.corpora.source) * ctx.recipe.best_of_n)
+
     def run(self, ctx: TrialContext) -> None:
-        if (predicted := predicted_rephrase_seconds(ctx)) is not None:
+        if (predicted := self.predicted_seconds(ctx)) is not None:
             ctx.trial.set_user_attr("rephrase.predicted_seconds", predicted)
         result = rephrase(ctx.corpora.source, ctx.recipe, ctx.store, ctx.resources.generators, ctx.workdir)
         outputs: list[tuple[str, str, bool]] = []
@@ -148,7 +117,16 @@ class RephraseStage:
             )
             outputs.extend((doc.id, s.key, i == best) for i, s in enumerate(samples))
         ctx.store.record_trial_outputs(ctx.study_name, ctx.trial.number, outputs)
-        save_sample_artifacts(ctx, result.samples)
+        pairs = [
+            {
+                "doc_id": doc.id,
+                "source": doc.text,
+                "output": record.output,
+                "samples": [s.text for s in result.samples[doc.id]],
+            }
+            for doc, record in zip(ctx.corpora.source[:SAMPLE_PAIRS], ctx.records, strict=False)
+        ]
+        save_sample_artifacts(ctx.trial, ctx.resources.artifacts, ctx.workdir, pairs)
         ctx.record(
             "rephrase",
             {
@@ -162,7 +140,7 @@ class RephraseStage:
                 else 0.0,
                 "server_restarts": result.server_restarts,
                 **{f"source_{reason}": count for reason, count in ctx.corpora.source_skipped.items()},
-                **_device_hours(ctx, result.wall_seconds if result.requests_made else 0.0),
+                **device_hours(ctx.recipe.generator, result.wall_seconds if result.requests_made else 0.0),
             },
         )
 
@@ -191,7 +169,8 @@ class MeasureStage:
         ctx.record("measure", metrics)
         opening, _ = most_common_opening([r.output for r in ctx.records])
         ctx.trial.set_user_attr("measure.top_opening", opening)
-        save_measure_artifacts(ctx, metrics)
+        title = f"trial {ctx.trial.number}: {ctx.recipe.template_name} prefix collapse"
+        save_measure_artifacts(ctx.trial, ctx.resources.artifacts, ctx.workdir / "measure", metrics, title)
         violations = self.violations(metrics)
         for name, value in violations.items():
             ctx.trial.set_constraint(name, value)
@@ -199,90 +178,6 @@ class MeasureStage:
             reason = "measure: " + ", ".join(f"{n} {metrics[n]:.2f} breaks its threshold" for n in broken)
             ctx.trial.set_user_attr("pruned_reason", reason)
             raise optuna.TrialPruned(reason)
-
-
-def _pyplot() -> ModuleType:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def attach_artifact(ctx: TrialContext, path: Path, mimetype: str) -> None:
-    """Upload a file as an Optuna artifact of the trial (the dashboard lists it) and note its id."""
-    artifact_id = upload_artifact(
-        artifact_store=ctx.resources.artifacts, file_path=str(path), study_or_trial=ctx.trial, mimetype=mimetype
-    )
-    ctx.trial.set_user_attr(f"artifact.{path.name}", artifact_id)
-
-
-SAMPLE_PAIRS = 8  # source/output pairs a trial shows in the dashboard
-
-
-def save_sample_artifacts(ctx: TrialContext, samples: dict[str, list[GenerationRow]]) -> None:
-    """A few source/output pairs (all N samples in the JSONL, the selected one side by side in Markdown)."""
-    pairs = [
-        {
-            "doc_id": doc.id,
-            "source": doc.text,
-            "output": record.output,
-            "samples": [s.text for s in samples[doc.id]],
-        }
-        for doc, record in zip(ctx.corpora.source[:SAMPLE_PAIRS], ctx.records, strict=False)
-    ]
-    ctx.workdir.mkdir(parents=True, exist_ok=True)
-    (ctx.workdir / "samples.jsonl").write_text(samples_jsonl(pairs), encoding="utf-8")
-    (ctx.workdir / "samples.md").write_text(samples_markdown(pairs), encoding="utf-8")
-    attach_artifact(ctx, ctx.workdir / "samples.jsonl", "application/jsonl")
-    attach_artifact(ctx, ctx.workdir / "samples.md", "text/markdown")
-
-
-def save_measure_artifacts(ctx: TrialContext, metrics: dict[str, float]) -> None:
-    """The metrics JSON and the prefix-collapse plot, as Optuna artifacts of the trial."""
-    plt = _pyplot()
-    folder = ctx.workdir / "measure"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(PREFIX_LENGTHS, [metrics[f"unique_prefix_ratio_{n}"] for n in PREFIX_LENGTHS], marker="o")
-    ax.set(
-        xscale="log",
-        xlabel="prefix length (characters)",
-        ylabel="unique prefixes / outputs",
-        ylim=(0, 1.05),
-        title=f"trial {ctx.trial.number}: {ctx.recipe.template_name} prefix collapse",
-    )
-    ax.set_xticks(PREFIX_LENGTHS, [str(n) for n in PREFIX_LENGTHS])
-    fig.tight_layout()
-    fig.savefig(folder / "prefix_collapse.png", dpi=100)
-    plt.close(fig)
-    attach_artifact(ctx, folder / "metrics.json", "application/json")
-    attach_artifact(ctx, folder / "prefix_collapse.png", "image/png")
-
-
-def save_proxy_curve(ctx: TrialContext, rung: int, profile: ProxyProfile, result: ProxyResult) -> None:
-    """The rung's learning curve: training loss per step, and bits per byte on held-out text and on the
-    rephrased documents at each eval checkpoint."""
-    plt = _pyplot()
-    path = ctx.workdir / f"proxy_curve_rung{rung}.png"
-    tokens_per_step = result.train_tokens / max(1, len(result.losses))
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot([(i + 1) * tokens_per_step for i in range(len(result.losses))], result.losses, lw=0.8, label="train loss")
-    for score, label in (("heldout_bpb", "held-out bits/byte"), ("knowledge_bpb", "rephrased documents bits/byte")):
-        ax.plot(
-            [c.train_tokens for c in result.checkpoints],
-            [c.scores[score] for c in result.checkpoints],
-            marker="o",
-            label=label,
-        )
-    ax.set(xlabel="training tokens", title=f"trial {ctx.trial.number}: proxy {profile.name}")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    attach_artifact(ctx, path, "image/png")
 
 
 class ProxyStage:
@@ -300,7 +195,7 @@ class ProxyStage:
         self.rungs = rungs
         self.weights = space.proxy_weights
         self.objectives = space.objectives
-        self.instance_reports = wilcoxon_instances(space)
+        self.wilcoxon = wilcoxon_pairing(space.pruner, space.objectives[0])
         self.last_step = sum(profile.eval_checkpoints for profile in rungs)
 
     def input_key(self, ctx: TrialContext, profile: ProxyProfile) -> str:
@@ -318,7 +213,7 @@ class ProxyStage:
     def run(self, ctx: TrialContext) -> None:
         mixture = Mixture(
             synthetic=[r.output for r in ctx.records],
-            raw=ctx.corpora.mix_in,
+            mix_in=ctx.corpora.mix_in,
             heldout=ctx.corpora.heldout,
             knowledge_sources=[r.source for r in ctx.records],
             mix_ratio=ctx.recipe.mix_ratio,
@@ -341,12 +236,12 @@ class ProxyStage:
         if (previous := ctx.store.proxy_run(key)) is not None:
             # Training is deterministic given its inputs: an identical mixture reuses the earlier run,
             # which reports its final scores at the rung's last checkpoint only.
-            scores = {**previous.scores, "score": proxy_score(previous.scores, self.weights)}
+            scores = {**previous.scores, "score": weighted_score(previous.scores, self.weights)}
             self._report(ctx, first_step + profile.eval_checkpoints, scores, None)
             return scores, previous.train_tokens, 1
 
         def on_checkpoint(checkpoint: EvalCheckpoint) -> None:
-            scores = {**checkpoint.scores, "score": proxy_score(checkpoint.scores, self.weights)}
+            scores = {**checkpoint.scores, "score": weighted_score(checkpoint.scores, self.weights)}
             recorded = scores | {"train_tokens": checkpoint.train_tokens}
             ctx.record("proxy", {f"rung{rung}.ck{checkpoint.index}.{k}": v for k, v in recorded.items()})
             self._report(ctx, first_step + checkpoint.index, scores, checkpoint)
@@ -369,15 +264,17 @@ class ProxyStage:
                 seed=ctx.recipe.seed + profile.train.seed,
                 train_tokens=result.train_tokens,
                 synthetic_tokens=result.synthetic_tokens,
-                raw_tokens=result.raw_tokens,
+                mix_in_tokens=result.mix_in_tokens,
                 wall_seconds=time.monotonic() - started,
                 checkpoint_path=str(result.checkpoint),
                 scores=result.scores,
             )
         )
         ctx.record("proxy", {f"rung{rung}.{k}_seconds": v for k, v in result.seconds.items()})
-        save_proxy_curve(ctx, rung, profile, result)
-        return {**result.scores, "score": proxy_score(result.scores, self.weights)}, result.train_tokens, 0
+        curve = ctx.workdir / f"proxy_curve_rung{rung}.png"
+        title = f"trial {ctx.trial.number}: proxy {profile.name}"
+        save_proxy_curve(ctx.trial, ctx.resources.artifacts, curve, title, result)
+        return {**result.scores, "score": weighted_score(result.scores, self.weights)}, result.train_tokens, 0
 
     def _report(
         self, ctx: TrialContext, step: int, scores: dict[str, float], checkpoint: EvalCheckpoint | None
@@ -386,8 +283,9 @@ class ProxyStage:
         A reused run (`checkpoint` None) reports its final score only, or nothing to a Wilcoxon pruner."""
         if len(self.objectives) > 1:
             return
-        if self.instance_reports is not None:
-            values = self.instance_reports(checkpoint) if checkpoint is not None else []
+        if self.wilcoxon is not None:
+            field_values = getattr(checkpoint, self.wilcoxon.field) if checkpoint is not None else []
+            values = [self.wilcoxon.sign * v for v in field_values]
             for i, value in enumerate(values):
                 ctx.trial.report(value, (step - 1) * len(values) + i)
         else:
@@ -400,44 +298,14 @@ class ProxyStage:
 
     def _promote_by_pareto_rank(self, ctx: TrialContext, rung: int) -> None:
         """Stop unless no trial that finished rung `rung - 1` dominates this one there."""
-
-        def values(attrs: dict[str, object]) -> list[float] | None:
-            keys = [o.metric.replace("proxy.", f"proxy.rung{rung - 1}.", 1) for o in self.objectives]
-            found = [attrs.get(k) for k in keys]
-            return [float(v) for v in found] if all(isinstance(v, (int, float)) for v in found) else None
-
-        signs = [1.0 if o.direction == "maximize" else -1.0 for o in self.objectives]
-        own = values(dict(ctx.metrics))
-        if own is None:
-            return
-        mine = [s * v for s, v in zip(signs, own, strict=True)]
-        for other in ctx.trial.study.get_trials(deepcopy=False):
-            found = values(other.user_attrs)
-            if other.number == ctx.trial.number or found is None:
-                continue
-            theirs = [s * v for s, v in zip(signs, found, strict=True)]
-            if all(t >= m for t, m in zip(theirs, mine, strict=True)) and theirs != mine:
-                reason = f"proxy: dominated on rung {rung - 1} by trial {other.number}; not promoted to rung {rung}"
-                ctx.trial.set_user_attr("pruned_reason", reason)
-                raise optuna.TrialPruned(reason)
-
-
-def wilcoxon_instances(space: SearchSpace) -> Callable[[EvalCheckpoint], list[float]] | None:
-    """What a Wilcoxon pruner compares, instance by instance, with the best trial: each cloze item's
-    probability for a cloze objective, otherwise each rephrased document's knowledge bits per byte, negated
-    when the objective is maximized (proxy.score). None for the other pruners."""
-    if space.pruner is None or space.pruner.kind != "wilcoxon":
-        return None
-    _, field_name = WILCOXON_PAIRING[space.objectives[0].metric]
-    if field_name == "item_probs":
-        return lambda checkpoint: checkpoint.item_probs
-    sign = -1.0 if space.objectives[0].direction == "maximize" else 1.0
-    return lambda checkpoint: [sign * bpb for bpb in checkpoint.document_bpb]
-
-
-def proxy_score(scores: dict[str, float], weights: dict[str, float]) -> float:
-    """The proxy's single score: a weighted sum of its components (each is also stored on its own)."""
-    return sum(weight * scores[name] for name, weight in weights.items())
+        keys = [o.metric.replace("proxy.", f"proxy.rung{rung - 1}.", 1) for o in self.objectives]
+        metrics = ctx.store.study_metrics(ctx.study_name)
+        others = [(n, metrics[n]) for n in sorted(metrics) if n != ctx.trial.number]
+        dominating = dominating_trial(ctx.metrics, others, keys, [o.direction for o in self.objectives])
+        if dominating is not None:
+            reason = f"proxy: dominated on rung {rung - 1} by trial {dominating}; not promoted to rung {rung}"
+            ctx.trial.set_user_attr("pruned_reason", reason)
+            raise optuna.TrialPruned(reason)
 
 
 def build_stages(space: SearchSpace) -> list[Stage]:
@@ -445,29 +313,6 @@ def build_stages(space: SearchSpace) -> list[Stage]:
     if rungs := space.proxy_profiles():
         stages.append(ProxyStage([load_proxy_profile(Path(p)) for p in rungs], space))
     return stages
-
-
-def suggest_recipe(trial: optuna.Trial, space: SearchSpace, template_id: int, template: TemplateLike) -> Recipe:
-    """Optuna samples the fixed-shape knobs; the template comes from the enqueued trial."""
-    s = space.sampling
-    generator = trial.suggest_categorical("generator", [g.name for g in space.generators])
-    return Recipe.for_template(
-        template_id,
-        template,
-        generator=space.generator(str(generator)),
-        sampling=Sampling(
-            temperature=trial.suggest_float(
-                "temperature", s.temperature.low, s.temperature.high, log=s.temperature.log
-            ),
-            top_p=trial.suggest_float("top_p", s.top_p.low, s.top_p.high, log=s.top_p.log),
-            max_new_tokens=int(trial.suggest_categorical("max_new_tokens", s.max_new_tokens)),
-            top_k=int(trial.suggest_categorical("top_k", s.top_k)),
-        ),
-        best_of_n=int(trial.suggest_categorical("best_of_n", space.best_of_n)),
-        selection=str(trial.suggest_categorical("selection", space.selection)),
-        mix_ratio=trial.suggest_float("mix_ratio", space.mix_ratio.low, space.mix_ratio.high),
-        seed=space.seed,
-    )
 
 
 def objective_values(space: SearchSpace, metrics: dict[str, float]) -> list[float]:

@@ -15,9 +15,10 @@ from datatrove.data import Document
 
 from promptsearch.corpus import read_corpus
 from promptsearch.embedded import TransformersServer, embedded_model
-from promptsearch.space import CorpusSpec, GeneratorSpec, Recipe, Sampling
+from promptsearch.recipe import GeneratorSpec, Recipe, Sampling
+from promptsearch.seeds import SEED_TEMPLATES
+from promptsearch.space import CorpusSpec
 from promptsearch.store import Store
-from promptsearch.templates import SEED_TEMPLATES
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"

@@ -13,12 +13,13 @@ from conftest import run_cli, seeded_recipe, write_space
 from promptsearch.ablation.bundle import STAGES, datatrove_executor, load_bundle, write_bundle
 from promptsearch.ablation.nanotron import NanotronConfig
 from promptsearch.ablation.profile import load_ablation_profile
-from promptsearch.ablation.results import calibrate
+from promptsearch.ablation.results import rank_agreement
 from promptsearch.ablation.slurm import TERMINAL_STATES, refresh
 from promptsearch.embedded import TransformersServer
 from promptsearch.errors import UserError
 from promptsearch.promote import promote
-from promptsearch.space import CorpusSpec, GeneratorSpec
+from promptsearch.recipe import GeneratorSpec
+from promptsearch.space import CorpusSpec
 from promptsearch.store import ProxyCalibrationRow, Store
 from promptsearch.study import create_study, study_space
 
@@ -77,13 +78,13 @@ def test_full_21b_bundle_matches_the_paper(tmp_path: Path) -> None:
 
 def test_calibration_with_known_inputs() -> None:
     # proxy order 1<2<3<4; the full scores swap the middle pair: 5 of 6 pairs agree
-    result = calibrate([(1.0, 0.1), (2.0, 0.3), (3.0, 0.2), (4.0, 0.4)])
+    result = rank_agreement([(1.0, 0.1), (2.0, 0.3), (3.0, 0.2), (4.0, 0.4)])
     assert result.trials == 4
     assert result.kendall_tau == pytest.approx((5 - 1) / 6)
     assert result.pairwise_accuracy == pytest.approx(5 / 6)
-    reversed_ = calibrate([(1.0, 0.4), (2.0, 0.3), (3.0, 0.2)])
+    reversed_ = rank_agreement([(1.0, 0.4), (2.0, 0.3), (3.0, 0.2)])
     assert reversed_.kendall_tau == pytest.approx(-1.0) and reversed_.pairwise_accuracy == 0.0
-    tied = calibrate([(1.0, 0.5), (2.0, 0.5), (3.0, 0.6)])  # the tied pair is not a decision
+    tied = rank_agreement([(1.0, 0.5), (2.0, 0.5), (3.0, 0.6)])  # the tied pair is not a decision
     assert tied.pairwise_accuracy == 1.0
 
 
@@ -213,7 +214,7 @@ def test_promotion_rules(tmp_path: Path) -> None:
 
     rows = promote(study, store, tmp_path / "runs")
     assert [r.trial_number for r in rows] == [numbers[2.5], numbers[2.6]]
-    assert [r.proxy_score for r in rows] == [-2.5, -2.6]  # minimized objective, negated: higher is better
+    assert [r.proxy_objective for r in rows] == [-2.5, -2.6]  # minimized objective, negated: higher is better
     assert Path(rows[0].bundle_dir, "nanotron.yaml").is_file()
     assert promote(study, store, tmp_path / "runs") == []  # already promoted
 

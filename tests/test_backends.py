@@ -8,8 +8,9 @@ from conftest import REPO, news, seeded_recipe
 
 from promptsearch.embedded import TransformersServer
 from promptsearch.generate import generate_dataset
-from promptsearch.rephrase import Generators, rephrase, vllm_inference_config
-from promptsearch.space import CorpusSpec, GeneratorSpec, Sampling, load_space
+from promptsearch.recipe import GeneratorSpec, Sampling
+from promptsearch.rephrase import GeneratorServers, rephrase, vllm_inference_config
+from promptsearch.space import CorpusSpec, load_space
 from promptsearch.store import Store
 
 
@@ -71,7 +72,7 @@ def test_endpoint_api_key_never_stored(
     recipe = seeded_recipe(store, "table", generator, max_new_tokens=8)
     documents = news(1)
     source = CorpusSpec(format="embedded", path="lee_background", limit=1, max_chars=300)
-    with Generators(tmp_path / "logs") as generators:
+    with GeneratorServers(tmp_path / "logs") as generators:
         assert rephrase(documents, recipe, store, generators, tmp_path).requests_made == 1
         generate_dataset(recipe, source, tmp_path / "dataset", generators)  # through datatrove's executor
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
@@ -91,5 +92,5 @@ def test_missing_api_key_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mo
         endpoint_url="https://api.example.org/v1",
         api_key_env="PROMPTSEARCH_TEST_KEY",
     )
-    with Generators(tmp_path) as generators, pytest.raises(UserError, match="PROMPTSEARCH_TEST_KEY is not set"):
+    with GeneratorServers(tmp_path) as generators, pytest.raises(UserError, match="PROMPTSEARCH_TEST_KEY is not set"):
         generators.inference_configs(generator, 1, Sampling(temperature=0.7, top_p=0.9, max_new_tokens=8))

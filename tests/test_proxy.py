@@ -12,7 +12,8 @@ from tokenizers import Tokenizer
 from promptsearch.cloze import build_cloze_items
 from promptsearch.corpus import read_corpus
 from promptsearch.proxy import Mixture, TokenStream, calibrate, corpus_tokenizer, run_proxy
-from promptsearch.space import CorpusSpec, load_proxy_profile
+from promptsearch.proxy_profile import load_proxy_profile
+from promptsearch.space import CorpusSpec
 
 
 def _corpora() -> tuple[list[str], list[str], list[str]]:

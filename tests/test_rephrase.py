@@ -7,8 +7,8 @@ from pathlib import Path
 from conftest import news, seeded_recipe
 
 from promptsearch.embedded import ServerSettings, ServingPlan, TransformersServer
-from promptsearch.rephrase import Generators, rephrase
-from promptsearch.space import GeneratorSpec
+from promptsearch.recipe import GeneratorSpec
+from promptsearch.rephrase import GeneratorServers, rephrase
 from promptsearch.store import GenerationRow, Store
 
 
@@ -19,7 +19,7 @@ def test_generation_round_trip_and_cache(tmp_path: Path, embedded_server: Transf
         name="smol", backend="endpoint", model=str(embedded_server.model_dir), endpoint_url=embedded_server.url
     )
     recipe = seeded_recipe(store, "faq", generator, best_of_n=2, seed=3)
-    with Generators(tmp_path / "logs") as generators:
+    with GeneratorServers(tmp_path / "logs") as generators:
         first = rephrase(documents, recipe, store, generators, tmp_path)
         again = rephrase(documents, recipe, store, generators, tmp_path)
         best_of_one = rephrase(documents, recipe.model_copy(update={"best_of_n": 1}), store, generators, tmp_path)
@@ -41,7 +41,7 @@ def test_server_killed_mid_trial_resumes_each_document_once(tmp_path: Path) -> N
     documents = news(6)
     generator = GeneratorSpec(name="smol", backend="embedded", model="embedded", concurrency=2)
     recipe = seeded_recipe(store, "summary", generator, max_new_tokens=24, temperature=0.5)
-    with Generators(tmp_path / "logs", ServingPlan(2, ServerSettings(threads=1))) as generators:
+    with GeneratorServers(tmp_path / "logs", ServingPlan(2, ServerSettings(threads=1))) as generators:
         replicas = generators.embedded_servers(recipe.generator, recipe.sampling)
         server = replicas.servers[0]
 

@@ -5,8 +5,9 @@ import yaml
 from conftest import REPO, run_cli
 
 from promptsearch.errors import SpaceError, UserError
+from promptsearch.seeds import SEED_TEMPLATES
 from promptsearch.space import load_space
-from promptsearch.templates import SEED_TEMPLATES, load_template_file, template_pool
+from promptsearch.templates import load_template_file, template_pool
 
 FIVE_MISTAKES = """\
 name: "bad name!"

@@ -28,8 +28,9 @@ from promptsearch.corpus import corpus_reader, read_corpus
 from promptsearch.errors import UserError
 from promptsearch.generate import inference_pipeline
 from promptsearch.pipelines import SlurmJob, slurm_executor
+from promptsearch.recipe import GeneratorSpec, Recipe
 from promptsearch.rephrase import common_inference_settings, vllm_inference_config
-from promptsearch.space import CorpusSpec, GeneratorSpec, Recipe
+from promptsearch.space import CorpusSpec
 
 # The chain, in submission order: stage → the stages it waits for (afterok).
 STAGES: dict[str, tuple[str, ...]] = {

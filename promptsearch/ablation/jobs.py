@@ -25,7 +25,8 @@ from datatrove.pipeline.inference.run_inference import InferenceConfig, Inferenc
 from promptsearch.ablation.bundle import Bundle, load_bundle
 from promptsearch.ablation.nanotron import NanotronConfig
 from promptsearch.ablation.results import results_file
-from promptsearch.space import LightevalTaskSpec, ProxyModelSpec, ProxyTrainSpec, Recipe
+from promptsearch.proxy_profile import LightevalTaskSpec, ProxyModelSpec, ProxyTrainSpec
+from promptsearch.recipe import Recipe
 
 
 def embedded_inference_config(recipe: Recipe) -> InferenceConfig:

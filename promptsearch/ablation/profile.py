@@ -13,15 +13,16 @@ import math
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from promptsearch.errors import SpaceError, UserError
+from promptsearch.config import StrictModel, load_model, resolve_relative
+from promptsearch.errors import UserError
 from promptsearch.pipelines import SlurmJob
 from promptsearch.resources import bundled_dir
-from promptsearch.space import CorpusSpec, _messages, _read_yaml, _Strict, resolve_relative
+from promptsearch.space import CorpusSpec
 
 
-class Environments(_Strict):
+class Environments(StrictModel):
     """The Python environment each job activates: the path of a venv's `bin/activate`.
 
     They cannot share one venv (vLLM, nanotron's working branch and lighteval pin incompatible torch,
@@ -35,7 +36,7 @@ class Environments(_Strict):
     nanotron_dir: str | None = Field(None, description="nanotron checkout: run_train.py and examples/llama")
 
 
-class RephraseSettings(_Strict):
+class RephraseSettings(StrictModel):
     token_target: int = Field(ge=1, description="synthetic tokens to produce (documents = target / max_new_tokens)")
     source: CorpusSpec | None = Field(None, description="documents to rephrase (default: the study's source)")
     vllm_model: str | None = Field(
@@ -45,7 +46,7 @@ class RephraseSettings(_Strict):
     slurm: SlurmJob = SlurmJob()
 
 
-class TokenizeSettings(_Strict):
+class TokenizeSettings(StrictModel):
     """datatrove DocumentTokenizer + DocumentTokenizerMerger, one folder per source."""
 
     tokenizer: str = Field(
@@ -60,7 +61,7 @@ class TokenizeSettings(_Strict):
     slurm: SlurmJob = SlurmJob()
 
 
-class ModelSettings(_Strict):
+class ModelSettings(StrictModel):
     """A Qwen2-style decoder (nanotron's `Qwen2Config`)."""
 
     num_layers: int = Field(ge=1)
@@ -86,7 +87,7 @@ class ModelSettings(_Strict):
         return self
 
 
-class TrainingSettings(_Strict):
+class TrainingSettings(StrictModel):
     """Warmup-stable-decay AdamW; global batch (sequences) = micro_batch_size × accumulation × dp."""
 
     sequence_length: int = Field(ge=16)
@@ -135,13 +136,13 @@ class TrainingSettings(_Strict):
         return max(1, round(self.train_steps * self.decay_fraction))
 
 
-class EvalTask(_Strict):
+class EvalTask(StrictModel):
     name: str = Field(description="lighteval task name (cpu-smoke: source_cloze or heldout_cloze)")
     category: str
     metric: str = Field("acc_norm_token", description="the key read from lighteval's results JSON")
 
 
-class EvaluationSettings(_Strict):
+class EvaluationSettings(StrictModel):
     """lighteval on the final checkpoint; macro = mean of category means, micro = mean of tasks."""
 
     tasks: list[EvalTask] = Field(min_length=1)
@@ -159,7 +160,7 @@ class EvaluationSettings(_Strict):
 SMOKE_TASKS = ("source_cloze", "heldout_cloze")
 
 
-class AblationProfile(_Strict):
+class AblationProfile(StrictModel):
     kind: Literal["ablation"]
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     description: str = ""
@@ -198,8 +199,4 @@ def load_ablation_profile(reference: str, base: Path | None = None) -> AblationP
     path = ablation_profile_path(reference, base)
     if not path.is_file():
         raise UserError(f"ablation profile not found: {path}")
-    data, root = _read_yaml(path)
-    try:
-        return AblationProfile.model_validate(data)
-    except ValidationError as exc:
-        raise SpaceError(str(path), _messages(exc, root)) from exc
+    return load_model(path, AblationProfile)

@@ -4,7 +4,7 @@ In: the newest `results_*.json` under a bundle's `eval/results/` (lighteval's la
 `task|fewshot` to metric values) and the profile's task list. Out: `AblationScores` — per-task
 scores, category means, macro (mean of category means) and micro (mean of tasks).
 
-Calibration, in: (proxy score, full macro score) of two or more ablated trials of one proxy profile.
+RankAgreement, in: (proxy score, full macro score) of two or more ablated trials of one proxy profile.
 Out: Kendall's tau (scipy's tau-b) and the pairwise decision accuracy: the share of trial pairs that
 the proxy orders the same way as the full ablation (pairs tied in the full score are left out).
 """
@@ -69,13 +69,13 @@ def read_scores(path: Path, settings: EvaluationSettings) -> AblationScores:
 
 
 @dataclass(frozen=True)
-class Calibration:
+class RankAgreement:
     trials: int
     kendall_tau: float | None  # None when either score is constant
     pairwise_accuracy: float | None  # None when every pair is tied in the full score
 
 
-def calibrate(points: list[tuple[float, float]]) -> Calibration:
+def rank_agreement(points: list[tuple[float, float]]) -> RankAgreement:
     """`points` = (proxy score, full macro score), both oriented so that higher is better."""
     from scipy.stats import kendalltau
 
@@ -89,7 +89,7 @@ def calibrate(points: list[tuple[float, float]]) -> Calibration:
             continue
         total += 1
         agree += (p1 - p2) * (f1 - f2) > 0
-    return Calibration(
+    return RankAgreement(
         trials=len(points),
         kendall_tau=None if tau != tau else float(tau),  # NaN for constant input
         pairwise_accuracy=agree / total if total else None,
@@ -120,11 +120,11 @@ def ingest(study: optuna.Study, store: Store, ablation: AblationRow) -> Ablation
         f"{prefix}.trial-{ablation.trial_number}",
         {"macro": scores.macro, "micro": scores.micro, "tasks": scores.tasks, "categories": scores.categories},
     )
-    recalibrate(store, ablation.proxy_profile, ablation.profile)
+    update_rank_agreement(store, ablation.proxy_profile, ablation.profile)
     return scores
 
 
-def recalibrate(store: Store, proxy_profile: str, profile: str) -> Calibration | None:
+def update_rank_agreement(store: Store, proxy_profile: str, profile: str) -> RankAgreement | None:
     """Calibrate over every ingested ablation of this proxy profile; stored when there are two or more."""
     rows = [
         r
@@ -133,7 +133,7 @@ def recalibrate(store: Store, proxy_profile: str, profile: str) -> Calibration |
     ]
     if len(rows) < 2:
         return None
-    result = calibrate([(r.proxy_score, float(r.results["macro"])) for r in rows])
+    result = rank_agreement([(r.proxy_objective, float(r.results["macro"])) for r in rows])
     store.add_ablation_calibration(
         AblationCalibrationRow(
             proxy_profile=proxy_profile,
@@ -142,7 +142,12 @@ def recalibrate(store: Store, proxy_profile: str, profile: str) -> Calibration |
             kendall_tau=result.kendall_tau,
             pairwise_accuracy=result.pairwise_accuracy,
             points=[
-                {"study": r.study_name, "trial": r.trial_number, "proxy": r.proxy_score, "macro": r.results["macro"]}
+                {
+                    "study": r.study_name,
+                    "trial": r.trial_number,
+                    "proxy": r.proxy_objective,
+                    "macro": r.results["macro"],
+                }
                 for r in rows
             ],
         )

@@ -8,15 +8,15 @@ engine (`engine="lm15"`), which refuses to fall back to litellm, so nothing is f
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import dspy
 
+from promptsearch.config import api_key_from_env
 from promptsearch.embedded import EMBEDDED_MODEL_ID, ServerSettings, TransformersServer, embedded_model
-from promptsearch.errors import UserError
+from promptsearch.recipe import Sampling
 from promptsearch.rephrase import sampling_variant
-from promptsearch.space import ProposerLMSpec, Sampling
+from promptsearch.space import ProposerLMSpec
 
 # The proposer runs between trials, when the generator's server is idle: a small KV-cache pool is enough.
 PROPOSER_SERVER = ServerSettings(num_blocks=128, max_batch_tokens=2048)
@@ -40,10 +40,7 @@ class ProposerLM:
     def _read_api_key(self) -> str:
         if self.spec.api_key_env is None:
             return "unused"  # local servers ignore it; the OpenAI protocol requires one
-        key = os.environ.get(self.spec.api_key_env)
-        if not key:
-            raise UserError(f"proposal.lm: environment variable {self.spec.api_key_env} is not set")
-        return key
+        return api_key_from_env(self.spec.api_key_env, "proposal.lm")
 
     @property
     def name(self) -> str:

@@ -20,9 +20,9 @@ from promptsearch.propose.feedback import Parent, choose_parents, feedback_text,
 from promptsearch.propose.lm import ProposerLM
 from promptsearch.propose.operators import OPERATOR_MODULES, adapter_for
 from promptsearch.propose.validate import Validator, format_head, output_rule_for
+from promptsearch.seeds import template_hash
 from promptsearch.space import OPERATORS, SearchSpace
 from promptsearch.store import ProposalRow, Store
-from promptsearch.templates import template_hash
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 DEFAULT_RULE = "Output only the rewritten text, nothing else."

@@ -18,8 +18,9 @@ import numpy as np
 from promptsearch.errors import UserError
 from promptsearch.measure import Embedder
 from promptsearch.measure.fidelity import is_refusal
+from promptsearch.seeds import compose
 from promptsearch.space import ProposalSpec
-from promptsearch.templates import compose, has_output_rule, split_template, validate_template
+from promptsearch.templates import has_output_rule, split_template, validate_template
 
 MIN_WORDS = 8
 MIN_DISTINCT_WORD_SHARE = 0.5  # below (or a sentence said twice): a degenerate loop, as 135M models write

