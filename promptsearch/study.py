@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -38,6 +39,9 @@ from promptsearch.templates import template_pool
 from promptsearch.trial import Corpora, TrialContext, WorkerResources, build_stages, run_trial
 
 SPACE_ATTR = "space"
+# Heartbeats, the stale-trial retry callback and metric names are marked experimental in Optuna 5;
+# they are what studies here rely on, so the warnings only add noise.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 # Set by the CLI's Ctrl-C handler: the worker stops after the current trial even if a library absorbed
 # the KeyboardInterrupt that the handler raised.
 STOP_REQUESTED = threading.Event()

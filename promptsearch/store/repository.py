@@ -1,0 +1,296 @@
+"""The repository: every read and write of the project tables, each committed as it is made.
+
+In: a database URL (`Store.open` checks its schema first). Out: rows of `promptsearch.store.models`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import optuna
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from promptsearch.errors import UserError
+from promptsearch.store.database import open_engine, optuna_storage, redact
+from promptsearch.store.models import (
+    AblationCalibrationRow,
+    AblationJobRow,
+    AblationRow,
+    GenerationRow,
+    ProposalRoundRow,
+    ProposalRow,
+    ProxyCalibrationRow,
+    ProxyRunRow,
+    TemplateRow,
+    TrialMetricRow,
+    TrialOutputRow,
+)
+
+
+class Store:
+    """Access to the project tables; `Store.open(url)` checks the schema version first."""
+
+    def __init__(self, url: str, engine: Engine):
+        self.url = url
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str, create_if_empty: bool = True) -> Store:
+        return cls(url, open_engine(url, create_if_empty))
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def optuna_storage(
+        self, heartbeat_interval: int | None = None, grace_period: int | None = None
+    ) -> optuna.storages.RDBStorage:
+        return optuna_storage(self.url, heartbeat_interval, grace_period)
+
+    # -- templates
+    def add_template(
+        self, name: str, family: str, text: str, text_hash: str, origin: str, parents: Iterable[int] = ()
+    ) -> int:
+        with self.session() as s:
+            row = s.scalar(select(TemplateRow).where(TemplateRow.text_hash == text_hash))
+            if row is None:
+                row = TemplateRow(
+                    name=name, family=family, text=text, text_hash=text_hash, origin=origin, parents=list(parents)
+                )
+                s.add(row)
+                s.flush()
+            return row.id
+
+    def template(self, template_id: int) -> TemplateRow:
+        with self.session() as s:
+            row = s.get(TemplateRow, template_id)
+            if row is None:
+                raise UserError(f"template {template_id} not found in {redact(self.url)}")
+            s.expunge(row)
+            return row
+
+    def templates(self, template_ids: Iterable[int]) -> list[TemplateRow]:
+        ids = list(template_ids)
+        with self.session() as s:
+            rows = {r.id: r for r in s.scalars(select(TemplateRow).where(TemplateRow.id.in_(ids)))}
+            for row in rows.values():
+                s.expunge(row)
+        return [rows[i] for i in ids if i in rows]
+
+    # -- template proposals
+    def claim_round(self, study: str, round_index: int, finished_trials: int, proposer_model: str) -> bool:
+        """True for the one worker whose insert wins; the others skip the round."""
+        try:
+            with self.session() as s:
+                s.add(
+                    ProposalRoundRow(
+                        study_name=study,
+                        round_index=round_index,
+                        finished_trials=finished_trials,
+                        proposer_model=proposer_model,
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def end_round(self, study: str, round_index: int, error: str) -> None:
+        with self.session() as s:
+            row = s.scalar(
+                select(ProposalRoundRow).where(
+                    ProposalRoundRow.study_name == study, ProposalRoundRow.round_index == round_index
+                )
+            )
+            if row is not None:
+                row.error = error
+
+    def add_proposal(self, row: ProposalRow) -> None:
+        with self.session() as s:
+            s.add(row)
+
+    def proposals(self, study: str) -> list[ProposalRow]:
+        with self.session() as s:
+            rows = list(s.scalars(select(ProposalRow).where(ProposalRow.study_name == study).order_by(ProposalRow.id)))
+            for row in rows:
+                s.expunge(row)
+            return rows
+
+    # -- generation cache
+    def cached_generations(self, keys: list[str]) -> dict[str, GenerationRow]:
+        out: dict[str, GenerationRow] = {}
+        with self.session() as s:
+            for start in range(0, len(keys), 500):
+                for row in s.scalars(select(GenerationRow).where(GenerationRow.key.in_(keys[start : start + 500]))):
+                    s.expunge(row)
+                    out[row.key] = row
+        return out
+
+    def put_generation(self, row: GenerationRow) -> None:
+        """Committed immediately, so nothing generated is lost to a crash or Ctrl-C."""
+        with self.session() as s:
+            if s.get(GenerationRow, row.key) is None:
+                s.add(row)
+
+    # -- per-trial results
+    def record_trial_outputs(self, study: str, trial: int, rows: list[tuple[str, str, bool]]) -> None:
+        with self.session() as s:
+            existing = {
+                r.generation_key: r
+                for r in s.scalars(
+                    select(TrialOutputRow).where(
+                        TrialOutputRow.study_name == study, TrialOutputRow.trial_number == trial
+                    )
+                )
+            }
+            for doc_id, key, selected in rows:
+                if key in existing:
+                    existing[key].selected = selected
+                else:
+                    s.add(
+                        TrialOutputRow(
+                            study_name=study, trial_number=trial, doc_id=doc_id, generation_key=key, selected=selected
+                        )
+                    )
+
+    def selected_outputs(self, study: str, trial: int) -> list[tuple[str, GenerationRow]]:
+        """(doc id, sample) for each document's sample that best-of-N kept in this trial."""
+        query = (
+            select(TrialOutputRow.doc_id, GenerationRow)
+            .join(GenerationRow, GenerationRow.key == TrialOutputRow.generation_key)
+            .where(
+                TrialOutputRow.study_name == study,
+                TrialOutputRow.trial_number == trial,
+                TrialOutputRow.selected.is_(True),
+            )
+            .order_by(TrialOutputRow.id)
+        )
+        with self.session() as s:
+            rows = [(doc_id, row) for doc_id, row in s.execute(query)]
+            for _, row in rows:
+                s.expunge(row)
+            return rows
+
+    def record_metrics(self, study: str, trial: int, stage: str, metrics: dict[str, float]) -> None:
+        with self.session() as s:
+            existing = {
+                r.name: r
+                for r in s.scalars(
+                    select(TrialMetricRow).where(
+                        TrialMetricRow.study_name == study, TrialMetricRow.trial_number == trial
+                    )
+                )
+            }
+            for name, value in metrics.items():
+                if name in existing:
+                    existing[name].value = float(value)
+                else:
+                    s.add(
+                        TrialMetricRow(study_name=study, trial_number=trial, stage=stage, name=name, value=float(value))
+                    )
+
+    def trial_metrics(self, study: str, trial: int) -> dict[str, float]:
+        """Every metric recorded for the trial: this table is their source of truth (Optuna's user attrs
+        carry a copy for the dashboard, and cannot take the scores that arrive after a trial finished)."""
+        with self.session() as s:
+            rows = s.scalars(
+                select(TrialMetricRow).where(TrialMetricRow.study_name == study, TrialMetricRow.trial_number == trial)
+            )
+            return {r.name: r.value for r in rows}
+
+    def study_metrics(self, study: str) -> dict[int, dict[str, float]]:
+        """Trial number → its metrics, for every trial of the study, in one query."""
+        out: dict[int, dict[str, float]] = {}
+        with self.session() as s:
+            for r in s.scalars(select(TrialMetricRow).where(TrialMetricRow.study_name == study)):
+                out.setdefault(r.trial_number, {})[r.name] = r.value
+        return out
+
+    def add_proxy_run(self, row: ProxyRunRow) -> None:
+        with self.session() as s:
+            s.add(row)
+
+    def proxy_run(self, input_key: str) -> ProxyRunRow | None:
+        with self.session() as s:
+            return s.scalars(select(ProxyRunRow).where(ProxyRunRow.input_key == input_key).limit(1)).first()
+
+    def add_calibration(self, row: ProxyCalibrationRow) -> None:
+        with self.session() as s:
+            s.add(row)
+
+    def latest_calibration(self, profile: str) -> ProxyCalibrationRow | None:
+        with self.session() as s:
+            query = select(ProxyCalibrationRow).where(ProxyCalibrationRow.profile == profile)
+            return s.scalars(query.order_by(ProxyCalibrationRow.id.desc()).limit(1)).first()
+
+    # -- ablations
+    def ablation(self, study: str, trial: int, profile: str | None = None) -> AblationRow:
+        """The trial's ablation (the latest one when `profile` is None); a UserError if it was never promoted."""
+        with self.session() as s:
+            query = select(AblationRow).where(AblationRow.study_name == study, AblationRow.trial_number == trial)
+            if profile is not None:
+                query = query.where(AblationRow.profile == profile)
+            row = s.scalars(query.order_by(AblationRow.id.desc()).limit(1)).first()
+            if row is None:
+                raise UserError(f"trial {trial} of study {study!r} is not promoted (see `promptsearch promote`)")
+            return row
+
+    def ablations(self, study: str | None = None) -> list[AblationRow]:
+        with self.session() as s:
+            query = select(AblationRow).order_by(AblationRow.id)
+            if study is not None:
+                query = query.where(AblationRow.study_name == study)
+            return list(s.scalars(query))
+
+    def add_ablation(self, row: AblationRow) -> AblationRow:
+        with self.session() as s:
+            s.add(row)
+        return row
+
+    def update_ablation(self, ablation_id: int, **fields: Any) -> None:
+        with self.session() as s:
+            row = s.get(AblationRow, ablation_id)
+            for key, value in fields.items():
+                setattr(row, key, value)
+
+    def add_ablation_job(self, row: AblationJobRow) -> None:
+        """Committed at once: a job id is never lost, even if the next submission fails."""
+        with self.session() as s:
+            s.add(row)
+
+    def ablation_jobs(self, ablation_id: int) -> list[AblationJobRow]:
+        with self.session() as s:
+            query = select(AblationJobRow).where(AblationJobRow.ablation_id == ablation_id)
+            return list(s.scalars(query.order_by(AblationJobRow.id)))
+
+    def update_ablation_job(self, job_row_id: int, **fields: Any) -> None:
+        with self.session() as s:
+            row = s.get(AblationJobRow, job_row_id)
+            for key, value in fields.items():
+                setattr(row, key, value)
+
+    def add_ablation_calibration(self, row: AblationCalibrationRow) -> None:
+        with self.session() as s:
+            s.add(row)
+
+    def latest_ablation_calibrations(self, proxy_profile: str) -> list[AblationCalibrationRow]:
+        """The newest calibration against each ablation profile."""
+        with self.session() as s:
+            query = select(AblationCalibrationRow).where(AblationCalibrationRow.proxy_profile == proxy_profile)
+            latest: dict[str, AblationCalibrationRow] = {}
+            for row in s.scalars(query.order_by(AblationCalibrationRow.id)):
+                latest[row.profile] = row
+            return list(latest.values())
+
+    def delete_study_rows(self, study: str) -> None:
+        with self.session() as s:
+            for table in (TrialOutputRow, TrialMetricRow, ProxyRunRow, ProposalRoundRow, ProposalRow):
+                s.query(table).filter(table.study_name == study).delete()
+            ablation_ids = select(AblationRow.id).where(AblationRow.study_name == study)
+            s.query(AblationJobRow).filter(AblationJobRow.ablation_id.in_(ablation_ids)).delete()
+            s.query(AblationRow).filter(AblationRow.study_name == study).delete()
