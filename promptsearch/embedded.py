@@ -37,14 +37,6 @@ def cache_root() -> Path:
     return root
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class LocalModel:
     path: Path
@@ -55,7 +47,8 @@ class LocalModel:
 def embedded_model() -> LocalModel:
     """The embedded model as a safetensors folder (created on first use, then reused)."""
     gguf = smollm2_gguf()
-    revision = _file_sha256(gguf)[:16]
+    with gguf.open("rb") as f:
+        revision = hashlib.file_digest(f, "sha256").hexdigest()[:16]
     target = cache_root() / "models" / f"smollm2-135m-instruct-{revision}"
     if not (target / "model.safetensors").is_file():
         _dequantize(gguf, target)
