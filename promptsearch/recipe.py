@@ -14,10 +14,9 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from promptsearch.config import StrictModel
+from promptsearch.config import StrictModel, YamlDocument, load_model
 from promptsearch.errors import UserError
 
 if TYPE_CHECKING:
@@ -122,22 +121,24 @@ def trial_recipe(trial: FrozenTrial) -> Recipe:
     return Recipe.model_validate(trial.user_attrs["recipe"])
 
 
+class RecipeFile(BaseModel):
+    """A file written by `promptsearch export`: the `recipe:` block, and around it the trial's record
+    (objectives, metrics, cost, versions), which reading a recipe does not need."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    recipe: Recipe
+
+
 def read_recipe_document(path: Path) -> dict[str, Any]:
-    """A recipe file written by `export` (YAML or JSON; JSON parses as YAML): the recipe and its record."""
-    if not path.is_file():
-        raise UserError(f"recipe file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not YAML or JSON ({getattr(exc, 'problem', exc)})") from exc
-    if not isinstance(data, dict) or "recipe" not in data:
+    """A recipe file (YAML or JSON; JSON parses as YAML) as written, every setting included (`recipe diff`)."""
+    document = YamlDocument(path)
+    if not isinstance(document.data, dict) or "recipe" not in document.data:
         raise UserError(f"{path}: not a promptsearch recipe (no `recipe:` block)")
-    return data
+    return document.data
 
 
 def load_recipe(path: Path) -> Recipe:
-    """The `recipe:` block of a recipe file."""
-    try:
-        return Recipe.model_validate(read_recipe_document(path)["recipe"])
-    except ValidationError as exc:
-        raise UserError(f"{path}: invalid recipe: {str(exc).splitlines()[0]}") from exc
+    """The `recipe:` block of a recipe file; each mistake is reported with its YAML path and line."""
+    read_recipe_document(path)
+    return load_model(path, RecipeFile).recipe

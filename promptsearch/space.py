@@ -292,7 +292,21 @@ class PromotionSpec(StrictModel):
 
 
 class SearchSpace(StrictModel):
-    """One study's search space; see `search_spaces/quickstart.yaml` for an annotated example."""
+    """One study's search space; see `search_spaces/quickstart.yaml` for an annotated example.
+
+    Where each field acts (one hop):
+    - `objectives`: read from the trial's metrics by `trial.objective_values`;
+    - `source`, `mix_in`, `heldout`: read once per worker by `corpus.read_corpus` (`study._Objective`);
+    - `templates`: the pool, built by `templates.template_pool` and enqueued by `study.create_study`;
+    - `generators`, `sampling`, `best_of_n`, `selection`, `mix_ratio`, `seed`: sampled into the trial's
+      `Recipe` by `suggest_recipe` below; a request carries `Sampling.request_fields` (`recipe`), sent by
+      `rephrase.rephrase`; best-of-N selection is `measure.select_sample`; the mix ratio weights
+      `proxy.run_proxy`'s training data;
+    - `measure`: `trial.MeasureStage` (thresholds become Optuna constraints);
+    - `proxy_weights`: `proxy.weighted_score`; `proxy`, `proxy_ladder`: `trial.ProxyStage`;
+    - `pruner`: `pruning.build_pruner`; `promotion`: `promote.promote`; `proposal`: `propose.ProposalLoop`;
+    - `human_review`: `dashboard.queue_for_review`; `budget`: `study.run_worker`'s callbacks.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     description: str = ""
