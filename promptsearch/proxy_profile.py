@@ -28,12 +28,25 @@ class TokenizerSpec(StrictModel):
     path: str | None = None
 
 
-class ProxyModelSpec(StrictModel):
+class DecoderShape(StrictModel):
+    """The shape of a Llama-style decoder, shared by proxy models and full-ablation models."""
+
     hidden_size: int = Field(ge=16)
     num_layers: int = Field(ge=1)
     num_heads: int = Field(ge=1)
     num_kv_heads: int = Field(ge=1)
     intermediate_size: int = Field(ge=16)
+
+    @model_validator(mode="after")
+    def _heads(self) -> DecoderShape:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads {self.num_heads} is not divisible by num_kv_heads {self.num_kv_heads}")
+        return self
+
+
+class ProxyModelSpec(DecoderShape):
     seq_len: int = Field(ge=16)
 
 

@@ -21,6 +21,13 @@ class Base(DeclarativeBase):
     pass
 
 
+class TrialRecord:
+    """Columns of a row about one trial, which it names the way Optuna does: study name, trial number."""
+
+    study_name: Mapped[str] = mapped_column(String(200), index=True)
+    trial_number: Mapped[int] = mapped_column(Integer)
+
+
 class TemplateRow(Base):
     __tablename__ = "ps_templates"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -52,37 +59,31 @@ class GenerationRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
-class TrialOutputRow(Base):
+class TrialOutputRow(TrialRecord, Base):
     """Which cached samples a trial used, and which one best-of-N selected per document."""
 
     __tablename__ = "ps_trial_outputs"
     __table_args__ = (UniqueConstraint("study_name", "trial_number", "generation_key"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    study_name: Mapped[str] = mapped_column(String(200), index=True)
-    trial_number: Mapped[int] = mapped_column(Integer)
     doc_id: Mapped[str] = mapped_column(String(500))
     generation_key: Mapped[str] = mapped_column(String(64))
     selected: Mapped[bool] = mapped_column(Boolean)
 
 
-class TrialMetricRow(Base):
+class TrialMetricRow(TrialRecord, Base):
     __tablename__ = "ps_trial_metrics"
     __table_args__ = (UniqueConstraint("study_name", "trial_number", "name"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    study_name: Mapped[str] = mapped_column(String(200), index=True)
-    trial_number: Mapped[int] = mapped_column(Integer)
     stage: Mapped[str] = mapped_column(String(50))
     name: Mapped[str] = mapped_column(String(200))
     value: Mapped[float] = mapped_column(Float)
 
 
-class ProxyRunRow(Base):
+class ProxyRunRow(TrialRecord, Base):
     __tablename__ = "ps_proxy_runs"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # hash of everything the result depends on (profile, mixture texts, ratio, seed): identical inputs reuse it
     input_key: Mapped[str] = mapped_column(String(64), index=True)
-    study_name: Mapped[str] = mapped_column(String(200), index=True)
-    trial_number: Mapped[int] = mapped_column(Integer)
     profile: Mapped[str] = mapped_column(String(200))
     model_config_json: Mapped[dict[str, Any]] = mapped_column(JSON)
     seed: Mapped[int] = mapped_column(Integer)
@@ -109,14 +110,12 @@ class ProxyCalibrationRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
-class AblationRow(Base):
+class AblationRow(TrialRecord, Base):
     """A promoted trial's full ablation: its bundle folder, overall state and ingested results."""
 
     __tablename__ = "ps_ablations"
     __table_args__ = (UniqueConstraint("study_name", "trial_number", "profile"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    study_name: Mapped[str] = mapped_column(String(200), index=True)
-    trial_number: Mapped[int] = mapped_column(Integer)
     profile: Mapped[str] = mapped_column(String(200))  # the ablation profile
     proxy_profile: Mapped[str] = mapped_column(String(200))
     # the first objective, signed so that higher is better (the column kept its first name)

@@ -21,6 +21,7 @@ from promptsearch.store.models import (
     AblationCalibrationRow,
     AblationJobRow,
     AblationRow,
+    Base,
     GenerationRow,
     ProposalRoundRow,
     ProposalRow,
@@ -252,11 +253,14 @@ class Store:
             s.add(row)
         return row
 
-    def update_ablation(self, ablation_id: int, **fields: Any) -> None:
+    def _update(self, table: type[Base], row_id: int, fields: dict[str, Any]) -> None:
         with self.session() as s:
-            row = s.get(AblationRow, ablation_id)
+            row = s.get(table, row_id)
             for key, value in fields.items():
                 setattr(row, key, value)
+
+    def update_ablation(self, ablation_id: int, **fields: Any) -> None:
+        self._update(AblationRow, ablation_id, fields)
 
     def add_ablation_job(self, row: AblationJobRow) -> None:
         """Committed at once: a job id is never lost, even if the next submission fails."""
@@ -269,10 +273,7 @@ class Store:
             return list(s.scalars(query.order_by(AblationJobRow.id)))
 
     def update_ablation_job(self, job_row_id: int, **fields: Any) -> None:
-        with self.session() as s:
-            row = s.get(AblationJobRow, job_row_id)
-            for key, value in fields.items():
-                setattr(row, key, value)
+        self._update(AblationJobRow, job_row_id, fields)
 
     def add_ablation_calibration(self, row: AblationCalibrationRow) -> None:
         with self.session() as s:
