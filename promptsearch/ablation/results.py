@@ -20,6 +20,7 @@ from typing import Any
 
 import optuna
 
+from promptsearch.ablation.bundle import load_bundle
 from promptsearch.ablation.profile import EvaluationSettings
 from promptsearch.errors import UserError
 from promptsearch.store import AblationCalibrationRow, AblationRow, Store
@@ -98,8 +99,6 @@ def rank_agreement(points: list[tuple[float, float]]) -> RankAgreement:
 
 def ingest(study: optuna.Study, store: Store, ablation: AblationRow) -> AblationScores:
     """Store the scores (ablation row, trial metrics, the study's user attrs), then recalibrate."""
-    from promptsearch.ablation.bundle import load_bundle
-
     bundle = load_bundle(Path(ablation.bundle_dir))
     scores = read_scores(results_file(bundle.eval_dir), bundle.profile.evaluation)
     store.update_ablation(ablation.id, results=scores.to_json(), state="INGESTED")
