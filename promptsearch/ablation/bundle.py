@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict
 
 from promptsearch.ablation.nanotron import nanotron_config
 from promptsearch.ablation.profile import AblationProfile
+from promptsearch.config import StrictModel, load_model
 from promptsearch.corpus import read_corpus
 from promptsearch.errors import UserError
 from promptsearch.pipelines import SlurmJob
@@ -40,10 +40,8 @@ STAGES: dict[str, tuple[str, ...]] = {
 DATATROVE_STAGES = ("rephrase", "tokenize-synthetic", "merge-synthetic", "tokenize-mix-in", "merge-mix-in")
 
 
-class Bundle(BaseModel):
+class Bundle(StrictModel):
     """The manifest (`bundle.yaml`): what was promoted and where each stage reads and writes."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     study: str
     trial: int
@@ -90,10 +88,11 @@ class Bundle(BaseModel):
 
 
 def load_bundle(folder: Path) -> Bundle:
+    """Read `bundle.yaml`; a mistake in it is reported with its YAML path and line."""
     manifest = folder / "bundle.yaml"
     if not manifest.is_file():
         raise UserError(f"no bundle at {folder} (bundle.yaml missing)")
-    return Bundle.model_validate(yaml.safe_load(manifest.read_text()))
+    return load_model(manifest, Bundle)
 
 
 def _activate(setting: str | None) -> str:
