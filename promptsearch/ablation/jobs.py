@@ -31,7 +31,8 @@ from promptsearch.proxy_profile import LightevalTaskSpec, ProxyModelSpec, ProxyT
 
 
 def train(bundle: Bundle) -> Path:
-    """Stands in for nanotron on a GPU cluster: the proxy trainer, configured from `nanotron.yaml`."""
+    """Stands in for nanotron on a GPU cluster: the proxy trainer, configured from `nanotron.yaml`
+    (nanotron's schedule ends at `min_decay_lr`, the profile's `min_lr_ratio` of the peak rate)."""
     from datatrove.utils.dataset import DatatroveFolderDataset  # torch
     from transformers import PreTrainedTokenizerFast
 
@@ -70,6 +71,7 @@ def train(bundle: Bundle) -> Path:
             learning_rate=scheduler.learning_rate,
             warmup_fraction=scheduler.lr_warmup_steps / tokens.train_steps,
             decay_fraction=scheduler.lr_decay_steps / tokens.train_steps,
+            min_lr_ratio=bundle.profile.training.min_lr_ratio,
         ),
         "cpu",
         config.general.seed,
