@@ -10,7 +10,8 @@ import pytest
 import yaml
 from conftest import run_cli, seeded_recipe, write_space
 
-from promptsearch.ablation.bundle import STAGES, datatrove_executor, load_bundle, write_bundle
+from promptsearch.ablation.bundle import STAGES, load_bundle, write_bundle
+from promptsearch.ablation.executors import datatrove_executor
 from promptsearch.ablation.nanotron import NanotronConfig
 from promptsearch.ablation.profile import load_ablation_profile
 from promptsearch.ablation.results import rank_agreement

@@ -6,6 +6,9 @@ config and sbatch script, an eval job) submitted to Slurm as a `--dependency=aft
 in SQL, and its lighteval results ingested and compared with the proxy.
 
 Modules, one per stage: `profile` (the typed settings), `nanotron` (the training config), `bundle`
-(writes the folder), `slurm` (submits, tracks, cancels), `results` (ingest and calibration),
-`jobs` (what runs inside the Slurm jobs, including the CPU stand-ins).
+(the manifest and its paths; writes the folder), `executors` (the datatrove stages built from the
+manifest, with the CPU stand-in for vLLM), `slurm` (submits, tracks, cancels), `results` (ingest and
+rank agreement), `jobs` (the `python -m` entry points of the train and evaluate jobs, with the CPU
+stand-in for nanotron). Imports go one way: profile → nanotron → bundle → executors → slurm →
+results → jobs.
 """

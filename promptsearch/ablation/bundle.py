@@ -3,33 +3,28 @@
 In: the trial's `Recipe`, the study's corpora and an `AblationProfile`.
 Out: a folder holding `bundle.yaml` (this manifest), `nanotron.yaml`, `train.sbatch`,
 `evaluate.sbatch` (plus `lighteval_tasks.txt` on a cluster) and, for `bpe`, the tokenizer. The
-datatrove stages (rephrase, tokenize, merge) are built from the manifest by `datatrove_executor`
-when the chain is submitted; datatrove then writes each one's `launch_script.slurm` under `logs/`.
+datatrove stages (rephrase, tokenize, merge) are built from the manifest by
+`promptsearch.ablation.executors.datatrove_executor` when the chain is submitted; datatrove then
+writes each one's `launch_script.slurm` under `logs/`.
 """
 
 from __future__ import annotations
 
-import math
 import shlex
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
 
 import yaml
-from datatrove.executor import SlurmPipelineExecutor
-from datatrove.pipeline.readers import JsonlReader
-from datatrove.pipeline.tokens import DocumentTokenizer, DocumentTokenizerMerger
-from pydantic import BaseModel, ConfigDict
 
 from promptsearch.ablation.nanotron import nanotron_config
 from promptsearch.ablation.profile import AblationProfile
-from promptsearch.corpus import corpus_reader, read_corpus
+from promptsearch.config import StrictModel, load_model
+from promptsearch.corpus import read_corpus
 from promptsearch.errors import UserError
-from promptsearch.generate import inference_pipeline
-from promptsearch.pipelines import SlurmJob, slurm_executor
-from promptsearch.recipe import GeneratorSpec, Recipe
-from promptsearch.rephrase import common_inference_settings, vllm_inference_config
+from promptsearch.pipelines import SlurmJob
+from promptsearch.proxy import corpus_tokenizer
+from promptsearch.recipe import Recipe
 from promptsearch.space import CorpusSpec
 
 # The chain, in submission order: stage → the stages it waits for (afterok).
@@ -45,10 +40,8 @@ STAGES: dict[str, tuple[str, ...]] = {
 DATATROVE_STAGES = ("rephrase", "tokenize-synthetic", "merge-synthetic", "tokenize-mix-in", "merge-mix-in")
 
 
-class Bundle(BaseModel):
+class Bundle(StrictModel):
     """The manifest (`bundle.yaml`): what was promoted and where each stage reads and writes."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     study: str
     trial: int
@@ -95,10 +88,11 @@ class Bundle(BaseModel):
 
 
 def load_bundle(folder: Path) -> Bundle:
+    """Read `bundle.yaml`; a mistake in it is reported with its YAML path and line."""
     manifest = folder / "bundle.yaml"
     if not manifest.is_file():
         raise UserError(f"no bundle at {folder} (bundle.yaml missing)")
-    return Bundle.model_validate(yaml.safe_load(manifest.read_text()))
+    return load_model(manifest, Bundle)
 
 
 def _activate(setting: str | None) -> str:
@@ -166,8 +160,6 @@ def write_bundle(
 def _tokenizer(profile: AblationProfile, mix_in: CorpusSpec, folder: Path) -> str:
     if profile.tokenize.tokenizer != "bpe":
         return profile.tokenize.tokenizer
-    from promptsearch.proxy import corpus_tokenizer
-
     texts = [d.text for d in read_corpus(mix_in).documents]
     trained = corpus_tokenizer(texts, profile.model.vocab_size, folder / "tokenizer-cache")
     target = folder / "tokenizer.json"
@@ -241,83 +233,3 @@ def _evaluate_body(bundle: Bundle) -> str:
             f"--max-samples {e.max_samples} --output-dir {bundle.eval_dir}",
         ]
     )
-
-
-def datatrove_executor(bundle: Bundle, stage: str, depends_job_id: str | None) -> SlurmPipelineExecutor:
-    """The SlurmPipelineExecutor of one datatrove stage, waiting (afterok) for `depends_job_id`."""
-    profile = bundle.profile
-    pipeline: list[Any]
-    if stage == "rephrase":
-        job, env = profile.rephrase.slurm, bundle.environments["rephrase"]
-        pipeline = _rephrase_pipeline(bundle)
-    elif stage.startswith("tokenize-"):
-        name = stage.removeprefix("tokenize-")
-        job, env = profile.tokenize.slurm, bundle.environments["tokenize"]
-        reader = (
-            JsonlReader(str(bundle.path / "rephrased" / "data"))
-            if name == "synthetic"
-            else corpus_reader(bundle.mix_in, limit=bundle.mix_in.limit or -1, skip=bundle.mix_in.skip)
-        )
-        t = profile.tokenize
-        pipeline = [
-            reader,
-            DocumentTokenizer(
-                output_folder=str(bundle.tokenized(f"{name}-shards")),
-                tokenizer_name_or_path=bundle.tokenizer,
-                eos_token=t.eos_token,
-                batch_size=t.batch_size,
-                max_tokens_per_file=t.max_tokens_per_file,
-                shuffle_documents=True,
-                shuffle_chunk_size=t.shuffle_chunk_size,
-                seed=t.seed,
-            ),
-        ]
-    elif stage.startswith("merge-"):
-        name = stage.removeprefix("merge-")
-        t = profile.tokenize
-        job, env = t.slurm.model_copy(update={"tasks": 1}), bundle.environments["tokenize"]
-        pipeline = [
-            DocumentTokenizerMerger(
-                input_folder=str(bundle.tokenized(f"{name}-shards")),
-                output_folder=str(bundle.tokenized(name)),
-                save_filename=name,
-                max_tokens_per_file=t.max_tokens_per_file,
-                shuffle_chunk_size=t.shuffle_chunk_size,
-                seed=t.seed,
-            )
-        ]
-    else:
-        raise ValueError(f"{stage} is not a datatrove stage")
-    return slurm_executor(pipeline, job, bundle.job_name(stage), bundle.logs(stage), env, depends_job_id)
-
-
-def _rephrase_pipeline(bundle: Bundle) -> list[Any]:
-    recipe, profile = bundle.recipe, bundle.profile
-    # a datatrove reader's limit applies to each task's shard of the input
-    per_task = math.ceil(bundle.documents / profile.rephrase.slurm.tasks)
-    common = {"limit": per_task, "records_per_chunk": profile.rephrase.records_per_chunk}
-    output = bundle.path / "rephrased"
-    if profile.runtime == "cpu-smoke":
-        from promptsearch.ablation.jobs import EmbeddedInferenceRunner, embedded_inference_config
-
-        config = embedded_inference_config(recipe)
-        return inference_pipeline(
-            recipe, bundle.source, output, config, *_identity(recipe), runner_class=EmbeddedInferenceRunner, **common
-        )
-    generator = recipe.generator
-    if generator.backend != "vllm":
-        generator = GeneratorSpec(
-            name=generator.name,
-            backend="vllm",
-            model=profile.rephrase.vllm_model or generator.model,
-            max_context=generator.max_context,
-            concurrency=generator.concurrency,
-        )
-    config = vllm_inference_config(generator, common_inference_settings(generator, recipe.best_of_n))
-    return inference_pipeline(
-        recipe, bundle.source, output, config, generator.model, generator.revision or "", **common
-    )
-
-
-def _identity(recipe: Recipe) -> tuple[str, str]:
-    return recipe.generator.model, recipe.generator.revision or "unversioned"

@@ -1,4 +1,4 @@
-"""What runs inside an ablation's Slurm jobs for the `cpu-smoke` runtime: stand-ins for a GPU cluster.
+"""What runs inside an ablation's train and evaluate Slurm jobs for the `cpu-smoke` runtime.
 
 `python -m promptsearch.ablation.jobs train|evaluate BUNDLE_DIR`.
 
@@ -7,65 +7,34 @@ Out: `train` writes an HF checkpoint at `checkpoints/<step>/hf_model` and `check
 (nanotron's layout after conversion); `evaluate` runs lighteval itself on local cloze tasks, which
 writes `eval/results/<model>/results_<ts>.json`, the file `ablation ingest` reads from either runtime.
 
-The rephrase and train functions stand in for GPU-cluster tools, so that the whole submit → track →
-ingest path runs for real on a CPU Slurm node: the embedded `transformers serve` for vLLM and the
-proxy trainer for nanotron. Evaluation needs no stand-in: lighteval runs on CPU.
+`train` stands in for nanotron (the proxy trainer), so that the whole submit → track → ingest path
+runs for real on a CPU Slurm node; the rephrase stage's stand-in for vLLM (the embedded
+`transformers serve`) runs inside datatrove's job and lives in `promptsearch.ablation.executors`.
+Evaluation needs no stand-in: lighteval runs on CPU.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
-from datatrove.data import Document
-from datatrove.pipeline.inference.run_inference import InferenceConfig, InferenceRunner
 
 from promptsearch.ablation.bundle import Bundle, load_bundle
 from promptsearch.ablation.nanotron import NanotronConfig
 from promptsearch.ablation.results import results_file
+from promptsearch.cloze import build_cloze_items
+from promptsearch.corpus import read_corpus
+from promptsearch.lighteval_tasks import evaluate_checkpoint, write_task_file
+from promptsearch.proxy import train_llama
 from promptsearch.proxy_profile import LightevalTaskSpec, ProxyModelSpec, ProxyTrainSpec
-from promptsearch.recipe import Recipe
-
-
-def embedded_inference_config(recipe: Recipe) -> InferenceConfig:
-    """Stands in for vLLM on a GPU cluster: an endpoint config whose URL `EmbeddedInferenceRunner` fills in."""
-    from promptsearch.embedded import embedded_model
-    from promptsearch.rephrase import common_inference_settings, sampling_variant
-
-    folder = sampling_variant(embedded_model().path, recipe.sampling)
-    return InferenceConfig(
-        server_type="endpoint",
-        endpoint_url="http://127.0.0.1:0",  # replaced once the job's server is up
-        model_name_or_path=str(folder),
-        **common_inference_settings(recipe.generator, recipe.best_of_n),
-    )
-
-
-class EmbeddedInferenceRunner(InferenceRunner):
-    """Stands in for datatrove's vLLM server on a GPU cluster: inside the Slurm job it starts the
-    embedded `transformers serve` (SmolLM2-135M on CPU, the trial's sampling) and sends the
-    InferenceRunner's requests to it."""
-
-    def run(self, data: Iterable[Document], rank: int = 0, world_size: int = 1) -> None:
-        from promptsearch.embedded import TransformersServer
-
-        model_dir = Path(self.config.model_name_or_path)
-        server = TransformersServer(model_dir, Path(self.output_writer.output_folder.path).parent / "server.log")
-        self.config.endpoint_url = server.start()
-        try:
-            super().run(data, rank, world_size)
-        finally:
-            server.stop()
 
 
 def train(bundle: Bundle) -> Path:
-    """Stands in for nanotron on a GPU cluster: the proxy trainer, configured from `nanotron.yaml`."""
-    from datatrove.utils.dataset import DatatroveFolderDataset
+    """Stands in for nanotron on a GPU cluster: the proxy trainer, configured from `nanotron.yaml`
+    (nanotron's schedule ends at `min_decay_lr`, the profile's `min_lr_ratio` of the peak rate)."""
+    from datatrove.utils.dataset import DatatroveFolderDataset  # torch
     from transformers import PreTrainedTokenizerFast
-
-    from promptsearch.proxy import train_llama
 
     config = NanotronConfig.model_validate(yaml.safe_load((bundle.path / "nanotron.yaml").read_text()))
     qwen, tokens = config.model.model_config_, config.tokens
@@ -102,6 +71,7 @@ def train(bundle: Bundle) -> Path:
             learning_rate=scheduler.learning_rate,
             warmup_fraction=scheduler.lr_warmup_steps / tokens.train_steps,
             decay_fraction=scheduler.lr_decay_steps / tokens.train_steps,
+            min_lr_ratio=bundle.profile.training.min_lr_ratio,
         ),
         "cpu",
         config.general.seed,
@@ -120,10 +90,6 @@ def train(bundle: Bundle) -> Path:
 def evaluate(bundle: Bundle) -> Path:
     """lighteval itself, on a CPU node: each task's cloze items (from the source or held-out documents)
     as a local lighteval task, scored by the harness the cluster's evaluate job uses."""
-    from promptsearch.cloze import build_cloze_items
-    from promptsearch.corpus import read_corpus
-    from promptsearch.lighteval_tasks import evaluate_checkpoint, write_task_file
-
     step = (bundle.checkpoints / "latest.txt").read_text().strip()
     checkpoint = bundle.checkpoints / step / "hf_model"
     settings = bundle.profile.evaluation

@@ -4,7 +4,8 @@ In: a YAML file with `kind: ablation` in `proxies/` (`full-21b`, `cpu-smoke`) or
 Out: an `AblationProfile`, or a `SpaceError` listing each mistake with its YAML path and line.
 
 `runtime: cluster` is the real thing (vLLM, nanotron, lighteval on GPU nodes); `runtime: cpu-smoke`
-runs the same Slurm chain with CPU stand-ins (see `promptsearch.ablation.jobs`).
+runs the same Slurm chain with CPU stand-ins (see `promptsearch.ablation.executors` and
+`promptsearch.ablation.jobs`).
 """
 
 from __future__ import annotations

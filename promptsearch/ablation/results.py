@@ -2,7 +2,8 @@
 
 In: the newest `results_*.json` under a bundle's `eval/results/` (lighteval's layout: `results` maps
 `task|fewshot` to metric values) and the profile's task list. Out: `AblationScores` — per-task
-scores, category means, macro (mean of category means) and micro (mean of tasks).
+scores, category means, macro (mean of category means) and micro (mean of tasks). `ingest` refreshes
+the chain's job states from Slurm first and refuses unless the evaluate job is COMPLETED.
 
 RankAgreement, in: (proxy score, full macro score) of two or more ablated trials of one proxy profile.
 Out: Kendall's tau (scipy's tau-b) and the pairwise decision accuracy: the share of trial pairs that
@@ -20,7 +21,9 @@ from typing import Any
 
 import optuna
 
+from promptsearch.ablation.bundle import load_bundle
 from promptsearch.ablation.profile import EvaluationSettings
+from promptsearch.ablation.slurm import refresh
 from promptsearch.errors import UserError
 from promptsearch.store import AblationCalibrationRow, AblationRow, Store
 
@@ -97,9 +100,13 @@ def rank_agreement(points: list[tuple[float, float]]) -> RankAgreement:
 
 
 def ingest(study: optuna.Study, store: Store, ablation: AblationRow) -> AblationScores:
-    """Store the scores (ablation row, trial metrics, the study's user attrs), then recalibrate."""
-    from promptsearch.ablation.bundle import load_bundle
+    """Store the scores (ablation row, trial metrics, the study's user attrs), then recalibrate.
 
+    The chain's states are refreshed from Slurm first; only a COMPLETED evaluate job is ingested."""
+    evaluate = [r for r in refresh(ablation, store) if r.stage == "evaluate"]
+    if not evaluate or evaluate[0].state != "COMPLETED":
+        state = evaluate[0].state if evaluate else "not submitted"
+        raise UserError(f"the evaluate job of trial {ablation.trial_number} is {state}; ingest once it is COMPLETED")
     bundle = load_bundle(Path(ablation.bundle_dir))
     scores = read_scores(results_file(bundle.eval_dir), bundle.profile.evaluation)
     store.update_ablation(ablation.id, results=scores.to_json(), state="INGESTED")

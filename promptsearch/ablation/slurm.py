@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from promptsearch.ablation.bundle import DATATROVE_STAGES, STAGES, Bundle, datatrove_executor
+from promptsearch.ablation.bundle import DATATROVE_STAGES, STAGES, Bundle
+from promptsearch.ablation.executors import datatrove_executor
 from promptsearch.errors import UserError
 from promptsearch.store import AblationJobRow, AblationRow, Store
 
