@@ -19,6 +19,7 @@ from pydantic import Field, model_validator
 from promptsearch.config import StrictModel, load_model, resolve_relative
 from promptsearch.errors import UserError
 from promptsearch.pipelines import SlurmJob
+from promptsearch.proxy_profile import DecoderShape
 from promptsearch.resources import bundled_dir
 from promptsearch.space import CorpusSpec
 
@@ -62,14 +63,9 @@ class TokenizeSettings(StrictModel):
     slurm: SlurmJob = SlurmJob()
 
 
-class ModelSettings(StrictModel):
+class ModelSettings(DecoderShape):
     """A Qwen2-style decoder (nanotron's `Qwen2Config`)."""
 
-    num_layers: int = Field(ge=1)
-    hidden_size: int = Field(ge=16)
-    num_heads: int = Field(ge=1)
-    num_kv_heads: int = Field(ge=1)
-    intermediate_size: int = Field(ge=16)
     tie_word_embeddings: bool = True
     vocab_size: int = Field(ge=256)
     bos_token_id: int | None = None
@@ -78,14 +74,6 @@ class ModelSettings(StrictModel):
     rms_norm_eps: float = 1e-6
     init_std: float = 0.02
     dtype: Literal["bfloat16", "float32"] = "bfloat16"
-
-    @model_validator(mode="after")
-    def _heads(self) -> ModelSettings:
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-        if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"num_heads {self.num_heads} is not divisible by num_kv_heads {self.num_kv_heads}")
-        return self
 
 
 class TrainingSettings(StrictModel):
