@@ -1,17 +1,19 @@
 """The `promptsearch` command line (Typer + Rich). `cli.py` at the repo root runs the same app.
 
+Each command parses its options, calls the library (`queries` for what a report shows) and prints.
 Every error a user can cause ends with one line on stderr and a non-zero exit; `--debug` shows
 the traceback instead.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,12 +21,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from promptsearch.errors import SpaceError, UserError
+from promptsearch.logs import quiet_libraries
+from promptsearch.store import DEFAULT_URL
 
 if TYPE_CHECKING:
-    import optuna
+    from rich.text import Text
+    from rich.tree import Tree
 
+    from promptsearch.queries import StudyStatus, StudyTemplates, TemplateStanding
+    from promptsearch.recipe import Recipe
     from promptsearch.space import CorpusSpec
-    from promptsearch.store import Store
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n")[0])
 study_app = typer.Typer(no_args_is_help=True, help="Create, run and inspect studies.")
@@ -48,42 +54,12 @@ DbOption = Annotated[
     str, typer.Option("--db", envvar="PROMPTSEARCH_DB", help="SQLAlchemy URL for Optuna's and promptsearch's tables.")
 ]
 WorkdirOption = Annotated[Path, typer.Option("--workdir", help="Folder for generated data, logs and checkpoints.")]
-DEFAULT_DB = "sqlite:///promptsearch.db"
 DEFAULT_WORKDIR = Path("promptsearch-runs")
 
 
 @app.callback()
 def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False) -> None:
     """Search for the best recipe for synthetic pretraining data."""
-
-
-def _quiet_libraries(workdir: Path) -> None:
-    """Library logs go to <workdir>/promptsearch.log; the terminal keeps the progress bar and errors."""
-    import logging
-
-    import optuna
-    from loguru import logger
-
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from transformers.utils.logging import disable_progress_bar
-
-    disable_progress_bar()  # weight loading/saving bars would break the live progress display
-    workdir.mkdir(parents=True, exist_ok=True)
-    log_file = workdir / "promptsearch.log"
-    logger.remove()
-    logger.add(log_file, level="INFO")
-    logger.add(sys.stderr, level="ERROR")
-    optuna.logging.disable_default_handler()
-    handler = logging.FileHandler(log_file)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s optuna: %(message)s"))
-    optuna.logging.get_logger("optuna").addHandler(handler)
-    optuna.logging.set_verbosity(optuna.logging.INFO)
-    # asyncio reports tasks left behind by an interrupted InferenceRunner when they are collected
-    asyncio_logger = logging.getLogger("asyncio")
-    asyncio_logger.addHandler(handler)
-    asyncio_logger.propagate = False
 
 
 def _describe_db(url: str) -> str:
@@ -95,6 +71,28 @@ def _describe_db(url: str) -> str:
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         return f"sqlite:///{Path(parsed.database).resolve()}"
     return redact(url)
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else ("-" if value is None else str(value))
+
+
+def _value(value: float | None) -> str:
+    """An objective value or score: four decimals, or '-' when there is none."""
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _values(values: Sequence[float] | None, count: int) -> list[str]:
+    """A trial's objective values, or one '-' per objective when it has none."""
+    return [f"{v:.4f}" for v in values] if values else ["-"] * count
+
+
+def _table(columns: Sequence[str], rows: Iterable[Sequence[str]], title: str | None = None) -> None:
+    """Print a Rich table of already formatted cells."""
+    table = Table(*columns, title=title)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 # ------------------------------------------------------------------------------------------- space
@@ -117,7 +115,7 @@ def space_validate(file: Path) -> None:
 
 
 @db_app.command("upgrade")
-def db_upgrade(db: DbOption = DEFAULT_DB) -> None:
+def db_upgrade(db: DbOption = DEFAULT_URL) -> None:
     """Create or migrate promptsearch's and Optuna's tables."""
     from promptsearch.store import upgrade
 
@@ -137,53 +135,23 @@ def proxy_calibrate(
     trial: Annotated[int | None, typer.Option(help="The trial (default: the study's best).")] = None,
     profile: Annotated[str | None, typer.Option(help="Profile name or YAML (default: the space's).")] = None,
     seeds: Annotated[int, typer.Option(min=3, help="Training seeds (and data orders).")] = 3,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = DEFAULT_URL,
     workdir: WorkdirOption = DEFAULT_WORKDIR,
 ) -> None:
     """Measure a proxy profile's noise floor: one mixture trained with several seeds (a trial's with
     --study, the space's source documents with --space)."""
-    import hashlib
-    import statistics
-
-    from promptsearch.proxy import calibrate, calibration_mixture
-    from promptsearch.proxy_profile import load_proxy_profile, proxy_profile_path
-    from promptsearch.space import load_space
-    from promptsearch.store import ProxyCalibrationRow, Store
-    from promptsearch.study import open_study, study_space, trial_mixture
+    from promptsearch.proxy import calibrate
+    from promptsearch.study import calibration_setup, record_noise_floor
 
     if (space_file is None) == (study is None):
         raise UserError("pass either --space FILE or --study NAME")
-    _quiet_libraries(workdir)
-    if study is not None:
-        loaded_study, store = open_study(study, db)
-        space = study_space(loaded_study)
-        mixture = trial_mixture(loaded_study, store, trial)
-    else:
-        space = load_space(space_file)
-        store = Store.open(db)
-        mixture = calibration_mixture(space)
-    reference = profile or space.proxy
-    if reference is None:
-        raise UserError("the space has no proxy profile; pass --profile cpu-tiny")
-    loaded = load_proxy_profile(proxy_profile_path(reference, Path.cwd()))
+    quiet_libraries(workdir)
+    store, mixture, loaded = calibration_setup(db, space_file, study, trial, profile)
     with console.status(f"training {loaded.name} with {seeds} seeds"):
         runs = calibrate(mixture, loaded, workdir.resolve() / "calibration" / loaded.name, seeds)
-    means = {k: statistics.fmean(r[k] for r in runs) for k in runs[0]}
-    stds = {k: statistics.stdev(r[k] for r in runs) for k in runs[0]}
-    store.add_calibration(
-        ProxyCalibrationRow(
-            profile=loaded.name,
-            profile_hash=hashlib.sha256(loaded.model_dump_json().encode()).hexdigest(),
-            seeds=seeds,
-            means=means,
-            stds=stds,
-            runs=runs,
-        )
-    )
-    table = Table("score", "mean", "std (noise floor)", title=f"{loaded.name}: {seeds} seeds")
-    for name in means:
-        table.add_row(name, f"{means[name]:.4f}", f"{stds[name]:.4f}")
-    console.print(table)
+    row = record_noise_floor(store, loaded, runs)
+    rows = [(name, f"{row.means[name]:.4f}", f"{row.stds[name]:.4f}") for name in row.means]
+    _table(("score", "mean", "std (noise floor)"), rows, title=f"{loaded.name}: {seeds} seeds")
 
 
 # ------------------------------------------------------------------------------------------- study
@@ -192,7 +160,7 @@ def proxy_calibrate(
 @study_app.command("create")
 def study_create(
     space_file: Path,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = DEFAULT_URL,
     name: Annotated[str | None, typer.Option(help="Study name (default: the space's name).")] = None,
 ) -> None:
     """Create a study from a search-space file and enqueue its templates."""
@@ -205,7 +173,7 @@ def study_create(
 @study_app.command("start")
 def study_start(
     study: Annotated[str, typer.Argument(help="Study name, or a space file (created on first start).")],
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = DEFAULT_URL,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes (more than 1 needs PostgreSQL).")] = 1,
     workdir: WorkdirOption = DEFAULT_WORKDIR,
     heartbeat_seconds: Annotated[int, typer.Option(min=1, help="Optuna heartbeat interval.")] = 30,
@@ -214,26 +182,19 @@ def study_start(
     """Run (or resume) a study until its trial budget is used; shows live progress."""
     import optuna
 
+    from promptsearch.queries import running_stages
     from promptsearch.study import (
         STOP_REQUESTED,
         RunOptions,
-        create_study,
         finished_count,
         open_study,
         start_study,
+        study_for,
         study_space,
     )
 
-    _quiet_libraries(workdir)
-    name = study
-    if study.endswith((".yaml", ".yml")) or Path(study).is_file():
-        from promptsearch.space import load_space
-
-        name = load_space(study).name
-        try:
-            open_study(name, db)
-        except UserError:
-            create_study(Path(study), db)
+    quiet_libraries(workdir)
+    name = study_for(study, db)
     existing, _ = open_study(name, db)
     total = study_space(existing).budget.trials
     options = RunOptions(
@@ -257,27 +218,31 @@ def study_start(
         task = progress.add_task(f"study {name}", total=total, completed=finished_count(existing))
 
         def update(current: optuna.Study) -> None:
-            trials = current.get_trials(deepcopy=False)
-            running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
-            stage = ", ".join(f"#{t.number} {t.user_attrs.get('stage', 'starting')}" for t in running) or "idle"
-            progress.update(task, completed=min(total, finished_count(current)), description=f"study {name} [{stage}]")
+            done = min(total, finished_count(current))
+            progress.update(task, completed=done, description=f"study {name} [{running_stages(current)}]")
 
-        # asyncio.run (inside datatrove's InferenceRunner) swaps Python's default SIGINT handler for one
-        # that only cancels its main task, and a cancellation absorbed inside the pipeline loses the
-        # Ctrl-C. asyncio leaves a handler of our own in place: it raises wherever the main thread is.
-        previous = signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
-        try:
+        with _ctrl_c_stops_the_study():
             start_study(name, options, on_progress=update)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            signal.signal(signal.SIGINT, previous)
         if STOP_REQUESTED.is_set():
             console.print("interrupted: finished trials and generations are saved; run the same command to resume")
             raise typer.Exit(130)
     final, _ = open_study(name, db)
     console.print(f"{finished_count(final)}/{total} trials finished in {time.monotonic() - started:.0f} s")
     console.print(f"database: {_describe_db(db)}   study: {name}   outputs: {options.workdir / name}")
+
+
+@contextmanager
+def _ctrl_c_stops_the_study() -> Iterator[None]:
+    """asyncio.run (inside datatrove's InferenceRunner) swaps Python's default SIGINT handler for one that
+    only cancels its main task, and a cancellation absorbed inside the pipeline loses the Ctrl-C. asyncio
+    leaves a handler of our own in place: it raises wherever the main thread is."""
+    previous = signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
+    try:
+        yield
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
@@ -288,150 +253,82 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
 
 
 @study_app.command("status")
-def study_status(study: str, db: DbOption = DEFAULT_DB) -> None:
+def study_status(study: str, db: DbOption = DEFAULT_URL) -> None:
     """Show a study's trials: template, knobs, objective values, key metrics, state and reasons."""
-    import optuna
+    from promptsearch.queries import study_status as read_status
+    from promptsearch.study import open_study
 
-    from promptsearch.study import objective_noise, open_study
-
-    loaded, store = open_study(study, db)
-    names = loaded.metric_names or [f"objective_{i}" for i in range(len(loaded.directions))]
-    noise = objective_noise(loaded, store)
-    complete = loaded.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    best = {
-        n: (max if d == optuna.study.StudyDirection.MAXIMIZE else min)(t.values[i] for t in complete)
-        for i, (n, d) in enumerate(zip(names, loaded.directions, strict=True))
-        if complete
-    }
-    goals = ", ".join(f"{n} {d.name.lower()}" for n, d in zip(names, loaded.directions, strict=True))
-    table = Table(title=f"study {study} ({goals})")
-    for col in (
-        "#",
-        "state",
-        "template",
-        "generator",
-        "temp",
-        "top_p",
-        "N",
-        "mix",
-        *names,
-        *(f"{n} Δbest/σ" for n in noise),
-        "prefix@10",
-        "num.recall",
-        "seconds",
-        "note",
-    ):
-        table.add_column(col)
-    for t in loaded.get_trials(deepcopy=False):
-        p, u = t.params, t.user_attrs
-        template = store.template(int(u["template_id"])).name if "template_id" in u else "-"
-        values = [f"{v:.4f}" for v in t.values] if t.values else ["-"] * len(names)
-        seconds = "-"
-        if t.datetime_complete and t.datetime_start:
-            seconds = f"{(t.datetime_complete - t.datetime_start).total_seconds():.0f}"
-        note = u.get("pruned_reason") or ("interrupted" if u.get("interrupted") else "")
-        if "retry_of" in u:
-            note = f"re-run of #{u['retry_of']}"
-        elif "failed_trial" in t.system_attrs:
-            note = f"re-run of #{t.system_attrs['failed_trial']} (worker lost)"
-        table.add_row(
-            str(t.number),
-            t.state.name,
-            template,
-            str(p.get("generator", "-")),
-            _fmt(p.get("temperature")),
-            _fmt(p.get("top_p")),
-            str(p.get("best_of_n", "-")),
-            _fmt(p.get("mix_ratio")),
-            *values,
-            *(
-                f"{(t.values[names.index(n)] - best[n]) / sigma:+.1f}" if t.values and sigma else "-"
-                for n, sigma in noise.items()
-            ),
-            _fmt(u.get("measure.unique_prefix_ratio_10")),
-            _fmt(u.get("measure.number_recall")),
-            seconds,
-            note,
-        )
-    console.print(table)
-    trials = loaded.get_trials(deepcopy=False)
-    tokens = sum(int(t.user_attrs.get("rephrase.completion_tokens", 0)) for t in trials)
-    stages = {}
-    for t in trials:
-        for key, value in t.user_attrs.items():
-            if key.startswith("seconds."):
-                stages[key.removeprefix("seconds.")] = stages.get(key.removeprefix("seconds."), 0.0) + value
-    split = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in stages.items())
-    console.print(f"generated {tokens} completion tokens; time by stage: {split or '-'}")
-    if noise:
-        console.print("noise floor (std over training seeds): " + ", ".join(f"{n} {s:.4f}" for n, s in noise.items()))
-    elif any(n.startswith("proxy.") for n in names):
+    status = read_status(*open_study(study, db))
+    names = status.objectives
+    goals = ", ".join(f"{n} {d}" for n, d in zip(names, status.directions, strict=True))
+    columns = ["#", "state", "template", "generator", "temp", "top_p", "N", "mix", *names]
+    columns += [*(f"{n} Δbest/σ" for n in status.noise), "prefix@10", "num.recall", "seconds", "note"]
+    rows = [
+        [
+            *(str(t.number), t.state, _fmt(t.template), _fmt(t.generator), _fmt(t.temperature), _fmt(t.top_p)),
+            *(_fmt(t.best_of_n), _fmt(t.mix_ratio), *_values(t.values, len(names))),
+            *("-" if d is None else f"{d:+.1f}" for d in t.from_best.values()),
+            *(_fmt(t.prefix_10), _fmt(t.number_recall), "-" if t.seconds is None else f"{t.seconds:.0f}", t.note),
+        ]
+        for t in status.trials
+    ]
+    _table(columns, rows, title=f"study {study} ({goals})")
+    split = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in status.stage_seconds.items())
+    console.print(f"generated {status.completion_tokens} completion tokens; time by stage: {split or '-'}")
+    if status.noise:
+        floor = ", ".join(f"{n} {s:.4f}" for n, s in status.noise.items())
+        console.print(f"noise floor (std over training seeds): {floor}")
+    elif status.needs_calibration:
         console.print(f"no noise floor yet: run `promptsearch proxy calibrate --study {study}`")
-    _print_ablations(loaded, store)
+    _print_ablations(status)
 
 
-def _print_ablations(study: optuna.Study, store: Store) -> None:
+def _print_ablations(status: StudyStatus) -> None:
     """Promoted trials with their full-ablation scores, and how well the proxy predicted them."""
-    rows = store.ablations(study.study_name)
-    if not rows:
+    if not status.ablations:
         return
-    table = Table("#", "profile", "promoted by", "proxy score", "state", "macro", "micro", title="full ablations")
-    for r in rows:
-        results = r.results or {}
-        table.add_row(
+    rows = [
+        (
             str(r.trial_number),
             r.profile,
             r.promoted_by,
             f"{r.proxy_objective:.4f}",
             r.state,
-            _fmt(results.get("macro")),
-            _fmt(results.get("micro")),
+            _fmt(r.macro),
+            _fmt(r.micro),
         )
-    console.print(table)
-    for proxy_profile in sorted({r.proxy_profile for r in rows}):
-        for c in store.latest_ablation_calibrations(proxy_profile):
-            console.print(
-                f"calibration of proxy {proxy_profile} against {c.profile} ({c.trials} trials): "
-                f"Kendall tau {_fmt(c.kendall_tau)}, pairwise accuracy {_fmt(c.pairwise_accuracy)}"
-            )
-
-
-def _fmt(value: object) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else ("-" if value is None else str(value))
+        for r in status.ablations
+    ]
+    _table(("#", "profile", "promoted by", "proxy score", "state", "macro", "micro"), rows, title="full ablations")
+    for a in status.agreements:
+        console.print(
+            f"calibration of proxy {a.proxy_profile} against {a.profile} ({a.trials} trials): "
+            f"Kendall tau {_fmt(a.kendall_tau)}, pairwise accuracy {_fmt(a.pairwise_accuracy)}"
+        )
 
 
 @study_app.command("list")
-def study_list(db: DbOption = DEFAULT_DB) -> None:
+def study_list(db: DbOption = DEFAULT_URL) -> None:
     """List the studies in the database; a study's review queue is its "rated" column, not a row."""
-    from optuna.trial import TrialState
-
-    from promptsearch.dashboard import review_study_name
+    from promptsearch.queries import study_list as read_list
     from promptsearch.store import Store
 
-    storage = Store.open(db, create_if_empty=False).optuna_storage()
-    studies = {s.study_name: s for s in storage.get_all_studies()}
-    trials = {name: storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False) for name in studies}
-    reviews = {review_study_name(name) for name in studies} & set(studies)
-    table = Table("study", "trials", "directions", "rated", "started")
-    for name, s in studies.items():
-        if name in reviews:
-            continue
-        review = trials.get(review_study_name(name))
-        rated = "-" if review is None else f"{sum(t.state == TrialState.COMPLETE for t in review)}/{len(review)}"
-        started = [t.datetime_start for t in trials[name] if t.datetime_start]
-        table.add_row(
-            name,
-            str(len(trials[name])),
-            ", ".join(d.name.lower() for d in s.directions),
-            rated,
-            min(started).isoformat(timespec="seconds") if started else "-",
+    rows = [
+        (
+            r.name,
+            str(r.trials),
+            ", ".join(r.directions),
+            "-" if r.rated is None else f"{r.rated[0]}/{r.rated[1]}",
+            r.started.isoformat(timespec="seconds") if r.started else "-",
         )
-    console.print(table)
+        for r in read_list(Store.open(db, create_if_empty=False))
+    ]
+    _table(("study", "trials", "directions", "rated", "started"), rows)
 
 
 @study_app.command("delete")
 def study_delete(
-    study: str, db: DbOption = DEFAULT_DB, yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False
+    study: str, db: DbOption = DEFAULT_URL, yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False
 ) -> None:
     """Delete a study, its trials and its metrics (the generation cache is kept)."""
     from promptsearch.study import delete_study
@@ -458,7 +355,7 @@ def promote(
     study: str,
     trial: Annotated[int | None, typer.Argument(help="Trial number; omit to apply the space's promotion rule.")] = None,
     profile: ProfileOption = None,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = DEFAULT_URL,
     workdir: WorkdirOption = DEFAULT_WORKDIR,
 ) -> None:
     """Promote a trial (or what the promotion rule selects) to a full ablation and write its bundle."""
@@ -466,7 +363,7 @@ def promote(
     from promptsearch.study import open_study
 
     loaded, store = open_study(study, db)
-    _quiet_libraries(workdir)  # the bpe tokenizer of a cpu-smoke bundle reads the mix-in with datatrove
+    quiet_libraries(workdir)  # the bpe tokenizer of a cpu-smoke bundle reads the mix-in with datatrove
     rows = promote_trials(loaded, store, workdir.resolve(), trial, profile)
     if not rows:
         console.print("nothing new to promote")
@@ -482,7 +379,7 @@ def ablation_submit(
     study: str,
     trial: int,
     profile: ProfileNameOption = None,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = DEFAULT_URL,
     workdir: WorkdirOption = DEFAULT_WORKDIR,
 ) -> None:
     """Submit a promoted trial's chain: sbatch with --dependency=afterok, job ids recorded as they come."""
@@ -492,7 +389,7 @@ def ablation_submit(
 
     _, store = open_study(study, db)
     ablation = store.ablation(study, trial, profile)
-    _quiet_libraries(workdir)
+    quiet_libraries(workdir)
     jobs = submit(load_bundle(Path(ablation.bundle_dir)), ablation, store)
     for job in jobs:
         after = f" (afterok:{job.depends_on})" if job.depends_on else ""
@@ -504,7 +401,7 @@ def ablation_status(
     study: str,
     trial: int,
     profile: ProfileNameOption = None,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = DEFAULT_URL,
     wait: Annotated[bool, typer.Option("--wait", help="Poll until every job has finished.")] = False,
     timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds.")] = 3600,
     interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 2.0,
@@ -542,7 +439,7 @@ def ablation_status(
 
 
 @ablation_app.command("cancel")
-def ablation_cancel(study: str, trial: int, profile: ProfileNameOption = None, db: DbOption = DEFAULT_DB) -> None:
+def ablation_cancel(study: str, trial: int, profile: ProfileNameOption = None, db: DbOption = DEFAULT_URL) -> None:
     """scancel the chain's unfinished jobs."""
     from promptsearch.ablation.slurm import cancel
     from promptsearch.study import open_study
@@ -553,27 +450,21 @@ def ablation_cancel(study: str, trial: int, profile: ProfileNameOption = None, d
 
 
 @ablation_app.command("ingest")
-def ablation_ingest(study: str, trial: int, profile: ProfileNameOption = None, db: DbOption = DEFAULT_DB) -> None:
+def ablation_ingest(study: str, trial: int, profile: ProfileNameOption = None, db: DbOption = DEFAULT_URL) -> None:
     """Read the evaluation's lighteval results JSON and attach the scores to the trial; recalibrate."""
     from promptsearch.ablation.results import ingest
-    from promptsearch.ablation.slurm import refresh
     from promptsearch.study import open_study
 
     loaded, store = open_study(study, db)
     ablation = store.ablation(study, trial, profile)
-    evaluate = [r for r in refresh(ablation, store) if r.stage == "evaluate"]
-    if not evaluate or evaluate[0].state != "COMPLETED":
-        state = evaluate[0].state if evaluate else "not submitted"
-        raise UserError(f"the evaluate job of trial {trial} is {state}; ingest once it is COMPLETED")
     scores = ingest(loaded, store, ablation)
-    table = Table("task", "score", title=f"{study} trial {trial}: {ablation.profile}")
-    for name, value in scores.tasks.items():
-        table.add_row(name, f"{value:.4f}")
-    for name, value in scores.categories.items():
-        table.add_row(f"category {name}", f"{value:.4f}")
-    table.add_row("macro", f"{scores.macro:.4f}")
-    table.add_row("micro", f"{scores.micro:.4f}")
-    console.print(table)
+    rows = [
+        *((name, f"{value:.4f}") for name, value in scores.tasks.items()),
+        *((f"category {name}", f"{value:.4f}") for name, value in scores.categories.items()),
+        ("macro", f"{scores.macro:.4f}"),
+        ("micro", f"{scores.micro:.4f}"),
+    ]
+    _table(("task", "score"), rows, title=f"{study} trial {trial}: {ablation.profile}")
 
 
 # --------------------------------------------------------------------------------------- templates
@@ -582,71 +473,50 @@ templates_app = typer.Typer(no_args_is_help=True, help="A study's template pool,
 app.add_typer(templates_app, name="templates")
 
 
-def _template_scores(study: str, db: str) -> tuple[Any, Any, dict[int, list[Any]], list[str]]:
-    """(study, store, template id → its trials, objective names)."""
+def _templates(study: str, db: str) -> StudyTemplates:
+    from promptsearch.queries import study_templates
     from promptsearch.study import open_study
 
-    loaded, store = open_study(study, db)
-    trials: dict[int, list[Any]] = {}
-    for t in loaded.get_trials(deepcopy=False):
-        if "template_id" in t.user_attrs:
-            trials.setdefault(int(t.user_attrs["template_id"]), []).append(t)
-    names = loaded.metric_names or [f"objective_{i}" for i in range(len(loaded.directions))]
-    return loaded, store, trials, names
-
-
-def _best(loaded: Any, trials: list[Any]) -> str:
-    """The template's best value of the first objective, or '-' before any trial of it completed."""
-    import optuna
-
-    values = [t.values[0] for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if not values:
-        return "-"
-    pick = max if loaded.directions[0] == optuna.study.StudyDirection.MAXIMIZE else min
-    return f"{pick(values):.4f}"
+    return study_templates(*open_study(study, db))
 
 
 @templates_app.command("list")
-def templates_list(study: str, db: DbOption = DEFAULT_DB) -> None:
+def templates_list(study: str, db: DbOption = DEFAULT_URL) -> None:
     """The pool: every template with its origin, parents, trials and best score; then proposal counts."""
-    from collections import Counter
-
-    loaded, store, trials, names = _template_scores(study, db)
-    proposals = store.proposals(study)
-    operator = {p.template_id: p.operator for p in proposals if p.template_id is not None}
-    table = Table("id", "name", "family", "origin", "parents", "trials", "finished", f"best {names[0]}")
-    for row in store.templates(loaded.user_attrs["template_ids"]):
-        mine = trials.get(row.id, [])
-        table.add_row(
-            str(row.id),
-            row.name,
-            row.family,
-            f"{row.origin} ({operator[row.id]})" if row.id in operator else row.origin,
-            ", ".join(map(str, row.parents)) or "-",
-            str(len(mine)),
-            str(sum(t.state.is_finished() for t in mine)),
-            _best(loaded, mine),
+    pool = _templates(study, db)
+    rows = [
+        (
+            str(s.template.id),
+            s.template.name,
+            s.template.family,
+            s.template.origin if s.operator is None else f"{s.template.origin} ({s.operator})",
+            ", ".join(map(str, s.template.parents)) or "-",
+            str(len(s.trials)),
+            str(s.finished),
+            _value(s.best),
         )
-    console.print(table)
-    if proposals:
-        counts = Counter((p.status, p.reason) for p in proposals)
-        summary = ", ".join(f"{status}{' ' + reason if reason else ''} {n}" for (status, reason), n in counts.items())
-        console.print(f"{len(proposals)} proposal(s): {summary}")
+        for s in pool.templates
+    ]
+    _table(("id", "name", "family", "origin", "parents", "trials", "finished", f"best {pool.objectives[0]}"), rows)
+    if pool.proposals:
+        counts = pool.proposal_counts().items()
+        summary = ", ".join(f"{status}{' ' + reason if reason else ''} {n}" for (status, reason), n in counts)
+        console.print(f"{len(pool.proposals)} proposal(s): {summary}")
 
 
 @templates_app.command("show")
 def templates_show(
-    study: str, template: Annotated[str, typer.Argument(help="Template id or name.")], db: DbOption = DEFAULT_DB
+    study: str, template: Annotated[str, typer.Argument(help="Template id or name.")], db: DbOption = DEFAULT_URL
 ) -> None:
     """One template: its text, how it was proposed (operator, parents, feedback, DSPy prompt, response), its trials."""
-    loaded, store, trials, names = _template_scores(study, db)
-    rows = store.templates(loaded.user_attrs["template_ids"])
-    row = next((r for r in rows if str(r.id) == template or r.name == template), None)
-    if row is None:
+    pool = _templates(study, db)
+    standing = pool.find(template)
+    if standing is None:
         raise UserError(f"study {study!r} has no template {template!r} (see `promptsearch templates list {study}`)")
+    row = standing.template
     console.print(f"[bold]#{row.id} {row.name}[/bold] — family {row.family}, origin {row.origin}")
     console.print(row.text, markup=False, highlight=False)
-    proposal = next((p for p in store.proposals(study) if p.template_id == row.id), None)
+    proposal = pool.proposal_of(row.id)
     if proposal is not None:
         console.print(
             f"\nproposed in round {proposal.round_index} by {proposal.operator} with {proposal.proposer_model}"
@@ -661,43 +531,41 @@ def templates_show(
             if text:
                 console.print(f"--- {title}", highlight=False)
                 console.print(text, markup=False, highlight=False)
-    table = Table("trial", "state", *names, "note", title=f"trials of #{row.id}")
-    for t in trials.get(row.id, []):
-        values = [f"{v:.4f}" for v in t.values] if t.values else ["-"] * len(names)
-        table.add_row(str(t.number), t.state.name, *values, str(t.user_attrs.get("pruned_reason", "")))
-    console.print(table)
+    rows = [
+        (
+            str(t.number),
+            t.state.name,
+            *_values(t.values, len(pool.objectives)),
+            str(t.user_attrs.get("pruned_reason", "")),
+        )
+        for t in standing.trials
+    ]
+    _table(("trial", "state", *pool.objectives, "note"), rows, title=f"trials of #{row.id}")
 
 
 @templates_app.command("lineage")
-def templates_lineage(study: str, db: DbOption = DEFAULT_DB) -> None:
+def templates_lineage(study: str, db: DbOption = DEFAULT_URL) -> None:
     """The family tree: each proposed template under its first parent (a crossover names its other parent)."""
-    from rich.text import Text
     from rich.tree import Tree
 
-    loaded, store, trials, names = _template_scores(study, db)
-    rows = store.templates(loaded.user_attrs["template_ids"])
-    operator = {p.template_id: p.operator for p in store.proposals(study) if p.template_id is not None}
-    known = {r.id for r in rows}
-    children: dict[int | None, list[Any]] = {}
-    for r in rows:
-        first = next((p for p in r.parents if p in known), None)
-        children.setdefault(first, []).append(r)
-
-    def label(r: Any) -> Text:
-        how = operator.get(r.id, r.origin)
-        others = [p for p in r.parents[1:] if p in known]
-        also = f" × #{', #'.join(map(str, others))}" if others else ""
-        mine = trials.get(r.id, [])
-        return Text(f"#{r.id} {r.name} [{how}{also}] best {names[0]} {_best(loaded, mine)} ({len(mine)} trial(s))")
-
+    pool = _templates(study, db)
     tree = Tree(f"study {study}")
-
-    def grow(node: Tree, parent: int | None) -> None:
-        for r in children.get(parent, []):
-            grow(node.add(label(r)), r.id)
-
-    grow(tree, None)
+    _grow(tree, pool, None)
     console.print(tree)
+
+
+def _grow(node: Tree, pool: StudyTemplates, parent: int | None) -> None:
+    for child in pool.children(parent):
+        _grow(node.add(_lineage_label(child, pool.objectives[0])), pool, child.template.id)
+
+
+def _lineage_label(s: TemplateStanding, objective: str) -> Text:
+    from rich.text import Text
+
+    how = s.template.origin if s.operator is None else s.operator
+    also = f" × #{', #'.join(map(str, s.crossed_with))}" if s.crossed_with else ""
+    best = _value(s.best)
+    return Text(f"#{s.template.id} {s.template.name} [{how}{also}] best {objective} {best} ({len(s.trials)} trial(s))")
 
 
 # ------------------------------------------------------------------------------------------ export
@@ -706,7 +574,7 @@ def templates_lineage(study: str, db: DbOption = DEFAULT_DB) -> None:
 @app.command("export")
 def export(
     study: str,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = DEFAULT_URL,
     out: Annotated[Path, typer.Option("-o", "--out", help="Folder for the recipe files.")] = Path("recipes"),
     top: Annotated[int | None, typer.Option("--top", min=1, help="The K best trials (first objective).")] = None,
     pareto: Annotated[
@@ -747,7 +615,7 @@ def recipe_diff(a: Path, b: Path) -> None:
 @app.command("plot")
 def plot(
     study: str,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = DEFAULT_URL,
     out: Annotated[Path, typer.Option("-o", "--out", help="Folder for the PNG files.")] = Path("plots"),
     workdir: WorkdirOption = DEFAULT_WORKDIR,
 ) -> None:
@@ -763,7 +631,7 @@ def plot(
 
 @app.command("dashboard")
 def dashboard(
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = DEFAULT_URL,
     workdir: WorkdirOption = DEFAULT_WORKDIR,
     host: Annotated[
         str, typer.Option(help="Interface to bind; anything but loopback exposes the study.")
@@ -797,61 +665,22 @@ def metrics(
     """Audit an existing synthetic dataset with the same metrics a trial gets."""
     import json
 
-    from loguru import logger
+    from promptsearch.corpus import read_output_records
+    from promptsearch.logs import warnings_only
+    from promptsearch.measure import Embedder, measure, most_common_opening
 
-    from promptsearch.corpus import corpus_reader
-    from promptsearch.measure import Embedder, OutputRecord, measure, most_common_opening
-    from promptsearch.space import CorpusSpec
-
-    if not file.is_file():
-        raise UserError(f"file not found: {file}")
-    logger.remove()
-    logger.add(sys.stderr, level="WARNING")
-    # datatrove's readers: the output field becomes the document text, the other fields its metadata
-    spec = CorpusSpec(format="parquet" if file.suffix == ".parquet" else "jsonl", path=str(file), text_key=output_key)
-    documents = list(corpus_reader(spec).run())
-    if not documents:
-        raise UserError(f"{file}: no rows with a {output_key!r} field")
-    if any(source_key not in d.metadata for d in documents):
-        raise UserError(f"{file}: rows have no field {source_key!r}")
-    records = [
-        OutputRecord(
-            str(d.metadata[source_key] or ""),
-            d.text,
-            family or str((d.metadata.get("metadata") or {}).get("template_family", "")),
-        )
-        for d in documents
-    ]
+    warnings_only()
+    records = read_output_records(file, source_key, output_key, family)
     report = measure(records, Embedder() if embeddings else None)
     opening, share = most_common_opening([r.output for r in records])
     if as_json:
         console.print_json(json.dumps({"rows": len(records), "top_opening": opening, **report}))
         return
-    table = Table("metric", "value", title=f"{file} ({len(records)} rows)")
-    for name, value in report.items():
-        table.add_row(name, f"{value:.4f}")
-    table.add_row("top_opening", f"{opening!r} ({share:.0%})")
-    console.print(table)
+    rows = [*((name, f"{value:.4f}") for name, value in report.items()), ("top_opening", f"{opening!r} ({share:.0%})")]
+    _table(("metric", "value"), rows, title=f"{file} ({len(records)} rows)")
 
 
 # ---------------------------------------------------------------------------------------- generate
-
-
-def _input_corpus(path: str, input_format: str, text_key: str, limit: int | None) -> CorpusSpec:
-    from promptsearch.space import CorpusSpec
-
-    if input_format == "auto":
-        name = path.lower()
-        input_format = (
-            "jsonl"
-            if ".jsonl" in name or ".json" in name
-            else "parquet"
-            if name.endswith(".parquet")
-            else "embedded"
-            if path in ("lee_background", "lee")
-            else "text"
-        )
-    return CorpusSpec(format=input_format, path=path, text_key=text_key, limit=limit)
 
 
 @app.command("generate")
@@ -882,69 +711,28 @@ def generate(
     ] = None,
 ) -> None:
     """Generate a synthetic dataset from a recipe (or a space's template); resumable."""
+    from promptsearch.corpus import input_corpus
     from promptsearch.embedded import serving_plan
-    from promptsearch.generate import generate_dataset, recipe_from_space
-    from promptsearch.recipe import Sampling, load_recipe
+    from promptsearch.generate import chosen_recipe, generate_dataset
     from promptsearch.rephrase import GeneratorServers
-    from promptsearch.space import load_space
 
     if output_format not in ("jsonl", "parquet"):
         raise UserError(f"--format must be jsonl or parquet (got {output_format!r})")
-    if (recipe is None) == (space is None):
-        raise UserError("give either --recipe FILE or --space FILE --template NAME")
-    if recipe is not None:
-        chosen = load_recipe(recipe)
-    else:
-        if template is None:
-            raise UserError("--space needs --template NAME")
-        loaded = load_space(space)
-        base = loaded.default_sampling()
-        sampling = Sampling(
-            temperature=base.temperature if temperature is None else temperature,
-            top_p=base.top_p if top_p is None else top_p,
-            max_new_tokens=base.max_new_tokens if max_new_tokens is None else max_new_tokens,
-            top_k=base.top_k,
-        )
-        chosen = recipe_from_space(loaded, template, generator, sampling, best_of_n)
-    corpus = _input_corpus(input, input_format, text_key, limit)
-    _quiet_libraries(output)
+    knobs = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens, "best_of_n": best_of_n}
+    chosen = chosen_recipe(recipe, space, template, generator, **knobs)
+    corpus = input_corpus(input, input_format, text_key, limit)
+    quiet_libraries(output)
     if executor == "slurm":
-        from promptsearch.generate import submit_dataset_job
-        from promptsearch.pipelines import SlurmJob
-
-        try:
-            job = SlurmJob(
-                partition=partition,
-                time=time_limit,
-                tasks=tasks,
-                cpus_per_task=cpus_per_task,
-                gpus_per_node=gpus_per_node,
-            )
-        except ValueError as exc:
-            raise UserError(f"Slurm settings: {str(exc).splitlines()[-1].strip()}") from exc
-        activate = venv or str(Path(sys.prefix) / "bin" / "activate")
-        with GeneratorServers(output / "logs") as generators:
-            job_id = submit_dataset_job(
-                chosen, corpus, output.resolve(), generators, job, activate, output_format, chunk_size
-            )
-        if job_id == "-1":
-            console.print(f"every task of {output} has already completed; nothing submitted")
-        else:
-            console.print(
-                f"submitted Slurm job {job_id} ({tasks} datatrove task(s)); logs in {output / 'logs'}; "
-                "run the same command again to resume what did not finish"
-            )
+        slurm = {"partition": partition, "time": time_limit, "tasks": tasks, "cpus_per_task": cpus_per_task}
+        _generate_on_slurm(
+            chosen, corpus, output, slurm | {"gpus_per_node": gpus_per_node}, venv, output_format, chunk_size
+        )
         return
     if executor != "local":
         raise UserError(f"--executor must be local or slurm (got {executor!r})")
+    columns = (TextColumn("generating"), MofNCompleteColumn(), TextColumn("documents"), TimeElapsedColumn())
     with (
-        Progress(
-            TextColumn("generating"),
-            MofNCompleteColumn(),
-            TextColumn("documents"),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress,
+        Progress(*columns, console=console) as progress,
         # One embedded server: a local datatrove run shards its input by file, so a second replica would idle.
         GeneratorServers(output / "logs", serving_plan(max_replicas=1)) as generators,
     ):
@@ -960,6 +748,33 @@ def generate(
             on_document=lambda: progress.advance(task),
         )
     console.print(f"wrote {output / 'data'} (template {chosen.template_name}, generator {chosen.generator.name})")
+
+
+def _generate_on_slurm(
+    recipe: Recipe,
+    corpus: CorpusSpec,
+    output: Path,
+    settings: dict[str, object],
+    venv: str | None,
+    output_format: str,
+    chunk_size: int,
+) -> None:
+    from promptsearch.generate import slurm_job, submit_dataset_job
+    from promptsearch.rephrase import GeneratorServers
+
+    job = slurm_job(**settings)
+    activate = venv or str(Path(sys.prefix) / "bin" / "activate")
+    with GeneratorServers(output / "logs") as generators:
+        job_id = submit_dataset_job(
+            recipe, corpus, output.resolve(), generators, job, activate, output_format, chunk_size
+        )
+    if job_id == "-1":
+        console.print(f"every task of {output} has already completed; nothing submitted")
+    else:
+        console.print(
+            f"submitted Slurm job {job_id} ({job.tasks} datatrove task(s)); logs in {output / 'logs'}; "
+            "run the same command again to resume what did not finish"
+        )
 
 
 def main() -> None:
