@@ -3,6 +3,8 @@
 In: a `CorpusSpec`. Out: a list of datatrove `Document`s (deterministic order, `skip`/`limit`
 applied, each cut at a newline to `max_chars`), plus counts of what was skipped and why.
 Empty, binary or undecodable documents are skipped and counted, never fatal.
+Also: `input_corpus` guesses the format of a `generate --input`, and `read_output_records` reads
+the (source, output) rows of an existing synthetic dataset for `promptsearch metrics`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from datatrove.pipeline.readers import HuggingFaceDatasetReader, JsonlReader, Pa
 from datatrove.pipeline.readers.base import BaseDiskReader
 
 from promptsearch.errors import UserError
+from promptsearch.measure import OutputRecord
 from promptsearch.resources import lee_corpus_file
 from promptsearch.space import CorpusSpec
 
@@ -124,3 +127,42 @@ def read_corpus(spec: CorpusSpec) -> Corpus:
     if not corpus.documents:
         raise UserError(f"corpus {spec.format}:{spec.path} yielded no usable documents")
     return corpus
+
+
+def input_corpus(path: str, input_format: str, text_key: str, limit: int | None) -> CorpusSpec:
+    """The corpus `generate --input` names; `input_format="auto"` guesses it from the path: JSON Lines,
+    Parquet, the embedded Lee corpus, else plain-text files."""
+    if input_format == "auto":
+        name = path.lower()
+        input_format = (
+            "jsonl"
+            if ".jsonl" in name or ".json" in name
+            else "parquet"
+            if name.endswith(".parquet")
+            else "embedded"
+            if path in ("lee_background", "lee")
+            else "text"
+        )
+    return CorpusSpec(format=input_format, path=path, text_key=text_key, limit=limit)
+
+
+def read_output_records(file: Path, source_key: str, output_key: str, family: str = "") -> list[OutputRecord]:
+    """The (source, output) rows of a JSON Lines (optionally .gz) or Parquet file, read with datatrove: the
+    output field becomes the document text, the others its metadata. `family` (default: each row's
+    `metadata.template_family`) is the template family format validity checks."""
+    if not file.is_file():
+        raise UserError(f"file not found: {file}")
+    spec = CorpusSpec(format="parquet" if file.suffix == ".parquet" else "jsonl", path=str(file), text_key=output_key)
+    documents = list(corpus_reader(spec).run())
+    if not documents:
+        raise UserError(f"{file}: no rows with a {output_key!r} field")
+    if any(source_key not in d.metadata for d in documents):
+        raise UserError(f"{file}: rows have no field {source_key!r}")
+    return [
+        OutputRecord(
+            str(d.metadata[source_key] or ""),
+            d.text,
+            family or str((d.metadata.get("metadata") or {}).get("template_family", "")),
+        )
+        for d in documents
+    ]

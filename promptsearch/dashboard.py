@@ -19,6 +19,7 @@ import yaml
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import TrialState
 
+from promptsearch.objectives import objective_names
 from promptsearch.recipe import Recipe
 from promptsearch.store import Store, TemplateRow
 
@@ -48,7 +49,7 @@ def trial_note(recipe: Recipe, template: TemplateRow) -> str:
 
 def study_note(study: optuna.Study, store: Store, noise: dict[str, float]) -> str:
     """The study page's note: the best recipes so far and how much the proxy's scores can be trusted."""
-    names = study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
+    names = objective_names(study)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     best = (study.best_trials if len(study.directions) > 1 else [study.best_trial]) if complete else []
     lines = ["## Best recipes so far", ""]

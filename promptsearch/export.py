@@ -18,11 +18,13 @@ from typing import Any
 
 import optuna
 import yaml
+from huggingface_hub import DatasetCard, DatasetCardData
 from optuna.trial import FrozenTrial, TrialState
 
 from promptsearch.cost import cost_per_million_tokens
 from promptsearch.dashboard import review_ratings
 from promptsearch.errors import UserError
+from promptsearch.objectives import maximizes, objective_names
 from promptsearch.recipe import Recipe, trial_recipe
 from promptsearch.store import Store
 from promptsearch.study import objective_noise
@@ -46,8 +48,7 @@ def select_trials(study: optuna.Study, top: int | None = None, pareto: bool = Fa
     if not complete:
         raise UserError(f"study {study.study_name!r} has no completed trial to export yet")
     if top is not None:
-        reverse = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-        return sorted(complete, key=lambda t: t.values[0], reverse=reverse)[:top]
+        return sorted(complete, key=lambda t: t.values[0], reverse=maximizes(study.directions[0]))[:top]
     if pareto or len(study.directions) > 1:
         return study.best_trials
     return [study.best_trial]
@@ -55,7 +56,7 @@ def select_trials(study: optuna.Study, top: int | None = None, pareto: bool = Fa
 
 def recipe_document(study: optuna.Study, store: Store, trial: FrozenTrial) -> dict[str, Any]:
     recipe = trial_recipe(trial)
-    names = study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
+    names = objective_names(study)
     metrics = store.trial_metrics(study.study_name, trial.number)
     return {
         "study": study.study_name,
@@ -73,7 +74,7 @@ def recipe_document(study: optuna.Study, store: Store, trial: FrozenTrial) -> di
 
 
 def dataset_card(document: dict[str, Any]) -> str:
-    """A Hugging Face-style dataset card for data generated with this recipe."""
+    """A Hugging Face dataset card for data generated with this recipe: `huggingface_hub` renders its metadata."""
     recipe = Recipe.model_validate(document["recipe"])
     g, s = recipe.generator, recipe.sampling
     metrics = document["metrics"]
@@ -83,18 +84,7 @@ def dataset_card(document: dict[str, Any]) -> str:
     )
     interesting = ("measure.unique_prefix_ratio_10", "measure.number_recall", "measure.format_validity")
     measured = "\n".join(f"- `{k}`: {metrics[k]:.3f}" for k in interesting if k in metrics)
-    return f"""---
-language:
-- en
-task_categories:
-- text-generation
-tags:
-- synthetic
-- rephrased
-- pretraining
-- promptsearch
----
-
+    body = f"""
 # Synthetic pretraining data: `{recipe.template_name}` rephrasings
 
 ## Dataset summary
@@ -128,6 +118,13 @@ benchmark results. Differences below about twice the noise floor are not meaning
 Rephrasings can drop or invent facts (see number recall above) and inherit the generator's style.
 Quality-classifier scores were stored but not optimized: they do not predict training value.
 """
+    card = DatasetCard(body)  # no metadata block in the text: the card renders its own from `data`
+    card.data = DatasetCardData(
+        language=["en"],
+        task_categories=["text-generation"],
+        tags=["synthetic", "rephrased", "pretraining", "promptsearch"],
+    )
+    return str(card)
 
 
 def export_recipes(

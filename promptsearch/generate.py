@@ -24,10 +24,10 @@ from promptsearch.corpus import corpus_reader
 from promptsearch.errors import UserError
 from promptsearch.measure import select_sample
 from promptsearch.pipelines import SlurmJob, run_local_pipeline, slurm_executor
-from promptsearch.recipe import Recipe, Sampling
+from promptsearch.recipe import Recipe, Sampling, load_recipe
 from promptsearch.rephrase import GeneratorServers, request_payload
 from promptsearch.seeds import SEED_TEMPLATES
-from promptsearch.space import CorpusSpec, SearchSpace
+from promptsearch.space import CorpusSpec, SearchSpace, load_space
 from promptsearch.templates import template_pool
 
 
@@ -51,6 +51,44 @@ def recipe_from_space(
         mix_ratio=space.mix_ratio.midpoint,
         seed=space.seed,
     )
+
+
+def chosen_recipe(
+    recipe_file: Path | None,
+    space_file: Path | None,
+    template: str | None,
+    generator: str | None = None,
+    *,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    max_new_tokens: int | None = None,
+    best_of_n: int = 1,
+) -> Recipe:
+    """What `generate` runs: a recipe file, or a space's template with the space's default sampling where
+    no knob is given."""
+    if (recipe_file is None) == (space_file is None):
+        raise UserError("give either --recipe FILE or --space FILE --template NAME")
+    if recipe_file is not None:
+        return load_recipe(recipe_file)
+    if template is None:
+        raise UserError("--space needs --template NAME")
+    space = load_space(space_file)
+    base = space.default_sampling()
+    sampling = Sampling(
+        temperature=base.temperature if temperature is None else temperature,
+        top_p=base.top_p if top_p is None else top_p,
+        max_new_tokens=base.max_new_tokens if max_new_tokens is None else max_new_tokens,
+        top_k=base.top_k,
+    )
+    return recipe_from_space(space, template, generator, sampling, best_of_n)
+
+
+def slurm_job(**settings: Any) -> SlurmJob:
+    """sbatch settings from the command line; a mistake in one is a UserError naming it."""
+    try:
+        return SlurmJob(**settings)
+    except ValueError as exc:
+        raise UserError(f"Slurm settings: {str(exc).splitlines()[-1].strip()}") from exc
 
 
 def _rollout(recipe: Recipe, on_document: Callable[[], None] | None) -> Callable[..., Any]:

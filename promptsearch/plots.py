@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from promptsearch.dashboard import samples_jsonl, samples_markdown
 from promptsearch.errors import UserError
 from promptsearch.measure import PREFIX_LENGTHS
+from promptsearch.objectives import objective_names
 from promptsearch.proxy import ProxyResult
 
 
@@ -57,7 +58,7 @@ def save_study_plots(
     if not complete:
         raise UserError(f"study {study.study_name!r} has no completed trial to plot yet")
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
+    names = objective_names(study)
     multi = len(names) > 1
     targets: list[tuple[str, Callable[[FrozenTrial], float] | None]] = [
         (name, (lambda t, i=i: t.values[i]) if multi else None) for i, name in enumerate(names)

@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from promptsearch.ablation.bundle import write_bundle
 from promptsearch.ablation.profile import load_ablation_profile
 from promptsearch.errors import UserError
+from promptsearch.objectives import objective_names, signed
 from promptsearch.proxy_profile import load_proxy_profile
 from promptsearch.recipe import trial_recipe
 from promptsearch.space import SearchSpace
@@ -28,8 +29,7 @@ from promptsearch.study import objective_noise, study_space
 
 def signed_objective(study: optuna.Study, trial: FrozenTrial) -> float:
     """The first objective, negated when it is minimized, so that higher is better."""
-    value = (trial.values or [float("nan")])[0]
-    return value if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -value
+    return signed(study.directions[0], (trial.values or [float("nan")])[0])
 
 
 def _by_rule(study: optuna.Study, space: SearchSpace, store: Store, complete: list[FrozenTrial]) -> list[FrozenTrial]:
@@ -39,7 +39,7 @@ def _by_rule(study: optuna.Study, space: SearchSpace, store: Store, complete: li
         return ranked[: rule.k]
     if rule.rule == "pareto":
         return list(study.best_trials)
-    metric = (study.metric_names or ["objective_0"])[0]
+    metric = objective_names(study)[0]
     noise = objective_noise(study, store).get(metric)
     if noise is None:
         raise UserError(

@@ -9,7 +9,9 @@ Ctrl-C is re-enqueued the next time the study starts.
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
+import statistics
 import threading
 import warnings
 from collections import Counter
@@ -28,13 +30,14 @@ from promptsearch.corpus import read_corpus
 from promptsearch.dashboard import queue_for_review, review_study_name, study_note, trial_note
 from promptsearch.errors import UserError
 from promptsearch.measure import Embedder, QualityClassifier
+from promptsearch.objectives import FINISHED
 from promptsearch.proxy import Mixture, calibration_mixture
-from promptsearch.proxy_profile import load_proxy_profile
+from promptsearch.proxy_profile import ProxyProfile, load_proxy_profile, proxy_profile_path
 from promptsearch.pruning import build_pruner
 from promptsearch.recipe import trial_recipe
 from promptsearch.rephrase import GeneratorServers
 from promptsearch.space import SearchSpace, load_space
-from promptsearch.store import Store, redact
+from promptsearch.store import ProxyCalibrationRow, Store, redact
 from promptsearch.templates import template_pool
 from promptsearch.trial import Corpora, TrialContext, WorkerResources, build_stages, run_trial
 
@@ -45,7 +48,6 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 # Set by the CLI's Ctrl-C handler: the worker stops after the current trial even if a library absorbed
 # the KeyboardInterrupt that the handler raised.
 STOP_REQUESTED = threading.Event()
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,19 @@ def create_study(space_file: Path, db_url: str, name: str | None = None) -> optu
     study.set_user_attr("template_ids", ids)
     _enqueue_templates(study, ids, len(ids))
     return study
+
+
+def study_for(name_or_space: str, db_url: str) -> str:
+    """The name of the study `name_or_space` stands for: a study name, or a space file whose study is
+    created on first use."""
+    if not (name_or_space.endswith((".yaml", ".yml")) or Path(name_or_space).is_file()):
+        return name_or_space
+    name = load_space(name_or_space).name
+    try:
+        open_study(name, db_url)
+    except UserError:
+        create_study(Path(name_or_space), db_url)
+    return name
 
 
 def _enqueue_templates(study: optuna.Study, template_ids: list[int], count: int) -> None:
@@ -345,6 +360,42 @@ def objective_noise(study: optuna.Study, store: Store) -> dict[str, float]:
     parts = [(w * calibration.stds[k]) ** 2 for k, w in space.proxy_weights.items() if k in calibration.stds]
     stds["proxy.score"] = sum(parts) ** 0.5
     return {o.metric: stds[o.metric] for o in space.objectives if o.metric in stds}
+
+
+def calibration_setup(
+    db_url: str, space_file: Path | None, study: str | None, trial: int | None, profile: str | None
+) -> tuple[Store, Mixture, ProxyProfile]:
+    """What `proxy calibrate` trains: a finished trial's mixture (with `study`; `trial` defaults to the best)
+    or the source documents of `space_file`, and the proxy profile (default: the space's)."""
+    if study is not None:
+        loaded, store = open_study(study, db_url)
+        space = study_space(loaded)
+        mixture = trial_mixture(loaded, store, trial)
+    else:
+        if space_file is None:
+            raise UserError("pass either --space FILE or --study NAME")
+        space = load_space(space_file)
+        store = Store.open(db_url)
+        mixture = calibration_mixture(space)
+    reference = profile or space.proxy
+    if reference is None:
+        raise UserError("the space has no proxy profile; pass --profile cpu-tiny")
+    return store, mixture, load_proxy_profile(proxy_profile_path(reference, Path.cwd()))
+
+
+def record_noise_floor(store: Store, profile: ProxyProfile, runs: list[dict[str, float]]) -> ProxyCalibrationRow:
+    """The noise floor from one mixture trained with several seeds (`runs`: one score dict per seed): each
+    score's mean and std, stored as the profile's latest calibration, which `objective_noise` reads."""
+    row = ProxyCalibrationRow(
+        profile=profile.name,
+        profile_hash=hashlib.sha256(profile.model_dump_json().encode()).hexdigest(),
+        seeds=len(runs),
+        means={k: statistics.fmean(r[k] for r in runs) for k in runs[0]},
+        stds={k: statistics.stdev(r[k] for r in runs) for k in runs[0]},
+        runs=runs,
+    )
+    store.add_calibration(row)
+    return row
 
 
 def delete_study(name: str, db_url: str) -> None:

@@ -15,6 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from promptsearch.measure.fidelity import is_echo, is_refusal, numbers
 from promptsearch.measure.formats import is_valid_format
+from promptsearch.objectives import objective_names, signed
 from promptsearch.store import Store, TemplateRow
 from promptsearch.templates import split_template
 
@@ -42,8 +43,7 @@ class Parent:
 def _rank(study: optuna.Study) -> list[FrozenTrial]:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     front = sorted(study.best_trials, key=lambda t: t.number) if complete else []  # best_trials raises when none
-    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
-    rest = sorted((t for t in complete if t not in front), key=lambda t: sign * t.values[0])
+    rest = sorted((t for t in complete if t not in front), key=lambda t: -signed(study.directions[0], t.values[0]))
     pruned = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if "template_id" in t.user_attrs]
     return [*front, *rest, *pruned]
 
@@ -94,7 +94,7 @@ def sample_problems(source: str, output: str, family: str, finish_reason: str) -
 def feedback_text(study: optuna.Study, parent: Parent, store: Store, sources: dict[str, str], samples: int) -> str:
     """The parent trial's metric summary, proxy score and up to `samples` source/output pairs with problems."""
     attrs = parent.trial.user_attrs
-    names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
+    names = objective_names(study)
     lines = []
     if parent.trial.values:
         lines.append("Scores: " + ", ".join(f"{n} {v:.4f}" for n, v in zip(names, parent.trial.values, strict=True)))

@@ -16,6 +16,7 @@ from loguru import logger
 from optuna.trial import FrozenTrial, TrialState
 
 from promptsearch.measure import Embedder
+from promptsearch.objectives import FINISHED
 from promptsearch.propose.feedback import Parent, choose_parents, feedback_text, most_collapsed
 from promptsearch.propose.lm import ProposerLM
 from promptsearch.propose.operators import OPERATOR_MODULES, adapter_for
@@ -24,7 +25,6 @@ from promptsearch.seeds import template_hash
 from promptsearch.space import OPERATORS, SearchSpace
 from promptsearch.store import ProposalRow, Store
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 DEFAULT_RULE = "Output only the rewritten text, nothing else."
 
 
