@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from promptsearch.cli_common import console, table
+from promptsearch.cli.common import console, table
 from promptsearch.errors import UserError
 from promptsearch.logs import quiet_libraries
 

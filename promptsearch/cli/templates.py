@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from promptsearch.cli_common import DEFAULT_URL, DbOption, console, table, value, values
+from promptsearch.cli.common import DEFAULT_URL, DbOption, console, table, value, values
 from promptsearch.errors import UserError
 
 if TYPE_CHECKING:

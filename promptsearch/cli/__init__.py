@@ -1,8 +1,8 @@
 """The `promptsearch` command line (Typer + Rich). `cli.py` at the repo root runs the same app.
 
 Each command parses its options, calls the library (`queries` for what a report shows) and prints.
-The study, space, database, proxy and export commands are here; `cli_templates`, `cli_ablation` and
-`cli_datasets` hold the other groups, `cli_common` what they share. Every error a user can cause ends
+The study, space, database, proxy and export commands are here; `templates`, `ablation` and
+`datasets` hold the other groups, `common` what they share. Every error a user can cause ends
 with one line on stderr and a non-zero exit; `--debug` shows the traceback instead.
 """
 
@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from promptsearch.cli_ablation import ablation_app, promote
-from promptsearch.cli_common import (
+from promptsearch.cli.ablation import ablation_app, promote
+from promptsearch.cli.common import (
     DEFAULT_URL,
     DEFAULT_WORKDIR,
     DbOption,
@@ -32,8 +32,8 @@ from promptsearch.cli_common import (
     table,
     values,
 )
-from promptsearch.cli_datasets import generate, metrics
-from promptsearch.cli_templates import templates_app
+from promptsearch.cli.datasets import generate, metrics
+from promptsearch.cli.templates import templates_app
 from promptsearch.errors import SpaceError, UserError
 from promptsearch.logs import quiet_libraries
 

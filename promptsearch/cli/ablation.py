@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from promptsearch.cli_common import DEFAULT_URL, DEFAULT_WORKDIR, DbOption, WorkdirOption, console, table
+from promptsearch.cli.common import DEFAULT_URL, DEFAULT_WORKDIR, DbOption, WorkdirOption, console, table
 from promptsearch.errors import UserError
 from promptsearch.logs import quiet_libraries
 
