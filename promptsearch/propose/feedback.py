@@ -26,7 +26,6 @@ EXCERPT_CHARS = 160
 class Parent:
     trial: FrozenTrial
     template: TemplateRow
-    metrics: dict[str, float]  # the trial's recorded metrics (the metrics table)
 
     @property
     def instruction(self) -> str:
@@ -38,7 +37,7 @@ class Parent:
 
     @property
     def collapse(self) -> float:
-        return self.metrics.get("measure.unique_prefix_ratio_10", 1.0)
+        return float(self.trial.user_attrs.get("measure.unique_prefix_ratio_10", 1.0))
 
 
 def _rank(study: optuna.Study) -> list[FrozenTrial]:
@@ -57,22 +56,16 @@ def choose_parents(study: optuna.Study, store: Store, limit: int) -> list[Parent
         if template_id not in chosen and len(chosen) < limit:
             chosen[template_id] = trial
     rows = {row.id: row for row in store.templates(chosen)}
-    metrics = store.study_metrics(study.study_name)
-    return [Parent(trial, rows[tid], metrics.get(trial.number, {})) for tid, trial in chosen.items() if tid in rows]
+    return [Parent(trial, rows[tid]) for tid, trial in chosen.items() if tid in rows]
 
 
 def most_collapsed(study: optuna.Study, store: Store, below: float) -> Parent | None:
     """The finished trial whose outputs share their openings most, if under the collapse threshold."""
-    metrics = store.study_metrics(study.study_name)
-
-    def collapse(trial: FrozenTrial) -> float:
-        return metrics.get(trial.number, {}).get("measure.unique_prefix_ratio_10", 1.0)
-
-    candidates = [t for t in _rank(study) if collapse(t) < below]
+    candidates = [t for t in _rank(study) if t.user_attrs.get("measure.unique_prefix_ratio_10", 1.0) < below]
     if not candidates:
         return None
-    trial = min(candidates, key=collapse)
-    return Parent(trial, store.template(int(trial.user_attrs["template_id"])), metrics.get(trial.number, {}))
+    trial = min(candidates, key=lambda t: t.user_attrs["measure.unique_prefix_ratio_10"])
+    return Parent(trial, store.template(int(trial.user_attrs["template_id"])))
 
 
 def _excerpt(text: str) -> str:
@@ -100,18 +93,18 @@ def sample_problems(source: str, output: str, family: str, finish_reason: str) -
 
 def feedback_text(study: optuna.Study, parent: Parent, store: Store, sources: dict[str, str], samples: int) -> str:
     """The parent trial's metric summary, proxy score and up to `samples` source/output pairs with problems."""
-    attrs, metrics = parent.trial.user_attrs, parent.metrics
+    attrs = parent.trial.user_attrs
     names = objective_names(study)
     lines = []
     if parent.trial.values:
         lines.append("Scores: " + ", ".join(f"{n} {v:.4f}" for n, v in zip(names, parent.trial.values, strict=True)))
-    if "proxy.score" in metrics and "proxy.score" not in names:
-        lines.append(f"Proxy score: {metrics['proxy.score']:.4f}")
+    if "proxy.score" in attrs and "proxy.score" not in names:
+        lines.append(f"Proxy score: {attrs['proxy.score']:.4f}")
     if reason := attrs.get("pruned_reason"):
         lines.append(f"The trial was stopped: {reason}")
 
     def metric(key: str) -> str:
-        return f"{metrics[key]:.2f}" if key in metrics else "n/a"
+        return f"{attrs[key]:.2f}" if key in attrs else "n/a"
 
     lines.append(
         f"Collapse: unique 10-character openings {metric('measure.unique_prefix_ratio_10')}; "
