@@ -114,16 +114,21 @@ def _device(profile: ProxyProfile) -> str:
     return profile.device
 
 
-def _lr_at(step: int, total: int, train: ProxyTrainSpec) -> float:
-    """Warmup-stable-decay, as the FinePhrase ablations: linear warmup, flat, linear decay to 10%."""
-    peak = train.learning_rate
-    warmup = max(1, int(total * train.warmup_fraction))
-    decay_start = int(total * (1 - train.decay_fraction))
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    if step < decay_start:
-        return peak
-    return peak * (1 - 0.9 * (step - decay_start) / max(1, total - decay_start))
+def wsd_schedule(optimizer: Any, steps: int, train: ProxyTrainSpec) -> Any:
+    """Warmup-stable-decay, as the FinePhrase ablations: linear warmup, flat, linear decay to `min_lr_ratio`
+    of the peak (transformers' own schedule)."""
+    from transformers import get_wsd_schedule
+
+    warmup = max(1, int(steps * train.warmup_fraction))
+    decay_start = int(steps * (1 - train.decay_fraction))
+    return get_wsd_schedule(
+        optimizer,
+        num_warmup_steps=warmup,
+        num_stable_steps=decay_start - warmup,
+        num_decay_steps=steps - decay_start,
+        decay_type="linear",
+        min_lr_ratio=train.min_lr_ratio,
+    )
 
 
 @dataclass(frozen=True)
@@ -229,19 +234,19 @@ def train_llama(
     steps = max(1, train.tokens // (batch * seq))
     names = list(datasets)
     probs = np.array([weights[n] for n in names]) / sum(weights[n] for n in names)
+    schedule = wsd_schedule(optimizer, steps, train)
     losses: list[float] = []
     for step in range(steps):
         model.train()  # after_step may have evaluated
         picks = rng.choice(len(names), size=batch, p=probs)
         rows = [datasets[names[p]][int(rng.integers(len(datasets[names[p]])))]["input_ids"] for p in picks]
         tokens = torch.stack([torch.as_tensor(r, dtype=torch.long) for r in rows]).to(device)
-        for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, steps, train)
         loss = model(input_ids=tokens, labels=tokens).loss  # the model shifts labels by one itself
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        schedule.step()
         losses.append(float(loss.item()))
         if after_step is not None:
             after_step(step + 1, steps, model)
