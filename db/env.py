@@ -6,7 +6,8 @@ Run through `promptsearch db upgrade`, which passes the database URL in `config.
 from alembic import context
 from sqlalchemy import create_engine
 
-from promptsearch.store import VERSION_TABLE, Base
+from promptsearch.store import VERSION_TABLE
+from promptsearch.store.models import Base
 
 config = context.config
 url = config.attributes["url"]

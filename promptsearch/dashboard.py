@@ -21,7 +21,8 @@ from optuna.trial import TrialState
 
 from promptsearch.objectives import objective_names
 from promptsearch.recipe import Recipe
-from promptsearch.store import Store, TemplateRow
+from promptsearch.store import Store
+from promptsearch.store.models import TemplateRow
 
 
 def trial_note(recipe: Recipe, template: TemplateRow) -> str:

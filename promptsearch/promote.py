@@ -23,7 +23,8 @@ from promptsearch.objectives import objective_names, signed
 from promptsearch.proxy_profile import load_proxy_profile
 from promptsearch.recipe import trial_recipe
 from promptsearch.space import SearchSpace
-from promptsearch.store import AblationRow, Store
+from promptsearch.store import Store
+from promptsearch.store.models import AblationRow
 from promptsearch.study import objective_noise, study_space
 
 

@@ -20,7 +20,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from promptsearch.dashboard import review_study_name
 from promptsearch.objectives import best_value, objective_names
-from promptsearch.store import ProposalRow, Store, TemplateRow
+from promptsearch.store import Store
+from promptsearch.store.models import ProposalRow, TemplateRow
 from promptsearch.study import objective_noise
 
 # ------------------------------------------------------------------------------------------ status

@@ -32,7 +32,8 @@ from promptsearch.embedded import LocalModel, ServerReplicas, ServingPlan, embed
 from promptsearch.errors import UserError
 from promptsearch.pipelines import run_inference_ranks
 from promptsearch.recipe import GeneratorSpec, Recipe, Sampling
-from promptsearch.store import GenerationRow, Store
+from promptsearch.store import Store
+from promptsearch.store.models import GenerationRow
 
 MAX_SERVER_RESTARTS = 3
 

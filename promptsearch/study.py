@@ -37,7 +37,8 @@ from promptsearch.pruning import build_pruner
 from promptsearch.recipe import trial_recipe
 from promptsearch.rephrase import GeneratorServers
 from promptsearch.space import SearchSpace, load_space
-from promptsearch.store import ProxyCalibrationRow, Store, redact
+from promptsearch.store import Store, redact
+from promptsearch.store.models import ProxyCalibrationRow
 from promptsearch.templates import template_pool
 from promptsearch.trial import Corpora, TrialContext, WorkerResources, build_stages, run_trial
 

@@ -32,7 +32,8 @@ from promptsearch.pruning import dominating_trial, wilcoxon_pairing
 from promptsearch.recipe import Recipe
 from promptsearch.rephrase import GeneratorServers, rephrase
 from promptsearch.space import PruneThresholds, SearchSpace
-from promptsearch.store import ProxyRunRow, Store
+from promptsearch.store import Store
+from promptsearch.store.models import ProxyRunRow
 
 SAMPLE_PAIRS = 8  # source/output pairs a trial shows in the dashboard
 

@@ -21,7 +21,8 @@ from promptsearch.errors import UserError
 from promptsearch.promote import promote
 from promptsearch.recipe import GeneratorSpec
 from promptsearch.space import CorpusSpec
-from promptsearch.store import ProxyCalibrationRow, Store
+from promptsearch.store import Store
+from promptsearch.store.models import ProxyCalibrationRow
 from promptsearch.study import create_study, study_space
 
 

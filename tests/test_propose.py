@@ -21,7 +21,8 @@ from promptsearch.propose.operators import OPERATOR_MODULES, PlainTextAdapter
 from promptsearch.propose.validate import Validator, output_rule_for
 from promptsearch.seeds import SEED_TEMPLATES, compose
 from promptsearch.space import ProposalSpec, load_space
-from promptsearch.store import GenerationRow, ProposalRoundRow, ProposalRow, Store, TemplateRow
+from promptsearch.store import Store
+from promptsearch.store.models import GenerationRow, ProposalRoundRow, ProposalRow, TemplateRow
 from promptsearch.templates import split_template
 
 SOURCE = "In 1996 the Sydney council spent 12 million dollars on 40 new buses for the western suburbs."

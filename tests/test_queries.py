@@ -16,7 +16,8 @@ from promptsearch.generate import chosen_recipe
 from promptsearch.objectives import best_value, objective_names, signed
 from promptsearch.proxy_profile import load_proxy_profile
 from promptsearch.queries import study_list, study_status, study_templates
-from promptsearch.store import AblationCalibrationRow, AblationRow, ProposalRow, Store
+from promptsearch.store import Store
+from promptsearch.store.models import AblationCalibrationRow, AblationRow, ProposalRow
 from promptsearch.study import create_study, objective_noise, record_noise_floor
 
 DISTRIBUTIONS = {

@@ -9,7 +9,8 @@ from conftest import news, seeded_recipe
 from promptsearch.embedded import ServerSettings, ServingPlan, TransformersServer
 from promptsearch.recipe import GeneratorSpec
 from promptsearch.rephrase import GeneratorServers, rephrase
-from promptsearch.store import GenerationRow, Store
+from promptsearch.store import Store
+from promptsearch.store.models import GenerationRow
 
 
 def test_generation_round_trip_and_cache(tmp_path: Path, embedded_server: TransformersServer) -> None:

@@ -7,7 +7,8 @@ from conftest import run_cli
 from sqlalchemy import create_engine, inspect
 
 from promptsearch.errors import UserError
-from promptsearch.store import Base, Store, upgrade
+from promptsearch.store import Store, upgrade
+from promptsearch.store.models import Base
 
 
 def _check_migrated(url: str) -> None:

@@ -25,7 +25,8 @@ from promptsearch.ablation.bundle import load_bundle
 from promptsearch.ablation.profile import EvaluationSettings
 from promptsearch.ablation.slurm import refresh
 from promptsearch.errors import UserError
-from promptsearch.store import AblationCalibrationRow, AblationRow, Store
+from promptsearch.store import Store
+from promptsearch.store.models import AblationCalibrationRow, AblationRow
 
 
 @dataclass(frozen=True)

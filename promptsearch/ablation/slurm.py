@@ -23,7 +23,8 @@ from pathlib import Path
 from promptsearch.ablation.bundle import DATATROVE_STAGES, STAGES, Bundle
 from promptsearch.ablation.executors import datatrove_executor
 from promptsearch.errors import UserError
-from promptsearch.store import AblationJobRow, AblationRow, Store
+from promptsearch.store import Store
+from promptsearch.store.models import AblationJobRow, AblationRow
 
 FAILED_STATES = {"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
 TERMINAL_STATES = {"COMPLETED", "CANCELLED", *FAILED_STATES}

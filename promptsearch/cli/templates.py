@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from rich.tree import Tree
 
     from promptsearch.queries import StudyTemplates, TemplateStanding
-    from promptsearch.store import ProposalRow
+    from promptsearch.store.models import ProposalRow
 
 templates_app = typer.Typer(no_args_is_help=True, help="A study's template pool, its proposals and lineage.")
 

@@ -16,7 +16,8 @@ from optuna.trial import FrozenTrial, TrialState
 from promptsearch.measure.fidelity import is_echo, is_refusal, numbers
 from promptsearch.measure.formats import is_valid_format
 from promptsearch.objectives import objective_names, signed
-from promptsearch.store import Store, TemplateRow
+from promptsearch.store import Store
+from promptsearch.store.models import TemplateRow
 from promptsearch.templates import split_template
 
 EXCERPT_CHARS = 160

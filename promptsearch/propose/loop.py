@@ -23,7 +23,8 @@ from promptsearch.propose.operators import OPERATOR_MODULES, adapter_for
 from promptsearch.propose.validate import Validator, format_head, output_rule_for
 from promptsearch.seeds import template_hash
 from promptsearch.space import OPERATORS, SearchSpace
-from promptsearch.store import ProposalRow, Store
+from promptsearch.store import Store
+from promptsearch.store.models import ProposalRow
 
 DEFAULT_RULE = "Output only the rewritten text, nothing else."
 

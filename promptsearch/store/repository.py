@@ -49,6 +49,11 @@ class Store:
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             yield session
 
+    def add(self, row: Base) -> None:
+        """Insert one row, committed at once."""
+        with self.session() as s:
+            s.add(row)
+
     def optuna_storage(
         self, heartbeat_interval: int | None = None, grace_period: int | None = None
     ) -> optuna.storages.RDBStorage:
@@ -112,8 +117,7 @@ class Store:
                 row.error = error
 
     def add_proposal(self, row: ProposalRow) -> None:
-        with self.session() as s:
-            s.add(row)
+        self.add(row)
 
     def proposals(self, study: str) -> list[ProposalRow]:
         with self.session() as s:
@@ -213,16 +217,14 @@ class Store:
         return out
 
     def add_proxy_run(self, row: ProxyRunRow) -> None:
-        with self.session() as s:
-            s.add(row)
+        self.add(row)
 
     def proxy_run(self, input_key: str) -> ProxyRunRow | None:
         with self.session() as s:
             return s.scalars(select(ProxyRunRow).where(ProxyRunRow.input_key == input_key).limit(1)).first()
 
     def add_calibration(self, row: ProxyCalibrationRow) -> None:
-        with self.session() as s:
-            s.add(row)
+        self.add(row)
 
     def latest_calibration(self, profile: str) -> ProxyCalibrationRow | None:
         with self.session() as s:
@@ -249,8 +251,7 @@ class Store:
             return list(s.scalars(query))
 
     def add_ablation(self, row: AblationRow) -> AblationRow:
-        with self.session() as s:
-            s.add(row)
+        self.add(row)
         return row
 
     def _update(self, table: type[Base], row_id: int, fields: dict[str, Any]) -> None:
@@ -264,8 +265,7 @@ class Store:
 
     def add_ablation_job(self, row: AblationJobRow) -> None:
         """Committed at once: a job id is never lost, even if the next submission fails."""
-        with self.session() as s:
-            s.add(row)
+        self.add(row)
 
     def ablation_jobs(self, ablation_id: int) -> list[AblationJobRow]:
         with self.session() as s:
@@ -276,8 +276,7 @@ class Store:
         self._update(AblationJobRow, job_row_id, fields)
 
     def add_ablation_calibration(self, row: AblationCalibrationRow) -> None:
-        with self.session() as s:
-            s.add(row)
+        self.add(row)
 
     def latest_ablation_calibrations(self, proxy_profile: str) -> list[AblationCalibrationRow]:
         """The newest calibration against each ablation profile."""
