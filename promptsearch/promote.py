@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from promptsearch.ablation.bundle import write_bundle
-from promptsearch.ablation.profile import load_ablation_profile
+from promptsearch.ablation.profile import ablation_profile_path, load_ablation_profile
 from promptsearch.errors import UserError
 from promptsearch.proxy_profile import load_proxy_profile
 from promptsearch.recipe import trial_recipe
@@ -59,6 +59,7 @@ def promote(
     """Promote `trial` (by hand) or what the space's rule selects; returns the newly promoted rows."""
     space = study_space(study)
     ablation = load_ablation_profile(profile or space.promotion.profile)
+    ablation.require_cluster_settings(str(ablation_profile_path(profile or space.promotion.profile)))
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if trial is not None:
         chosen = [t for t in complete if t.number == trial]

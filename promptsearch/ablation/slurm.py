@@ -37,6 +37,7 @@ def _run(command: Sequence[str]) -> subprocess.CompletedProcess[str]:
 
 def submit(bundle: Bundle, ablation: AblationRow, store: Store) -> list[AblationJobRow]:
     """Submit the chain in dependency order; each job row is committed as soon as it exists."""
+    bundle.profile.require_cluster_settings(str(bundle.path / "bundle.yaml"))
     if store.ablation_jobs(ablation.id):
         raise UserError(
             f"trial {ablation.trial_number} of {ablation.study_name!r} was already submitted to {ablation.profile} "
