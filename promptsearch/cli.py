@@ -484,15 +484,23 @@ def ablation_submit(
     profile: ProfileNameOption = None,
     db: DbOption = DEFAULT_DB,
     workdir: WorkdirOption = DEFAULT_WORKDIR,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print each job's script, resources and dependencies; submit nothing.")
+    ] = False,
 ) -> None:
     """Submit a promoted trial's chain: sbatch with --dependency=afterok, job ids recorded as they come."""
     from promptsearch.ablation.bundle import load_bundle
-    from promptsearch.ablation.slurm import submit
+    from promptsearch.ablation.slurm import dry_run as plan
+    from promptsearch.ablation.slurm import format_plan, submit
     from promptsearch.study import open_study
 
     _, store = open_study(study, db)
     ablation = store.ablation(study, trial, profile)
     _quiet_libraries(workdir)
+    if dry_run:
+        bundle = load_bundle(Path(ablation.bundle_dir))
+        console.print(format_plan(bundle, plan(bundle)), markup=False, highlight=False)
+        return
     jobs = submit(load_bundle(Path(ablation.bundle_dir)), ablation, store)
     for job in jobs:
         after = f" (afterok:{job.depends_on})" if job.depends_on else ""

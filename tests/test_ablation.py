@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -178,6 +179,66 @@ def test_cluster_profile_without_environments_is_refused(tmp_path: Path) -> None
     assert store.ablation_jobs(row.id) == []
     refused = run_cli("ablation", "submit", "tiny", "0", "--db", url, "--workdir", str(workdir), cwd=tmp_path)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "environments.train" in refused.stderr
+
+
+def test_submit_dry_run(tmp_path: Path) -> None:
+    """`ablation submit --dry-run` prints every job (script, resources, afterok) and calls no sbatch."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    profile = cluster_profile(tmp_path)
+    space = write_space(tmp_path / "space.yaml", None, promotion={"rule": "top_k", "k": 1, "profile": str(profile)})
+    study = create_study(space, url)
+    store = Store.open(url)
+    recipe = seeded_recipe(store, "faq", GeneratorSpec(name="g", backend="vllm", model="HuggingFaceTB/SmolLM2-1.7B"))
+    study.add_trial(optuna.trial.create_trial(values=[2.5], user_attrs={"recipe": recipe.model_dump(mode="json")}))
+    trial = str(study.get_trials()[-1].number)  # after the space's seed trials (waiting)
+    workdir = tmp_path / "runs"
+    promoted = run_cli("promote", "tiny", trial, "--db", url, "--workdir", str(workdir), cwd=tmp_path)
+    assert promoted.returncode == 0, promoted.stderr
+    bundle = load_bundle(Path(store.ablation("tiny", int(trial)).bundle_dir))
+
+    bin_dir = tmp_path / "bin"  # an sbatch that leaves a mark if anything calls it
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f"#!/bin/sh\ntouch {tmp_path / 'sbatch-called'}\nexit 1\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    dry = run_cli(
+        "ablation", "submit", "tiny", trial, "--dry-run", "--db", url, "--workdir", str(workdir), cwd=tmp_path, env=env
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert not (tmp_path / "sbatch-called").exists()
+    assert (
+        store.ablation_jobs(store.ablation("tiny", int(trial)).id) == []
+        and store.ablation("tiny", int(trial)).state == "PROMOTED"
+    )
+    out = dry.stdout
+    print(out)
+    assert "nothing submitted" in out
+    for stage in STAGES:
+        assert f"\n{stage}  [" in out
+    assert f"train  [sbatch]  {bundle.path / 'train.sbatch'}" in out
+    assert (
+        "partition hopper-prod, time 12:00:00, 8 node(s), 88 CPUs, 64 GPUs, memory 880G/node  --exclusive --requeue"
+    ) in out
+    assert "after: afterok merge-synthetic, merge-mix-in" in out
+    assert f"evaluate  [sbatch]  {bundle.path / 'evaluate.sbatch'}" in out
+    assert "partition hopper-prod, time 01:00:00, 1 node(s), 16 CPUs, 1 GPUs, memory 128G/node" in out
+    assert "after: afterok train" in out
+    # datatrove's stages: the launch script its executor builds, array of 100 tasks with 1 GPU each for rephrase
+    rephrase = bundle.path / "dry-run" / "rephrase.slurm"
+    assert f"rephrase  [datatrove]  {rephrase}" in out
+    assert "array of 100 tasks, each 1 node(s), 8 CPUs, 1 GPUs, memory 32G/node" in out
+    assert "after: nothing (starts at once)" in out
+    script = rephrase.read_text()
+    assert (
+        "#SBATCH --array=0-99" in script
+        and "#SBATCH --gpus=1" in script
+        and "#SBATCH --partition=hopper-prod" in script
+    )
+    assert f"source {tmp_path / 'venvs/rephrase/bin/activate'}" in script
+    assert f"launch_pickled_pipeline {bundle.logs('rephrase') / 'executor.pik'}" in script
+    assert "tokenize-synthetic  [datatrove]" in out and "after: afterok rephrase" in out
+    assert "rephrase:stats  [datatrove]" in out
+    assert not (bundle.logs("rephrase") / "executor.pik").exists()  # nothing pickled, nothing launched
 
 
 def test_calibration_with_known_inputs() -> None:

@@ -14,10 +14,13 @@ States come from `squeue -t all` while Slurm remembers the job (MinJobAge), then
 from __future__ import annotations
 
 import glob
+import math
+import re
 import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 
 from promptsearch.ablation.bundle import DATATROVE_STAGES, STAGES, Bundle
@@ -74,6 +77,118 @@ def submit(bundle: Bundle, ablation: AblationRow, store: Store) -> list[Ablation
         )
     store.update_ablation(ablation.id, state="SUBMITTED")
     return store.ablation_jobs(ablation.id)
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """One job `submit` would send to Slurm, read from the script it would submit."""
+
+    stage: str
+    script: str  # the sbatch script (datatrove stages: the launch script datatrove would write)
+    submitted_by: str  # "sbatch" or "datatrove"
+    directives: dict[str, str]  # the script's #SBATCH lines
+    after: tuple[str, ...]  # afterok on these stages (their job ids are known only at submission)
+    note: str = ""
+    gpus_per_task: int = dataclass_field(init=False)
+
+    def __post_init__(self) -> None:
+        d = self.directives
+        if "gpus" in d:  # datatrove: --gpus is the total of one array task
+            gpus = int(d["gpus"])
+        else:  # our scripts: --gres=gpu:N per node
+            match = re.fullmatch(r"gpu(?::[^:]+)?:(\d+)", d.get("gres", ""))
+            gpus = int(match.group(1)) * int(d.get("nodes", 1)) if match else 0
+        object.__setattr__(self, "gpus_per_task", gpus)
+
+    @property
+    def array_tasks(self) -> int:
+        """Tasks of a job array (`--array=0-99` → 100), 1 for a plain job."""
+        match = re.fullmatch(r"(\d+)-(\d+)(?:%\d+)?", self.directives.get("array", ""))
+        return int(match.group(2)) - int(match.group(1)) + 1 if match else 1
+
+    @property
+    def memory(self) -> str:
+        """Memory of one array task: --mem-per-cpu x --cpus-per-task, or --mem."""
+        d = self.directives
+        if "mem" in d:
+            return d["mem"]
+        per_cpu = re.fullmatch(r"(\d+)([KMGT]?)", d.get("mem-per-cpu", ""))
+        if not per_cpu:
+            return "-"
+        return f"{int(per_cpu.group(1)) * int(d.get('cpus-per-task', 1))}{per_cpu.group(2) or 'M'}"
+
+
+def sbatch_directives(script: str) -> dict[str, str]:
+    """The `#SBATCH --key[=value]` lines of a script, in order (a bare flag maps to "")."""
+    directives: dict[str, str] = {}
+    for line in script.splitlines():
+        if match := re.match(r"#SBATCH\s+--([\w-]+)(?:[=\s]\s*(\S.*?))?\s*$", line):
+            directives[match.group(1)] = match.group(2) or ""
+    return directives
+
+
+def dry_run(bundle: Bundle) -> list[PlannedJob]:
+    """The chain `submit` would send, in its order, without calling sbatch: our scripts as written in the bundle,
+    and for each datatrove stage the launch script its executor builds (written to `dry-run/<stage>.slurm`;
+    at submission datatrove writes it to `logs/<stage>/launch_script.slurm`) plus the stats job it adds."""
+    bundle.profile.require_cluster_settings(str(bundle.path / "bundle.yaml"))
+    planned: list[PlannedJob] = []
+    folder = bundle.path / "dry-run"
+    for stage, waits_for in STAGES.items():
+        if stage not in DATATROVE_STAGES:
+            script = bundle.path / f"{stage}.sbatch"
+            directives = sbatch_directives(script.read_text())
+            planned.append(PlannedJob(stage, str(script), "sbatch", directives, waits_for))
+            continue
+        executor = datatrove_executor(bundle, stage, None)
+        ranks = executor.get_incomplete_ranks()
+        array = min(math.ceil(len(ranks) / executor.tasks_per_job), executor.max_array_size) or 1
+        # the same script datatrove's launch_job builds (srun with no extra srun_args)
+        contents = executor.get_launch_file_contents(
+            executor.get_sbatch_args(array),
+            f"srun  -l -n {executor.nodes_per_task} launch_pickled_pipeline "
+            f"{executor.logging_dir.resolve_paths('executor.pik')}",
+        )
+        folder.mkdir(exist_ok=True)
+        script = folder / f"{stage}.slurm"
+        script.write_text(contents)
+        note = "" if ranks else f"all {executor.tasks} tasks already completed: datatrove launches nothing"
+        planned.append(PlannedJob(stage, str(script), "datatrove", sbatch_directives(contents), waits_for, note))
+        stats = {**executor.get_sbatch_args(), "cpus-per-task": "1", "mem-per-cpu": "1G"}
+        planned.append(
+            PlannedJob(
+                f"{stage}:stats",
+                "(written by datatrove at launch: merge_stats)",
+                "datatrove",
+                {k: str(v) for k, v in stats.items()},
+                (stage,),
+                "datatrove's stats merge; nothing waits for it",
+            )
+        )
+    return planned
+
+
+def format_plan(bundle: Bundle, planned: list[PlannedJob]) -> str:
+    """The dry run as text: one block per job (stage, script, resources, afterok), then the totals."""
+    lines = [f"dry run: the chain of {bundle.study} trial {bundle.trial} ({bundle.profile.name}); nothing submitted"]
+    for job in planned:
+        d = job.directives
+        tasks = job.array_tasks
+        resources = [
+            f"partition {d.get('partition', '-')}",
+            f"time {d.get('time', '-')}",
+            f"{'array of ' + str(tasks) + ' tasks, each ' if tasks > 1 else ''}{d.get('nodes', '1')} node(s)",
+            f"{d.get('cpus-per-task', '1')} CPUs",
+            f"{job.gpus_per_task} GPUs",
+            f"memory {job.memory}/node",
+        ]
+        extra = [f"--{k}" for k in ("exclusive", "requeue") if k in d]
+        lines.append(f"{job.stage}  [{job.submitted_by}]  {job.script}")
+        lines.append(f"    {', '.join(resources)}{'  ' + ' '.join(extra) if extra else ''}")
+        lines.append(f"    after: {'afterok ' + ', '.join(job.after) if job.after else 'nothing (starts at once)'}")
+        if job.note:
+            lines.append(f"    note: {job.note}")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
