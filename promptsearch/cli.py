@@ -461,7 +461,9 @@ def promote(
     db: DbOption = DEFAULT_DB,
     workdir: WorkdirOption = DEFAULT_WORKDIR,
 ) -> None:
-    """Promote a trial (or what the promotion rule selects) to a full ablation and write its bundle."""
+    """Promote a trial (or what the promotion rule selects) to a full ablation and write its bundle; print the
+    chain's predicted GPU-hours."""
+    from promptsearch.cost import format_prediction
     from promptsearch.promote import promote as promote_trials
     from promptsearch.study import open_study
 
@@ -475,6 +477,7 @@ def promote(
             f"promoted trial {row.trial_number} ({row.promoted_by}, proxy score {row.proxy_objective:.4f}) "
             f"to {row.profile}: bundle {row.bundle_dir}"
         )
+        console.print(format_prediction((row.cost or {})["predicted"]), highlight=False)
 
 
 @ablation_app.command("submit")
@@ -492,6 +495,7 @@ def ablation_submit(
     from promptsearch.ablation.bundle import load_bundle
     from promptsearch.ablation.slurm import dry_run as plan
     from promptsearch.ablation.slurm import format_plan, submit
+    from promptsearch.cost import format_prediction
     from promptsearch.study import open_study
 
     _, store = open_study(study, db)
@@ -500,6 +504,8 @@ def ablation_submit(
     if dry_run:
         bundle = load_bundle(Path(ablation.bundle_dir))
         console.print(format_plan(bundle, plan(bundle)), markup=False, highlight=False)
+        if ablation.cost and ablation.cost.get("predicted"):
+            console.print(format_prediction(ablation.cost["predicted"]), highlight=False)
         return
     jobs = submit(load_bundle(Path(ablation.bundle_dir)), ablation, store)
     for job in jobs:
@@ -520,6 +526,7 @@ def ablation_status(
     """Show the chain's jobs and states (squeue, then sacct / sacct -c); a failed job's log tail. Exit 1 if
     the chain failed or was cancelled."""
     from promptsearch.ablation.slurm import FAILED_STATES, TERMINAL_STATES, log_tail, refresh
+    from promptsearch.cost import cost_comparison
     from promptsearch.study import open_study
 
     _, store = open_study(study, db)
@@ -538,6 +545,10 @@ def ablation_status(
         table.add_row(r.stage, r.job_id, r.depends_on or "-", r.state, reason, r.exit_code or "-")
     console.print(table)
     console.print(f"chain: {ablation.state}   bundle: {ablation.bundle_dir}")
+    cost = Table("GPU-hours", "predicted", "actual", title="cost (actual: Slurm elapsed x GPUs, once jobs end)")
+    for row in cost_comparison(ablation.cost, [r.stage for r in rows]):
+        cost.add_row(*row)
+    console.print(cost)
     for r in rows:
         if r.state in FAILED_STATES:
             path, tail = log_tail(r)

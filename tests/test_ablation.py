@@ -17,6 +17,7 @@ from promptsearch.ablation.nanotron import NanotronConfig
 from promptsearch.ablation.profile import ablation_profile_path, load_ablation_profile
 from promptsearch.ablation.results import rank_agreement
 from promptsearch.ablation.slurm import TERMINAL_STATES, refresh, submit
+from promptsearch.cost import actual_gpu_hours, cost_comparison, format_prediction, predict_ablation, slurm_seconds
 from promptsearch.embedded import TransformersServer
 from promptsearch.errors import ConfigError, UserError
 from promptsearch.promote import promote
@@ -194,7 +195,12 @@ def test_submit_dry_run(tmp_path: Path) -> None:
     workdir = tmp_path / "runs"
     promoted = run_cli("promote", "tiny", trial, "--db", url, "--workdir", str(workdir), cwd=tmp_path)
     assert promoted.returncode == 0, promoted.stderr
-    bundle = load_bundle(Path(store.ablation("tiny", int(trial)).bundle_dir))
+    # the space's source holds 2 documents of at most 12 new tokens: rephrasing costs next to nothing
+    prediction = "predicted GPU-hours: 169.8 = rephrase 0.0 (24 tokens at 18.9M per GPU-hour, assumed"
+    assert prediction in promoted.stdout, promoted.stdout
+    row = store.ablation("tiny", int(trial))
+    assert (row.cost or {})["predicted"]["gpu_hours"]["train"] == pytest.approx(168.84, abs=0.01)
+    bundle = load_bundle(Path(row.bundle_dir))
 
     bin_dir = tmp_path / "bin"  # an sbatch that leaves a mark if anything calls it
     bin_dir.mkdir()
@@ -239,6 +245,56 @@ def test_submit_dry_run(tmp_path: Path) -> None:
     assert "tokenize-synthetic  [datatrove]" in out and "after: afterok rephrase" in out
     assert "rephrase:stats  [datatrove]" in out
     assert not (bundle.logs("rephrase") / "executor.pik").exists()  # nothing pickled, nothing launched
+    assert prediction in out
+
+
+def test_ablation_cost_arithmetic() -> None:
+    """full-21b with the profile's documented defaults, worked by hand."""
+    profile = load_ablation_profile("full-21b")
+    gpus = {"rephrase": 1, "train": 64, "evaluate": 1}
+    tokens = 19_531_250 * 512  # documents x max_new_tokens x best_of_n (1) = 10B
+    predicted = predict_ablation(profile, tokens, "vllm", {}, gpus)
+    hours = predicted["gpu_hours"]
+    assert profile.cost.rephrase_tokens_per_gpu_hour == pytest.approx(5_255 * 3_600, rel=1e-3)  # tokens/s x 3600
+    assert hours["rephrase"] == pytest.approx(10e9 / 18_900_000)
+    assert hours["rephrase"] == pytest.approx(529.1, abs=0.05)
+    flops = 6 * 1_672_071_168 * 20_971_520_000  # 6 x parameters x tokens
+    assert predicted["train_flops"] == flops == pytest.approx(2.104e20, rel=1e-3)
+    assert hours["train"] == pytest.approx(flops / (989e12 * 0.35) / 3600) == pytest.approx(168.84, abs=0.01)
+    assert hours["evaluate"] == 1.0  # 1 GPU x its 01:00:00 time limit
+    assert predicted["total_gpu_hours"] == pytest.approx(698.94, abs=0.01)
+    line = format_prediction(predicted)
+    assert line.startswith("predicted GPU-hours: 698.9 = rephrase 529.1 (10.00B tokens at 18.9M per GPU-hour, assumed")
+    assert "train 168.8 (6 x 1.67B parameters x 20.97B tokens at 35% MFU of 989 TFLOP/s)" in line
+
+    # the trial measured 36M tokens per GPU-hour on vLLM: that, not the assumption
+    measured = {"rephrase.completion_tokens": 3_600_000, "rephrase.gpu_hours": 0.1}
+    assert predict_ablation(profile, tokens, "vllm", measured, gpus)["gpu_hours"]["rephrase"] == pytest.approx(
+        277.78, abs=0.01
+    )
+    # the embedded generator's GPU-hours say nothing about vLLM
+    assert predict_ablation(profile, tokens, "embedded", measured, gpus)["gpu_hours"]["rephrase"] == hours["rephrase"]
+    # profile overrides, and a stage without GPUs costs none
+    cheaper = profile.model_copy(
+        update={"cost": profile.cost.model_copy(update={"mfu": 0.5, "evaluate_gpu_hours": 0.25})}
+    )
+    other = predict_ablation(cheaper, tokens, "vllm", {}, gpus | {"rephrase": 0})["gpu_hours"]
+    assert other == {"rephrase": 0.0, "train": pytest.approx(hours["train"] * 0.35 / 0.5), "evaluate": 0.25}
+
+    assert [slurm_seconds(t) for t in ("0:03", "12:00:00", "1-02:03:04", "2-12", "45")] == [
+        3,
+        43200,
+        93784,
+        216000,
+        2700,
+    ]
+    assert actual_gpu_hours(5400, 64) == {"seconds": 5400, "gpus": 64, "gpu_hours": 96.0}
+    cost = {"predicted": predicted, "actual": {"rephrase": actual_gpu_hours(3600 * 500, 1)}}
+    rows = cost_comparison(cost, STAGES)
+    assert rows[0] == ("rephrase", "529.10", "500.00") and rows[1] == ("train", "168.84", "-")
+    assert rows[-1] == ("total", "698.94", "-")  # not until every job has ended
+    cost["actual"] |= {stage: actual_gpu_hours(60, 0) for stage in STAGES if stage != "rephrase"}
+    assert cost_comparison(cost, STAGES)[-2:] == [("other stages", "0.00", "0.00"), ("total", "698.94", "500.00")]
 
 
 def test_calibration_with_known_inputs() -> None:
@@ -295,6 +351,13 @@ def test_cpu_smoke_chain_on_slurm(slurm: str, promoted_study: dict) -> None:
         assert status.returncode == 0, status.stdout + status.stderr
         assert "chain: COMPLETED" in status.stdout
         assert all(j.state == "COMPLETED" for j in store.ablation_jobs(store.ablation("tiny", trial).id))
+        # predicted against actual: Slurm's elapsed time (summed over array tasks) x GPUs, none on cpu-smoke
+        cost = store.ablation("tiny", trial).cost or {}
+        assert cost["predicted"]["total_gpu_hours"] == 0
+        assert set(cost["actual"]) == set(STAGES)
+        assert all(a["gpus"] == 0 and a["gpu_hours"] == 0 for a in cost["actual"].values())
+        assert sum(a["seconds"] for a in cost["actual"].values()) > 0
+        assert "GPU-hours" in status.stdout and "total" in status.stdout
     chain_seconds = time.monotonic() - started
 
     for trial in promoted_study["trials"]:

@@ -40,6 +40,23 @@ STAGES: dict[str, tuple[str, ...]] = {
 DATATROVE_STAGES = ("rephrase", "tokenize-synthetic", "merge-synthetic", "tokenize-mix-in", "merge-mix-in")
 
 
+def stage_job(profile: AblationProfile, stage: str) -> SlurmJob:
+    """The sbatch settings a stage's job (each task of an array) runs with."""
+    if stage == "rephrase":
+        return profile.rephrase.slurm
+    if stage.startswith("tokenize-"):
+        return profile.tokenize.slurm
+    if stage.startswith("merge-"):
+        return profile.tokenize.slurm.model_copy(update={"tasks": 1})
+    return profile.training.slurm if stage == "train" else profile.evaluation.slurm
+
+
+def stage_gpus(profile: AblationProfile, stage: str) -> int:
+    """GPUs held by one job (one array task) of the stage: GPUs per node x nodes."""
+    job = stage_job(profile, stage)
+    return job.gpus_per_node * job.nodes
+
+
 class Bundle(StrictModel):
     """The manifest (`bundle.yaml`): what was promoted and where each stage reads and writes."""
 

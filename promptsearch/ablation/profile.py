@@ -192,6 +192,26 @@ class EvaluationSettings(StrictModel):
         return list(dict.fromkeys(t.category for t in self.tasks))
 
 
+class CostSettings(StrictModel):
+    """What `promote` assumes to predict the chain's GPU-hours (`promptsearch.cost.predict_ablation`)."""
+
+    rephrase_tokens_per_gpu_hour: float = Field(
+        18_900_000,
+        gt=0,
+        description="generated tokens per GPU-hour when the trial measured none on vLLM; default: SmolLM2-1.7B-"
+        "Instruct on one H100 with vLLM's defaults, 5,255 output tokens/s (datatrove's inference benchmark) x 3,600",
+    )
+    gpu_peak_flops: float = Field(
+        989e12, gt=0, description="peak FLOP/s of one training GPU; default: H100 SXM, bf16 dense (989 TFLOP/s)"
+    )
+    mfu: float = Field(
+        0.35, gt=0, le=1, description="model FLOPs utilization assumed for training (6 x parameters x tokens FLOPs)"
+    )
+    evaluate_gpu_hours: float | None = Field(
+        None, ge=0, description="the evaluate job's GPU-hours; default: its GPUs x its time limit (an upper bound)"
+    )
+
+
 SMOKE_TASKS = ("source_cloze", "heldout_cloze")
 
 
@@ -206,6 +226,7 @@ class AblationProfile(StrictModel):
     model: ModelSettings
     training: TrainingSettings
     evaluation: EvaluationSettings
+    cost: CostSettings = CostSettings()
 
     @model_validator(mode="after")
     def _runtime(self) -> AblationProfile:

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
 
-from promptsearch.ablation.bundle import DATATROVE_STAGES, STAGES, Bundle
+from promptsearch.ablation.bundle import DATATROVE_STAGES, STAGES, Bundle, load_bundle, stage_gpus
 from promptsearch.ablation.executors import datatrove_executor
+from promptsearch.cost import actual_gpu_hours, slurm_seconds
 from promptsearch.errors import UserError
 from promptsearch.store import AblationJobRow, AblationRow, Store
 
@@ -75,6 +76,8 @@ def submit(bundle: Bundle, ablation: AblationRow, store: Store) -> list[Ablation
                 exit_code="",
             )
         )
+    if skipped := {stage: {"seconds": 0.0} for stage, job_id in jobs.items() if job_id == "-1"}:
+        _record_actual(ablation, store, skipped)
     store.update_ablation(ablation.id, state="SUBMITTED")
     return store.ablation_jobs(ablation.id)
 
@@ -196,6 +199,14 @@ class JobState:
     state: str
     reason: str = ""
     exit_code: str = ""
+    seconds: float | None = None  # elapsed, summed over an array's tasks
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        return slurm_seconds(text)
+    except ValueError:  # e.g. INVALID, or an empty field
+        return None
 
 
 def _combine(states: list[JobState]) -> JobState:
@@ -207,26 +218,38 @@ def _combine(states: list[JobState]) -> JobState:
 
 
 def _squeue(job_ids: list[str]) -> dict[str, JobState]:
-    result = _run(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"])
+    result = _run(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T|%r|%M"])
     tasks: dict[str, list[JobState]] = {}
     for line in result.stdout.splitlines():
-        job, state, reason = [*line.split("|"), "", ""][:3]
+        job, state, reason, elapsed = [*line.split("|"), "", "", ""][:4]
         # array tasks print as 12_0, 12_1 (or 12_[0-3] while pending): the stage is job 12
-        tasks.setdefault(job.split("_")[0], []).append(JobState(state.split()[0], reason))
-    return {job: _combine(states) for job, states in tasks.items()}
+        tasks.setdefault(job.split("_")[0], []).append(JobState(state.split()[0], reason, "", _seconds(elapsed)))
+    combined = {}
+    for job, states in tasks.items():
+        seconds = [s.seconds for s in states]
+        total = None if None in seconds else sum(s for s in seconds if s is not None)
+        combined[job] = JobState(**{**_combine(states).__dict__, "seconds": total})
+    return combined
 
 
 def _sacct(job_ids: list[str]) -> dict[str, JobState]:
     """Accounting database first; without one, the job-completion log (`sacct -c`)."""
-    fields = ["-X", "-P", "-n", "-o", "jobid,state,exitcode", "-j", ",".join(job_ids)]
+    fields = ["-X", "-P", "-n", "-o", "jobid,state,exitcode,elapsedraw", "-j", ",".join(job_ids)]
     result = _run(["sacct", *fields])
     if result.returncode != 0:
         result = _run(["sacct", "-c", *fields])
     out: dict[str, JobState] = {}
     for line in result.stdout.splitlines():
-        parts = line.split("|")
-        if len(parts) >= 3:
-            out.setdefault(parts[0].split("_")[0], JobState(parts[1].split()[0], "", parts[2]))
+        parts = [*line.split("|"), ""]
+        if len(parts) >= 4:
+            job = parts[0].split("_")[0]
+            seconds = float(parts[3]) if parts[3].isdigit() else None
+            if job in out:  # another task of an array (sacct -c shows only the first one)
+                previous = out[job].seconds
+                seconds = None if previous is None or seconds is None else previous + seconds
+                out[job] = JobState(out[job].state, "", out[job].exit_code, seconds)
+            else:
+                out[job] = JobState(parts[1].split()[0], "", parts[2], seconds)
     return out
 
 
@@ -246,16 +269,32 @@ def refresh(ablation: AblationRow, store: Store) -> list[AblationJobRow]:
         seen = _squeue(open_ids)
         if missing := [j for j in open_ids if j not in seen]:
             seen |= _sacct(missing)
+        ended: dict[str, dict[str, float]] = {}
         for row in rows:
             if row.job_id in seen and row.state not in TERMINAL_STATES:
                 state = seen[row.job_id]
                 exit_code = state.exit_code or (_exit_code(row.job_id) if state.state in FAILED_STATES else "")
                 store.update_ablation_job(row.id, state=state.state, reason=state.reason[:200], exit_code=exit_code)
+                if state.state in TERMINAL_STATES and state.seconds is not None:
+                    ended[row.stage] = {"seconds": state.seconds}
+        if ended:
+            _record_actual(ablation, store, ended)
         rows = store.ablation_jobs(ablation.id)
     overall = chain_state(rows)
     if overall != ablation.state and ablation.state != "INGESTED":
         store.update_ablation(ablation.id, state=overall)
     return rows
+
+
+def _record_actual(ablation: AblationRow, store: Store, ended: dict[str, dict[str, float]]) -> None:
+    """Add the GPU-hours of jobs that just ended (Slurm's elapsed time x the GPUs of one task) to the row's cost."""
+    profile = load_bundle(Path(ablation.bundle_dir)).profile
+    current = store.ablation(ablation.study_name, ablation.trial_number, ablation.profile)
+    cost = dict(current.cost or {})
+    actual = dict(cost.get("actual") or {})
+    for stage, seen in ended.items():
+        actual[stage] = actual_gpu_hours(seen["seconds"], stage_gpus(profile, stage))
+    store.update_ablation(ablation.id, cost={**cost, "actual": actual})
 
 
 def chain_state(rows: list[AblationJobRow]) -> str:

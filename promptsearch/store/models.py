@@ -124,6 +124,8 @@ class AblationRow(TrialRecord, Base):
     bundle_dir: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(50))  # PROMOTED, SUBMITTED, RUNNING, COMPLETED, FAILED, ...
     results: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # GPU-hours: {"predicted": promptsearch.cost.predict_ablation at promotion, "actual": {stage: elapsed x GPUs}}
+    cost: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
 
