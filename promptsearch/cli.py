@@ -399,6 +399,10 @@ def study_status(study: str, db: DbOption = DEFAULT_DB) -> None:
     elif any(n.startswith("proxy.") for n in names):
         console.print(f"no noise floor yet: run `promptsearch proxy calibrate --study {study}`")
     _print_ablations(loaded, store)
+    from promptsearch.cluster import describe_workers
+
+    for line in describe_workers(store, study, loaded):  # workers on Slurm (study start --executor slurm)
+        console.print(line, highlight=False)
 
 
 def _print_ablations(study: optuna.Study, store: Store) -> None:

@@ -22,6 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 from sqlalchemy.engine import make_url
 
 from promptsearch.errors import UserError
@@ -132,6 +133,16 @@ def refresh_workers(store: Store, name: str) -> list[StudyWorkerRow]:
                 store.update_study_worker(row.id, state=seen[row.job_id])
         rows = store.study_workers(name)
     return rows
+
+
+def describe_workers(store: Store, name: str, study: optuna.Study) -> list[str]:
+    """One line per worker job of the study: job id, Slurm state, the trial it runs (none without Slurm workers)."""
+    lines = []
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for w in refresh_workers(store, name):
+        current = [f"#{t.number}" for t in running if t.user_attrs.get("slurm_job_id") == w.job_id]
+        lines.append(f"worker {w.worker_index}: job {w.job_id} {w.state}, trial {', '.join(current) or '-'}")
+    return lines
 
 
 def stop_workers(store: Store, name: str) -> list[str]:

@@ -10,6 +10,7 @@ Ctrl-C is re-enqueued the next time the study starts.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import warnings
 from collections import Counter
@@ -183,6 +184,8 @@ class _Objective:
         if template_id is None:  # a trial Optuna created itself once the queue ran dry
             template_id = self.template_ids[trial.number % len(self.template_ids)]
             trial.set_user_attr("template_id", template_id)
+        if job := os.environ.get("SLURM_JOB_ID"):  # a worker running as a Slurm job (promptsearch.cluster)
+            trial.set_user_attr("slurm_job_id", job)
         row = self.store.template(int(template_id))
         recipe = self.space.suggest_recipe(trial, row.id, row)
         trial.set_user_attr("recipe", recipe.model_dump(mode="json"))

@@ -81,6 +81,11 @@ def test_three_workers_on_slurm_run_the_study_once(
     trials = optuna.load_study(study_name="tiny", storage=pg_url).trials
     assert len(trials) == 6 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials), logs[-3000:]
     assert len({t.number for t in trials}) == 6
+    assert {t.user_attrs["slurm_job_id"] for t in trials} <= {w.job_id for w in workers}  # run inside the jobs
+    status = run_cli("study", "status", "tiny", "--db", pg_url, cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    for w in workers:
+        assert f"worker {w.worker_index}: job {w.job_id} COMPLETED, trial -" in status.stdout
 
     stopped = run_cli("study", "stop", "tiny", "--db", pg_url, cwd=tmp_path)
     assert stopped.returncode == 0 and "no worker job to cancel" in stopped.stdout
@@ -120,15 +125,23 @@ def test_scancelled_worker_loses_nothing(
     assert submitted.returncode == 0, submitted.stderr
     store = Store.open(pg_url)
     workers = store.study_workers("tiny")
-    deadline = time.monotonic() + 300
-    running: list[optuna.trial.FrozenTrial] = []
-    while time.monotonic() < deadline:  # both busy: the worker cancelled is mid-trial
-        trials = optuna.load_study(study_name="tiny", storage=pg_url).trials
-        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
-        if len(running) == 2:
-            break
-        time.sleep(0.3)
-    assert len(running) == 2, "the two workers never ran a trial at the same time"
+
+    def both_busy() -> list[optuna.trial.FrozenTrial]:
+        deadline = time.monotonic() + 300
+        running: list[optuna.trial.FrozenTrial] = []
+        while time.monotonic() < deadline:  # both busy: the worker cancelled is mid-trial
+            trials = optuna.load_study(study_name="tiny", storage=pg_url).trials
+            running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+            if len(running) == 2:
+                break
+            time.sleep(0.3)
+        assert len(running) == 2, "the two workers never ran a trial at the same time"
+        return running
+
+    both_busy()
+    status = run_cli("study", "status", "tiny", "--db", pg_url, cwd=tmp_path)  # which worker runs what
+    assert status.returncode == 0 and "worker 0: job " in status.stdout and " RUNNING, trial #" in status.stdout
+    running = both_busy()
     assert subprocess.run(["scancel", workers[0].job_id], check=False).returncode == 0
 
     deadline = time.monotonic() + 900
