@@ -7,6 +7,12 @@ class UserError(Exception):
     exit_code = 1
 
 
+class ConfigError(UserError):
+    """A settings file that loads but cannot be used as it is (e.g. paths a cluster run needs left unset)."""
+
+    exit_code = 2
+
+
 class SpaceError(UserError):
     """A search-space file with one or more located mistakes."""
 

@@ -2,7 +2,8 @@
 
 In: a study, its `promotion` rule (or one trial named by hand) and an ablation profile.
 Out: for each newly promoted trial, a bundle folder under `<workdir>/<study>/ablations/` and an
-`AblationRow` (state PROMOTED) holding the trial's proxy score, oriented so that higher is better.
+`AblationRow` (state PROMOTED) holding the trial's proxy score, oriented so that higher is better, and
+the chain's predicted GPU-hours (`promptsearch.cost.predict_ablation`).
 
 Rules (`SearchSpace.promotion`): `top_k` by the first objective; `pareto`, the Pareto set of all
 objectives; `beats_best`, the best trial if it beats the best promoted so far by more than
@@ -16,8 +17,9 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from promptsearch.ablation.bundle import write_bundle
-from promptsearch.ablation.profile import load_ablation_profile
+from promptsearch.ablation.bundle import stage_gpus, write_bundle
+from promptsearch.ablation.profile import ablation_profile_path, load_ablation_profile
+from promptsearch.cost import GPU_STAGES, predict_ablation
 from promptsearch.errors import UserError
 from promptsearch.objectives import objective_names, signed
 from promptsearch.proxy_profile import load_proxy_profile
@@ -60,6 +62,7 @@ def promote(
     """Promote `trial` (by hand) or what the space's rule selects; returns the newly promoted rows."""
     space = study_space(study)
     ablation = load_ablation_profile(profile or space.promotion.profile)
+    ablation.require_cluster_settings(str(ablation_profile_path(profile or space.promotion.profile)))
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if trial is not None:
         chosen = [t for t in complete if t.number == trial]
@@ -77,13 +80,21 @@ def promote(
         if t.number in already:
             continue
         folder = workdir / study.study_name / "ablations" / f"trial-{t.number}-{ablation.name}"
+        recipe = trial_recipe(t)
         bundle = write_bundle(
             study.study_name,
             t.number,
-            trial_recipe(t),
+            recipe,
             {"source": space.source, "mix_in": space.mix_in, "heldout": space.heldout},
             ablation,
             folder,
+        )
+        predicted = predict_ablation(
+            ablation,
+            bundle.documents * recipe.sampling.max_new_tokens * recipe.best_of_n,
+            recipe.generator.backend,
+            store.trial_metrics(study.study_name, t.number),
+            {stage: stage_gpus(ablation, stage) for stage in GPU_STAGES},
         )
         rows.append(
             store.add_ablation(
@@ -96,6 +107,7 @@ def promote(
                     promoted_by="manual" if trial is not None else space.promotion.rule,
                     bundle_dir=bundle.folder,
                     state="PROMOTED",
+                    cost={"predicted": predicted},
                 )
             )
         )

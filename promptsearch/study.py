@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import os
 import statistics
 import threading
 import warnings
@@ -199,6 +200,8 @@ class _Objective:
         if template_id is None:  # a trial Optuna created itself once the queue ran dry
             template_id = self.template_ids[trial.number % len(self.template_ids)]
             trial.set_user_attr("template_id", template_id)
+        if job := os.environ.get("SLURM_JOB_ID"):  # a worker running as a Slurm job (promptsearch.cluster)
+            trial.set_user_attr("slurm_job_id", job)
         row = self.store.template(int(template_id))
         recipe = self.space.suggest_recipe(trial, row.id, row)
         trial.set_user_attr("recipe", recipe.model_dump(mode="json"))
@@ -304,6 +307,14 @@ def _worker_entry(name: str, options: RunOptions, index: int, errors: multiproce
         raise SystemExit(1) from exc
 
 
+def prepare_run(store: Store, name: str) -> optuna.Study:
+    """Before workers start: re-queue trials interrupted by Ctrl-C and keep one template trial waiting."""
+    study = _load(store, name)
+    _requeue_interrupted(study)
+    _fill_queue(study, study_space(study).budget.trials)
+    return study
+
+
 def start_study(name: str, options: RunOptions, on_progress: Callable[[optuna.Study], None] | None = None) -> None:
     store = Store.open(options.db_url, create_if_empty=False)
     if options.workers > 1 and make_url(options.db_url).get_backend_name() == "sqlite":
@@ -311,9 +322,7 @@ def start_study(name: str, options: RunOptions, on_progress: Callable[[optuna.St
             "SQLite cannot serve several workers: Optuna hands out enqueued trials with SELECT … FOR UPDATE, "
             "which SQLite lacks. Use PostgreSQL (--db postgresql+psycopg://user@host/db) or --workers 1."
         )
-    study = _load(store, name)
-    _requeue_interrupted(study)
-    _fill_queue(study, study_space(study).budget.trials)
+    study = prepare_run(store, name)
     done = threading.Event()
     poller = threading.Thread(target=_poll, args=(study, on_progress, done), daemon=True) if on_progress else None
     if poller:

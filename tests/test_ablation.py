@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -13,17 +14,44 @@ from conftest import run_cli, seeded_recipe, write_space
 from promptsearch.ablation.bundle import STAGES, load_bundle, write_bundle
 from promptsearch.ablation.executors import datatrove_executor
 from promptsearch.ablation.nanotron import NanotronConfig
-from promptsearch.ablation.profile import load_ablation_profile
+from promptsearch.ablation.profile import ablation_profile_path, load_ablation_profile
 from promptsearch.ablation.results import rank_agreement
-from promptsearch.ablation.slurm import TERMINAL_STATES, refresh
+from promptsearch.ablation.slurm import TERMINAL_STATES, refresh, submit
+from promptsearch.cost import actual_gpu_hours, cost_comparison, format_prediction, predict_ablation, slurm_seconds
 from promptsearch.embedded import TransformersServer
-from promptsearch.errors import UserError
+from promptsearch.errors import ConfigError, UserError
 from promptsearch.promote import promote
 from promptsearch.recipe import GeneratorSpec
 from promptsearch.space import CorpusSpec
 from promptsearch.store import Store
-from promptsearch.store.models import ProxyCalibrationRow
+from promptsearch.store.models import AblationRow, ProxyCalibrationRow
 from promptsearch.study import create_study, study_space
+
+ENVIRONMENTS = ("rephrase", "tokenize", "train", "evaluate")
+
+
+def cluster_profile(folder: Path) -> Path:
+    """full-21b as a user on a GPU cluster sets it up: a venv per job, the nanotron checkout and the
+    custom-task module, given relative to the profile's folder (as the bundled file's comments say)."""
+    data = yaml.safe_load(ablation_profile_path("full-21b").read_text())
+    data["environments"] = {name: f"venvs/{name}/bin/activate" for name in ENVIRONMENTS} | {"nanotron_dir": "nanotron"}
+    data["evaluation"]["custom_tasks"] = "finephrase_tasks.py"
+    (folder / "finephrase_tasks.py").write_text("TASKS_TABLE = []  # issue 15 writes the suite\n")
+    path = folder / "full-21b.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_full_21b_parameter_count() -> None:
+    """The profile's comment: 1.67B parameters, 1.41B without the tied embedding (nanotron's Qwen2, no biases)."""
+    model = load_ablation_profile("full-21b").model
+    h, kv, ffn, layers, vocab = 2048, 8 * (2048 // 16), 6144, 28, 128_256
+    per_layer = 2 * h * h + 2 * h * kv + 3 * h * ffn + 2 * h  # q, o; k, v; gate, up, down; two RMSNorms
+    assert per_layer == 50_335_744
+    assert model.non_embedding_parameters == layers * per_layer + h == 1_409_402_880
+    assert model.parameters == 1_409_402_880 + vocab * h == 1_672_071_168
+    untied = model.model_copy(update={"tie_word_embeddings": False})
+    assert untied.parameters == 1_672_071_168 + vocab * h
 
 
 def test_full_21b_bundle_matches_the_paper(tmp_path: Path) -> None:
@@ -37,7 +65,7 @@ def test_full_21b_bundle_matches_the_paper(tmp_path: Path) -> None:
         "mix_in": CorpusSpec(format="hub", path="HuggingFaceFW/fineweb-edu", hub_config="sample-10BT"),
         "heldout": CorpusSpec(format="embedded", path="lee"),
     }
-    profile = load_ablation_profile("full-21b")
+    profile = load_ablation_profile(str(cluster_profile(tmp_path)))
     bundle = write_bundle("finephrase", 3, recipe, corpora, profile, tmp_path / "bundle")
 
     config = NanotronConfig.model_validate(yaml.safe_load((bundle.path / "nanotron.yaml").read_text()))
@@ -61,21 +89,213 @@ def test_full_21b_bundle_matches_the_paper(tmp_path: Path) -> None:
     assert dataset.dataset_weights == [0.7, pytest.approx(0.3)]
     assert dataset.dataset_folder == [str(bundle.tokenized("synthetic")), str(bundle.tokenized("mix-in"))]
     assert dataset.token_size_in_bytes == 4  # vocab 128256 does not fit in uint16
+    # requeued (--requeue), nanotron reads checkpoints/latest.txt and resumes from the step it names
+    assert "#SBATCH --requeue" in (bundle.path / "train.sbatch").read_text()
+    assert config.checkpoints.resume_checkpoint_path == config.checkpoints.checkpoints_path == str(bundle.checkpoints)
 
     tasks = profile.evaluation.tasks
     assert len(tasks) == 12 and len(profile.evaluation.categories) == 6
-    assert (bundle.path / "lighteval_tasks.txt").read_text().splitlines() == [f"{t.name}|3" for t in tasks]
+    lines = (bundle.path / "lighteval_tasks.txt").read_text().splitlines()
+    assert lines == [f"{t.name}|3" for t in tasks]
+    assert "mmlu_redux_cf|3" in lines and not [line for line in lines if ":_average" in line]
+    assert [t.result_name for t in tasks if t.result_key] == ["mmlu_redux_cf:_average"]
     evaluate = (bundle.path / "evaluate.sbatch").read_text()
-    assert "convert_nanotron_to_hf.py" in evaluate and "--max-samples 1000" in evaluate
+    nanotron = tmp_path / "nanotron"  # resolved against the profile's folder
+    assert (
+        f"(cd {nanotron} && torchrun --standalone --nproc_per_node=1 -m examples.llama.convert_nanotron_to_hf "
+        '--checkpoint_path "$CKPT" --save_path "$CKPT/hf_model")'
+    ) in evaluate
+    assert "convert_nanotron_to_hf.py" not in evaluate and "--max-samples 1000" in evaluate
+    assert f"--custom-tasks {tmp_path / 'finephrase_tasks.py'} " in evaluate
+    assert f"source {tmp_path / 'venvs/train/bin/activate'}\n(cd" in evaluate
+    assert f"source {tmp_path / 'venvs/evaluate/bin/activate'}\nsrun -n 1 lighteval accelerate" in evaluate
     train = (bundle.path / "train.sbatch").read_text()
     assert "#SBATCH --nodes=8" in train and "#SBATCH --gres=gpu:8" in train and "#SBATCH --exclusive" in train
     assert "srun --ntasks-per-node=1 bash -c" in train and "torchrun --nproc_per_node 8" in train
+    assert f"{nanotron / 'run_train.py'} --config-file {bundle.path / 'nanotron.yaml'}" in train
+    assert bundle.environments == {name: str(tmp_path / f"venvs/{name}/bin/activate") for name in ENVIRONMENTS}
 
     rephrase = datatrove_executor(load_bundle(bundle.path), "rephrase", None)
     runner = rephrase.pipeline[1]
     assert runner.config.server_type == "vllm" and runner.config.model_name_or_path == generator.model
     assert bundle.documents == 19_531_250  # token target 10B / max_new_tokens 512
     assert rephrase.pipeline[0].limit == 195_313 and rephrase.tasks == 100  # the reader's limit is per task
+
+
+def test_cluster_profile_without_environments_is_refused(tmp_path: Path) -> None:
+    """`promote` and `ablation submit` refuse a cluster profile whose environments are unset: exit 2, one line
+    naming the keys, nothing written."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    space = write_space(tmp_path / "space.yaml", None, promotion={"rule": "top_k", "k": 1, "profile": "full-21b"})
+    study = create_study(space, url)
+    store = Store.open(url)
+    recipe = seeded_recipe(store, "faq", GeneratorSpec(name="g", backend="vllm", model="HuggingFaceTB/SmolLM2-1.7B"))
+    study.add_trial(optuna.trial.create_trial(values=[2.5], user_attrs={"recipe": recipe.model_dump(mode="json")}))
+    workdir = tmp_path / "runs"
+
+    refused = run_cli("promote", "tiny", "--db", url, "--workdir", str(workdir), cwd=tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    keys = ", ".join([f"environments.{name}" for name in ENVIRONMENTS] + ["environments.nanotron_dir"])
+    assert refused.stderr == (
+        f"error: {ablation_profile_path('full-21b')}: profile 'full-21b' (runtime: cluster) needs {keys} set "
+        "(a venv's bin/activate for each job, and the nanotron checkout)\n"
+    )
+    assert not (workdir / "tiny" / "ablations").exists() and store.ablations() == []
+
+    # one key left unset: only it is named
+    profile = cluster_profile(tmp_path)
+    data = yaml.safe_load(profile.read_text())
+    data["environments"]["nanotron_dir"] = None
+    profile.write_text(yaml.safe_dump(data))
+    refused = run_cli("promote", "tiny", "0", "--profile", str(profile), "--db", url, cwd=tmp_path)
+    assert refused.returncode == 2 and "needs environments.nanotron_dir set" in refused.stderr
+
+    # a bundle written without them (by an earlier version): `ablation submit` refuses before calling Slurm
+    space_ = study_space(study)
+    corpora = {"source": space_.source, "mix_in": space_.mix_in, "heldout": space_.heldout}
+    with pytest.raises(ConfigError, match=r"needs environments\.nanotron_dir set"):
+        write_bundle("tiny", 0, recipe, corpora, load_ablation_profile(str(profile)), tmp_path / "bundle")
+    written = write_bundle(
+        "tiny", 0, recipe, corpora, load_ablation_profile(str(cluster_profile(tmp_path))), tmp_path / "bundle"
+    )
+    manifest = yaml.safe_load((written.path / "bundle.yaml").read_text())
+    manifest["profile"]["environments"]["train"] = None
+    (written.path / "bundle.yaml").write_text(yaml.safe_dump(manifest))
+    bundle = load_bundle(written.path)
+    row = store.add_ablation(
+        AblationRow(
+            study_name="tiny",
+            trial_number=0,
+            profile="full-21b",
+            proxy_profile="none",
+            proxy_objective=-2.5,
+            promoted_by="manual",
+            bundle_dir=bundle.folder,
+            state="PROMOTED",
+        )
+    )
+    with pytest.raises(
+        ConfigError, match=r"bundle.yaml: profile 'full-21b' \(runtime: cluster\) needs environments.train set"
+    ):
+        submit(bundle, row, store)
+    assert store.ablation_jobs(row.id) == []
+    refused = run_cli("ablation", "submit", "tiny", "0", "--db", url, "--workdir", str(workdir), cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "environments.train" in refused.stderr
+
+
+def test_submit_dry_run(tmp_path: Path) -> None:
+    """`ablation submit --dry-run` prints every job (script, resources, afterok) and calls no sbatch."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    profile = cluster_profile(tmp_path)
+    space = write_space(tmp_path / "space.yaml", None, promotion={"rule": "top_k", "k": 1, "profile": str(profile)})
+    study = create_study(space, url)
+    store = Store.open(url)
+    recipe = seeded_recipe(store, "faq", GeneratorSpec(name="g", backend="vllm", model="HuggingFaceTB/SmolLM2-1.7B"))
+    study.add_trial(optuna.trial.create_trial(values=[2.5], user_attrs={"recipe": recipe.model_dump(mode="json")}))
+    trial = str(study.get_trials()[-1].number)  # after the space's seed trials (waiting)
+    workdir = tmp_path / "runs"
+    promoted = run_cli("promote", "tiny", trial, "--db", url, "--workdir", str(workdir), cwd=tmp_path)
+    assert promoted.returncode == 0, promoted.stderr
+    # the space's source holds 2 documents of at most 12 new tokens: rephrasing costs next to nothing
+    prediction = "predicted GPU-hours: 169.8 = rephrase 0.0 (24 tokens at 18.9M per GPU-hour, assumed"
+    assert prediction in promoted.stdout, promoted.stdout
+    row = store.ablation("tiny", int(trial))
+    assert (row.cost or {})["predicted"]["gpu_hours"]["train"] == pytest.approx(168.84, abs=0.01)
+    bundle = load_bundle(Path(row.bundle_dir))
+
+    bin_dir = tmp_path / "bin"  # an sbatch that leaves a mark if anything calls it
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f"#!/bin/sh\ntouch {tmp_path / 'sbatch-called'}\nexit 1\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    dry = run_cli(
+        "ablation", "submit", "tiny", trial, "--dry-run", "--db", url, "--workdir", str(workdir), cwd=tmp_path, env=env
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert not (tmp_path / "sbatch-called").exists()
+    assert (
+        store.ablation_jobs(store.ablation("tiny", int(trial)).id) == []
+        and store.ablation("tiny", int(trial)).state == "PROMOTED"
+    )
+    out = dry.stdout
+    print(out)
+    assert "nothing submitted" in out
+    for stage in STAGES:
+        assert f"\n{stage}  [" in out
+    assert f"train  [sbatch]  {bundle.path / 'train.sbatch'}" in out
+    assert (
+        "partition hopper-prod, time 12:00:00, 8 node(s), 88 CPUs, 64 GPUs, memory 880G/node  --exclusive --requeue"
+    ) in out
+    assert "after: afterok merge-synthetic, merge-mix-in" in out
+    assert f"evaluate  [sbatch]  {bundle.path / 'evaluate.sbatch'}" in out
+    assert "partition hopper-prod, time 01:00:00, 1 node(s), 16 CPUs, 1 GPUs, memory 128G/node" in out
+    assert "after: afterok train" in out
+    # datatrove's stages: the launch script its executor builds, array of 100 tasks with 1 GPU each for rephrase
+    rephrase = bundle.path / "dry-run" / "rephrase.slurm"
+    assert f"rephrase  [datatrove]  {rephrase}" in out
+    assert "array of 100 tasks, each 1 node(s), 8 CPUs, 1 GPUs, memory 32G/node" in out
+    assert "after: nothing (starts at once)" in out
+    script = rephrase.read_text()
+    assert (
+        "#SBATCH --array=0-99" in script
+        and "#SBATCH --gpus=1" in script
+        and "#SBATCH --partition=hopper-prod" in script
+    )
+    assert f"source {tmp_path / 'venvs/rephrase/bin/activate'}" in script
+    assert f"launch_pickled_pipeline {bundle.logs('rephrase') / 'executor.pik'}" in script
+    assert "tokenize-synthetic  [datatrove]" in out and "after: afterok rephrase" in out
+    assert "rephrase:stats  [datatrove]" in out
+    assert not (bundle.logs("rephrase") / "executor.pik").exists()  # nothing pickled, nothing launched
+    assert prediction in out
+
+
+def test_ablation_cost_arithmetic() -> None:
+    """full-21b with the profile's documented defaults, worked by hand."""
+    profile = load_ablation_profile("full-21b")
+    gpus = {"rephrase": 1, "train": 64, "evaluate": 1}
+    tokens = 19_531_250 * 512  # documents x max_new_tokens x best_of_n (1) = 10B
+    predicted = predict_ablation(profile, tokens, "vllm", {}, gpus)
+    hours = predicted["gpu_hours"]
+    assert profile.cost.rephrase_tokens_per_gpu_hour == pytest.approx(5_255 * 3_600, rel=1e-3)  # tokens/s x 3600
+    assert hours["rephrase"] == pytest.approx(10e9 / 18_900_000)
+    assert hours["rephrase"] == pytest.approx(529.1, abs=0.05)
+    flops = 6 * 1_672_071_168 * 20_971_520_000  # 6 x parameters x tokens
+    assert predicted["train_flops"] == flops == pytest.approx(2.104e20, rel=1e-3)
+    assert hours["train"] == pytest.approx(flops / (989e12 * 0.35) / 3600) == pytest.approx(168.84, abs=0.01)
+    assert hours["evaluate"] == 1.0  # 1 GPU x its 01:00:00 time limit
+    assert predicted["total_gpu_hours"] == pytest.approx(698.94, abs=0.01)
+    line = format_prediction(predicted)
+    assert line.startswith("predicted GPU-hours: 698.9 = rephrase 529.1 (10.00B tokens at 18.9M per GPU-hour, assumed")
+    assert "train 168.8 (6 x 1.67B parameters x 20.97B tokens at 35% MFU of 989 TFLOP/s)" in line
+
+    # the trial measured 36M tokens per GPU-hour on vLLM: that, not the assumption
+    measured = {"rephrase.completion_tokens": 3_600_000, "rephrase.gpu_hours": 0.1}
+    assert predict_ablation(profile, tokens, "vllm", measured, gpus)["gpu_hours"]["rephrase"] == pytest.approx(
+        277.78, abs=0.01
+    )
+    # the embedded generator's GPU-hours say nothing about vLLM
+    assert predict_ablation(profile, tokens, "embedded", measured, gpus)["gpu_hours"]["rephrase"] == hours["rephrase"]
+    # profile overrides, and a stage without GPUs costs none
+    cheaper = profile.model_copy(
+        update={"cost": profile.cost.model_copy(update={"mfu": 0.5, "evaluate_gpu_hours": 0.25})}
+    )
+    other = predict_ablation(cheaper, tokens, "vllm", {}, gpus | {"rephrase": 0})["gpu_hours"]
+    assert other == {"rephrase": 0.0, "train": pytest.approx(hours["train"] * 0.35 / 0.5), "evaluate": 0.25}
+
+    assert [slurm_seconds(t) for t in ("0:03", "12:00:00", "1-02:03:04", "2-12", "45")] == [
+        3,
+        43200,
+        93784,
+        216000,
+        2700,
+    ]
+    assert actual_gpu_hours(5400, 64) == {"seconds": 5400, "gpus": 64, "gpu_hours": 96.0}
+    cost = {"predicted": predicted, "actual": {"rephrase": actual_gpu_hours(3600 * 500, 1)}}
+    rows = cost_comparison(cost, STAGES)
+    assert rows[0] == ("rephrase", "529.10", "500.00") and rows[1] == ("train", "168.84", "-")
+    assert rows[-1] == ("total", "698.94", "-")  # not until every job has ended
+    cost["actual"] |= {stage: actual_gpu_hours(60, 0) for stage in STAGES if stage != "rephrase"}
+    assert cost_comparison(cost, STAGES)[-2:] == [("other stages", "0.00", "0.00"), ("total", "698.94", "500.00")]
 
 
 def test_calibration_with_known_inputs() -> None:
@@ -132,6 +352,13 @@ def test_cpu_smoke_chain_on_slurm(slurm: str, promoted_study: dict) -> None:
         assert status.returncode == 0, status.stdout + status.stderr
         assert "chain: COMPLETED" in status.stdout
         assert all(j.state == "COMPLETED" for j in store.ablation_jobs(store.ablation("tiny", trial).id))
+        # predicted against actual: Slurm's elapsed time (summed over array tasks) x GPUs, none on cpu-smoke
+        cost = store.ablation("tiny", trial).cost or {}
+        assert cost["predicted"]["total_gpu_hours"] == 0
+        assert set(cost["actual"]) == set(STAGES)
+        assert all(a["gpus"] == 0 and a["gpu_hours"] == 0 for a in cost["actual"].values())
+        assert sum(a["seconds"] for a in cost["actual"].values()) > 0
+        assert "GPU-hours" in status.stdout and "total" in status.stdout
     chain_seconds = time.monotonic() - started
 
     for trial in promoted_study["trials"]:
@@ -231,7 +458,7 @@ def test_promotion_rules(tmp_path: Path) -> None:
         )
         study.set_user_attr("space", updated.model_dump(mode="json"))
 
-    with_rule(rule="pareto", profile="full-21b")
+    with_rule(rule="pareto", profile=str(cluster_profile(tmp_path)))
     assert [r.trial_number for r in promote(study, store, tmp_path / "runs")] == [numbers[2.5]]
 
     with_rule(rule="beats_best", profile="cpu-smoke")

@@ -12,7 +12,7 @@ from promptsearch.store.models import Base
 
 
 def _check_migrated(url: str) -> None:
-    assert upgrade(url) == "0004"
+    assert upgrade(url) == "0006"
     engine = create_engine(url)
     with engine.connect() as conn:
         tables = set(inspect(conn).get_table_names())
@@ -21,7 +21,7 @@ def _check_migrated(url: str) -> None:
         diff = compare_metadata(MigrationContext.configure(conn, opts=ours), Base.metadata)
         assert diff == [], diff
     Store.open(url, create_if_empty=False)  # accepted: at head
-    assert upgrade(url) == "0004"  # idempotent
+    assert upgrade(url) == "0006"  # idempotent
 
 
 def test_migrate_from_empty_sqlite(tmp_path: Path) -> None:
@@ -36,7 +36,7 @@ def test_migrate_from_empty_postgres(pg_url: str) -> None:
 def test_database_older_than_code_is_refused_then_upgraded(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     upgrade(url, "0001")  # a database made by the first release
-    with pytest.raises(UserError, match=r"schema 0001, this code needs 0004: run `promptsearch db upgrade"):
+    with pytest.raises(UserError, match=r"schema 0001, this code needs 0006: run `promptsearch db upgrade"):
         Store.open(url)
     result = run_cli("study", "list", "--db", url, cwd=tmp_path)
     assert result.returncode == 1 and "promptsearch db upgrade" in result.stderr

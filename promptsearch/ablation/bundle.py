@@ -40,6 +40,23 @@ STAGES: dict[str, tuple[str, ...]] = {
 DATATROVE_STAGES = ("rephrase", "tokenize-synthetic", "merge-synthetic", "tokenize-mix-in", "merge-mix-in")
 
 
+def stage_job(profile: AblationProfile, stage: str) -> SlurmJob:
+    """The sbatch settings a stage's job (each task of an array) runs with."""
+    if stage == "rephrase":
+        return profile.rephrase.slurm
+    if stage.startswith("tokenize-"):
+        return profile.tokenize.slurm
+    if stage.startswith("merge-"):
+        return profile.tokenize.slurm.model_copy(update={"tasks": 1})
+    return profile.training.slurm if stage == "train" else profile.evaluation.slurm
+
+
+def stage_gpus(profile: AblationProfile, stage: str) -> int:
+    """GPUs held by one job (one array task) of the stage: GPUs per node x nodes."""
+    job = stage_job(profile, stage)
+    return job.gpus_per_node * job.nodes
+
+
 class Bundle(StrictModel):
     """The manifest (`bundle.yaml`): what was promoted and where each stage reads and writes."""
 
@@ -109,6 +126,7 @@ def write_bundle(
 ) -> Bundle:
     """Write the folder; `corpora` holds the study's source, mix_in and heldout (the profile may override)."""
     folder = folder.resolve()
+    profile.require_cluster_settings(f"bundle {folder}")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "logs").mkdir(exist_ok=True)
     if recipe.generator.backend != "vllm" and profile.runtime == "cluster" and not profile.rephrase.vllm_model:
@@ -194,7 +212,7 @@ def _train_body(bundle: Bundle) -> str:
     if bundle.profile.runtime == "cpu-smoke":
         return f"{activate}\nsrun -n 1 python -m promptsearch.ablation.jobs train {shlex.quote(bundle.folder)}"
     job = bundle.profile.training.slurm
-    nanotron = Path(bundle.profile.environments.nanotron_dir or "nanotron")
+    nanotron = Path(_nanotron_dir(bundle))
     # One srun task per node; torchrun starts one process per GPU and rendezvouses on the first node.
     torchrun = (
         f"torchrun --nproc_per_node {job.gpus_per_node} --nnodes $SLURM_NNODES --node_rank $SLURM_PROCID "
@@ -217,19 +235,26 @@ def _evaluate_body(bundle: Bundle) -> str:
         activate = f"source {shlex.quote(bundle.environments['evaluate'])}"
         return f"{activate}\nsrun -n 1 python -m promptsearch.ablation.jobs evaluate {shlex.quote(bundle.folder)}"
     e = bundle.profile.evaluation
-    nanotron = Path(bundle.profile.environments.nanotron_dir or "nanotron")
-    custom = f" --custom-tasks {e.custom_tasks}" if e.custom_tasks else ""
+    custom = f" --custom-tasks {shlex.quote(e.custom_tasks)}" if e.custom_tasks else ""
     model_args = f"model_name=$CKPT/hf_model,dtype={bundle.profile.model.dtype},batch_size={e.batch_size}"
     return "\n".join(
         [
             # nanotron writes the last saved step to latest.txt; conversion needs nanotron's own environment
             f"CKPT={bundle.checkpoints}/$(cat {bundle.checkpoints / 'latest.txt'})",
             f"source {shlex.quote(bundle.environments['train'])}",
-            "torchrun --standalone --nproc_per_node=1 "
-            f'{nanotron / "examples/llama/convert_nanotron_to_hf.py"} --checkpoint_path "$CKPT" '
-            '--save_path "$CKPT/hf_model"',
+            # the converter imports `.convert_weights` (a relative import): it runs as a module of the checkout
+            f"(cd {shlex.quote(_nanotron_dir(bundle))} && torchrun --standalone --nproc_per_node=1 "
+            '-m examples.llama.convert_nanotron_to_hf --checkpoint_path "$CKPT" --save_path "$CKPT/hf_model")',
             f"source {shlex.quote(bundle.environments['evaluate'])}",
             f'srun -n 1 lighteval accelerate "{model_args}" {bundle.path / "lighteval_tasks.txt"}{custom} '
             f"--max-samples {e.max_samples} --output-dir {bundle.eval_dir}",
         ]
     )
+
+
+def _nanotron_dir(bundle: Bundle) -> str:
+    """The nanotron checkout (`require_cluster_settings` refuses a cluster profile without one)."""
+    nanotron = bundle.profile.environments.nanotron_dir
+    if not nanotron:
+        raise UserError(f"profile {bundle.profile.name!r}: environments.nanotron_dir is not set")
+    return nanotron

@@ -25,7 +25,7 @@ from datatrove.pipeline.inference.run_inference import InferenceConfig, Inferenc
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.tokens import DocumentTokenizer, DocumentTokenizerMerger
 
-from promptsearch.ablation.bundle import Bundle
+from promptsearch.ablation.bundle import Bundle, stage_job
 from promptsearch.corpus import corpus_reader
 from promptsearch.embedded import TransformersServer, embedded_model
 from promptsearch.generate import inference_pipeline
@@ -66,7 +66,7 @@ def datatrove_executor(bundle: Bundle, stage: str, depends_job_id: str | None) -
     elif stage.startswith("merge-"):
         name = stage.removeprefix("merge-")
         t = profile.tokenize
-        job, env = t.slurm.model_copy(update={"tasks": 1}), bundle.environments["tokenize"]
+        job, env = stage_job(profile, stage), bundle.environments["tokenize"]
         pipeline = [
             DocumentTokenizerMerger(
                 input_folder=str(bundle.tokenized(f"{name}-shards")),

@@ -254,5 +254,12 @@ def nanotron_config(
                 ),
             )
         ],
-        checkpoints=CheckpointsArgs(checkpoints_path=checkpoints_path, checkpoint_interval=t.checkpoint_interval),
+        # A requeued job resumes: nanotron (nanotron-working-branch, serialize/main.py `parse_ckpt_path`) reads
+        # `<resume_checkpoint_path>/latest.txt`, which its trainer writes into checkpoints_path at every save,
+        # and loads that step; on the first run there is no latest.txt and it starts from scratch.
+        checkpoints=CheckpointsArgs(
+            checkpoints_path=checkpoints_path,
+            checkpoint_interval=t.checkpoint_interval,
+            resume_checkpoint_path=checkpoints_path,
+        ),
     )

@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from promptsearch.config import StrictModel, load_model, resolve_relative
-from promptsearch.errors import UserError
+from promptsearch.errors import ConfigError, UserError
 from promptsearch.pipelines import SlurmJob
 from promptsearch.proxy_profile import DecoderShape
 from promptsearch.resources import bundled_dir
@@ -36,6 +36,10 @@ class Environments(StrictModel):
     train: str | None = Field(None, description="nanotron (nanotron-working-branch) + flash-attn + datatrove")
     evaluate: str | None = Field(None, description="lighteval (also runs nanotron's checkpoint conversion)")
     nanotron_dir: str | None = Field(None, description="nanotron checkout: run_train.py and examples/llama")
+
+    def unset(self) -> list[str]:
+        """The settings a `runtime: cluster` chain cannot run without, as `environments.<key>`, that are null."""
+        return [f"environments.{key}" for key, value in self.model_dump().items() if not value]
 
 
 class RephraseSettings(StrictModel):
@@ -74,6 +78,23 @@ class ModelSettings(DecoderShape):
     rms_norm_eps: float = 1e-6
     init_std: float = 0.02
     dtype: Literal["bfloat16", "float32"] = "bfloat16"
+
+    @property
+    def non_embedding_parameters(self) -> int:
+        """Weights of the decoder layers and the final norm, as nanotron's Qwen2 builds them (no biases:
+        `attention_bias` defaults to false). Per layer: q and o projections h·h each, k and v h·(kv·h/heads)
+        each, the gated MLP 3·h·ffn, two RMSNorm weights of h; then one final RMSNorm of h.
+        full-21b: 28 x (2·2048² + 2·2048·1024 + 3·2048·6144 + 2·2048) + 2048 = 1,409,402,880."""
+        h, kv = self.hidden_size, self.hidden_size // self.num_heads * self.num_kv_heads
+        per_layer = 2 * h * h + 2 * h * kv + 3 * h * self.intermediate_size + 2 * h
+        return self.num_layers * per_layer + h
+
+    @property
+    def parameters(self) -> int:
+        """All weights: the embedding (vocab·h) once when tied to the output projection, twice otherwise.
+        full-21b: 1,409,402,880 + 128,256 x 2,048 = 1,672,071,168."""
+        embedding = self.vocab_size * self.hidden_size
+        return self.non_embedding_parameters + embedding * (1 if self.tie_word_embeddings else 2)
 
 
 class TrainingSettings(StrictModel):
@@ -126,9 +147,30 @@ class TrainingSettings(StrictModel):
 
 
 class EvalTask(StrictModel):
-    name: str = Field(description="lighteval task name (cpu-smoke: source_cloze or heldout_cloze)")
+    name: str = Field(
+        description="the lighteval task requested (cpu-smoke: source_cloze or heldout_cloze); a superset name "
+        "such as `mmlu_redux_cf` requests every `mmlu_redux_cf:*` task"
+    )
     category: str
     metric: str = Field("acc_norm_token", description="the key read from lighteval's results JSON")
+    result_key: str | None = Field(
+        None,
+        description="the task name the score is read under in lighteval's results (default: name); a superset's "
+        "mean is reported as `<superset>:_average`",
+    )
+
+    @model_validator(mode="after")
+    def _requestable(self) -> EvalTask:
+        if self.name.endswith(":_average"):
+            raise ValueError(
+                f"{self.name!r} is the averaged result lighteval writes, not a task it can run: set name to "
+                f"{self.name.removesuffix(':_average')!r} and result_key to {self.name!r}"
+            )
+        return self
+
+    @property
+    def result_name(self) -> str:
+        return self.result_key or self.name
 
 
 class EvaluationSettings(StrictModel):
@@ -138,12 +180,36 @@ class EvaluationSettings(StrictModel):
     num_fewshot: int = Field(3, ge=0)
     max_samples: int = Field(1000, ge=1)
     batch_size: int = Field(16, ge=1)
-    custom_tasks: str | None = Field(None, description="lighteval --custom-tasks file defining the tasks")
+    custom_tasks: str | None = Field(
+        None,
+        description="lighteval --custom-tasks module (a .py file) defining the tasks; relative to the profile's "
+        "folder. Needed when the tasks are not built into lighteval",
+    )
     slurm: SlurmJob = SlurmJob()
 
     @property
     def categories(self) -> list[str]:
         return list(dict.fromkeys(t.category for t in self.tasks))
+
+
+class CostSettings(StrictModel):
+    """What `promote` assumes to predict the chain's GPU-hours (`promptsearch.cost.predict_ablation`)."""
+
+    rephrase_tokens_per_gpu_hour: float = Field(
+        18_900_000,
+        gt=0,
+        description="generated tokens per GPU-hour when the trial measured none on vLLM; default: SmolLM2-1.7B-"
+        "Instruct on one H100 with vLLM's defaults, 5,255 output tokens/s (datatrove's inference benchmark) x 3,600",
+    )
+    gpu_peak_flops: float = Field(
+        989e12, gt=0, description="peak FLOP/s of one training GPU; default: H100 SXM, bf16 dense (989 TFLOP/s)"
+    )
+    mfu: float = Field(
+        0.35, gt=0, le=1, description="model FLOPs utilization assumed for training (6 x parameters x tokens FLOPs)"
+    )
+    evaluate_gpu_hours: float | None = Field(
+        None, ge=0, description="the evaluate job's GPU-hours; default: its GPUs x its time limit (an upper bound)"
+    )
 
 
 SMOKE_TASKS = ("source_cloze", "heldout_cloze")
@@ -160,6 +226,7 @@ class AblationProfile(StrictModel):
     model: ModelSettings
     training: TrainingSettings
     evaluation: EvaluationSettings
+    cost: CostSettings = CostSettings()
 
     @model_validator(mode="after")
     def _runtime(self) -> AblationProfile:
@@ -176,6 +243,15 @@ class AblationProfile(StrictModel):
         documents = math.ceil(self.rephrase.token_target / max_new_tokens)
         return min(documents, source.limit) if source.limit else documents
 
+    def require_cluster_settings(self, where: str) -> None:
+        """A `runtime: cluster` chain needs every environment and the nanotron checkout: with one unset, its
+        jobs would activate promptsearch's own venv (no vLLM, nanotron or lighteval). One line, exit 2."""
+        if self.runtime == "cluster" and (unset := self.environments.unset()):
+            raise ConfigError(
+                f"{where}: profile {self.name!r} (runtime: cluster) needs {', '.join(unset)} set "
+                "(a venv's bin/activate for each job, and the nanotron checkout)"
+            )
+
 
 def ablation_profile_path(reference: str, base: Path | None = None) -> Path:
     """`full-21b` → proxies/full-21b.yaml (bundled); anything with a slash or .yaml → a path."""
@@ -188,4 +264,15 @@ def load_ablation_profile(reference: str, base: Path | None = None) -> AblationP
     path = ablation_profile_path(reference, base)
     if not path.is_file():
         raise UserError(f"ablation profile not found: {path}")
-    return load_model(path, AblationProfile)
+    profile = load_model(path, AblationProfile)
+    # paths in the profile are relative to its folder: the jobs run elsewhere
+    environments = {k: resolve_relative(path.parent, v) for k, v in profile.environments.model_dump().items() if v}
+    evaluation = profile.evaluation
+    if evaluation.custom_tasks:
+        module = resolve_relative(path.parent, evaluation.custom_tasks)
+        if not Path(module).is_file():
+            raise UserError(f"{path}: evaluation.custom_tasks {evaluation.custom_tasks!r}: no file at {module}")
+        evaluation = evaluation.model_copy(update={"custom_tasks": module})
+    return profile.model_copy(
+        update={"environments": profile.environments.model_copy(update=environments), "evaluation": evaluation}
+    )

@@ -56,9 +56,9 @@ def read_scores(path: Path, settings: EvaluationSettings) -> AblationScores:
     by_task = {key.split("|")[0] if "|" in key else key: value for key, value in results.items()}
     tasks: dict[str, float] = {}
     for task in settings.tasks:
-        metrics = by_task.get(task.name)
+        metrics = by_task.get(task.result_name)
         if metrics is None or task.metric not in metrics:
-            raise UserError(f"{path}: no {task.metric!r} for task {task.name!r}")
+            raise UserError(f"{path}: no {task.metric!r} for task {task.result_name!r}")
         tasks[task.name] = float(metrics[task.metric])
     categories = {
         c: statistics.fmean(tasks[t.name] for t in settings.tasks if t.category == c) for c in settings.categories

@@ -14,14 +14,18 @@ States come from `squeue -t all` while Slurm remembers the job (MinJobAge), then
 from __future__ import annotations
 
 import glob
+import math
+import re
 import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 
-from promptsearch.ablation.bundle import DATATROVE_STAGES, STAGES, Bundle
+from promptsearch.ablation.bundle import DATATROVE_STAGES, STAGES, Bundle, load_bundle, stage_gpus
 from promptsearch.ablation.executors import datatrove_executor
+from promptsearch.cost import actual_gpu_hours, slurm_seconds
 from promptsearch.errors import UserError
 from promptsearch.store import Store
 from promptsearch.store.models import AblationJobRow, AblationRow
@@ -38,6 +42,7 @@ def _run(command: Sequence[str]) -> subprocess.CompletedProcess[str]:
 
 def submit(bundle: Bundle, ablation: AblationRow, store: Store) -> list[AblationJobRow]:
     """Submit the chain in dependency order; each job row is committed as soon as it exists."""
+    bundle.profile.require_cluster_settings(str(bundle.path / "bundle.yaml"))
     if store.ablation_jobs(ablation.id):
         raise UserError(
             f"trial {ablation.trial_number} of {ablation.study_name!r} was already submitted to {ablation.profile} "
@@ -72,8 +77,122 @@ def submit(bundle: Bundle, ablation: AblationRow, store: Store) -> list[Ablation
                 exit_code="",
             )
         )
+    if skipped := {stage: {"seconds": 0.0} for stage, job_id in jobs.items() if job_id == "-1"}:
+        _record_actual(ablation, store, skipped)
     store.update_ablation(ablation.id, state="SUBMITTED")
     return store.ablation_jobs(ablation.id)
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """One job `submit` would send to Slurm, read from the script it would submit."""
+
+    stage: str
+    script: str  # the sbatch script (datatrove stages: the launch script datatrove would write)
+    submitted_by: str  # "sbatch" or "datatrove"
+    directives: dict[str, str]  # the script's #SBATCH lines
+    after: tuple[str, ...]  # afterok on these stages (their job ids are known only at submission)
+    note: str = ""
+    gpus_per_task: int = dataclass_field(init=False)
+
+    def __post_init__(self) -> None:
+        d = self.directives
+        if "gpus" in d:  # datatrove: --gpus is the total of one array task
+            gpus = int(d["gpus"])
+        else:  # our scripts: --gres=gpu:N per node
+            match = re.fullmatch(r"gpu(?::[^:]+)?:(\d+)", d.get("gres", ""))
+            gpus = int(match.group(1)) * int(d.get("nodes", 1)) if match else 0
+        object.__setattr__(self, "gpus_per_task", gpus)
+
+    @property
+    def array_tasks(self) -> int:
+        """Tasks of a job array (`--array=0-99` → 100), 1 for a plain job."""
+        match = re.fullmatch(r"(\d+)-(\d+)(?:%\d+)?", self.directives.get("array", ""))
+        return int(match.group(2)) - int(match.group(1)) + 1 if match else 1
+
+    @property
+    def memory(self) -> str:
+        """Memory of one array task: --mem-per-cpu x --cpus-per-task, or --mem."""
+        d = self.directives
+        if "mem" in d:
+            return d["mem"]
+        per_cpu = re.fullmatch(r"(\d+)([KMGT]?)", d.get("mem-per-cpu", ""))
+        if not per_cpu:
+            return "-"
+        return f"{int(per_cpu.group(1)) * int(d.get('cpus-per-task', 1))}{per_cpu.group(2) or 'M'}"
+
+
+def sbatch_directives(script: str) -> dict[str, str]:
+    """The `#SBATCH --key[=value]` lines of a script, in order (a bare flag maps to "")."""
+    directives: dict[str, str] = {}
+    for line in script.splitlines():
+        if match := re.match(r"#SBATCH\s+--([\w-]+)(?:[=\s]\s*(\S.*?))?\s*$", line):
+            directives[match.group(1)] = match.group(2) or ""
+    return directives
+
+
+def dry_run(bundle: Bundle) -> list[PlannedJob]:
+    """The chain `submit` would send, in its order, without calling sbatch: our scripts as written in the bundle,
+    and for each datatrove stage the launch script its executor builds (written to `dry-run/<stage>.slurm`;
+    at submission datatrove writes it to `logs/<stage>/launch_script.slurm`) plus the stats job it adds."""
+    bundle.profile.require_cluster_settings(str(bundle.path / "bundle.yaml"))
+    planned: list[PlannedJob] = []
+    folder = bundle.path / "dry-run"
+    for stage, waits_for in STAGES.items():
+        if stage not in DATATROVE_STAGES:
+            script = bundle.path / f"{stage}.sbatch"
+            directives = sbatch_directives(script.read_text())
+            planned.append(PlannedJob(stage, str(script), "sbatch", directives, waits_for))
+            continue
+        executor = datatrove_executor(bundle, stage, None)
+        ranks = executor.get_incomplete_ranks()
+        array = min(math.ceil(len(ranks) / executor.tasks_per_job), executor.max_array_size) or 1
+        # the same script datatrove's launch_job builds (srun with no extra srun_args)
+        contents = executor.get_launch_file_contents(
+            executor.get_sbatch_args(array),
+            f"srun  -l -n {executor.nodes_per_task} launch_pickled_pipeline "
+            f"{executor.logging_dir.resolve_paths('executor.pik')}",
+        )
+        folder.mkdir(exist_ok=True)
+        script = folder / f"{stage}.slurm"
+        script.write_text(contents)
+        note = "" if ranks else f"all {executor.tasks} tasks already completed: datatrove launches nothing"
+        planned.append(PlannedJob(stage, str(script), "datatrove", sbatch_directives(contents), waits_for, note))
+        stats = {**executor.get_sbatch_args(), "cpus-per-task": "1", "mem-per-cpu": "1G"}
+        planned.append(
+            PlannedJob(
+                f"{stage}:stats",
+                "(written by datatrove at launch: merge_stats)",
+                "datatrove",
+                {k: str(v) for k, v in stats.items()},
+                (stage,),
+                "datatrove's stats merge; nothing waits for it",
+            )
+        )
+    return planned
+
+
+def format_plan(bundle: Bundle, planned: list[PlannedJob]) -> str:
+    """The dry run as text: one block per job (stage, script, resources, afterok), then the totals."""
+    lines = [f"dry run: the chain of {bundle.study} trial {bundle.trial} ({bundle.profile.name}); nothing submitted"]
+    for job in planned:
+        d = job.directives
+        tasks = job.array_tasks
+        resources = [
+            f"partition {d.get('partition', '-')}",
+            f"time {d.get('time', '-')}",
+            f"{'array of ' + str(tasks) + ' tasks, each ' if tasks > 1 else ''}{d.get('nodes', '1')} node(s)",
+            f"{d.get('cpus-per-task', '1')} CPUs",
+            f"{job.gpus_per_task} GPUs",
+            f"memory {job.memory}/node",
+        ]
+        extra = [f"--{k}" for k in ("exclusive", "requeue") if k in d]
+        lines.append(f"{job.stage}  [{job.submitted_by}]  {job.script}")
+        lines.append(f"    {', '.join(resources)}{'  ' + ' '.join(extra) if extra else ''}")
+        lines.append(f"    after: {'afterok ' + ', '.join(job.after) if job.after else 'nothing (starts at once)'}")
+        if job.note:
+            lines.append(f"    note: {job.note}")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -81,6 +200,14 @@ class JobState:
     state: str
     reason: str = ""
     exit_code: str = ""
+    seconds: float | None = None  # elapsed, summed over an array's tasks
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        return slurm_seconds(text)
+    except ValueError:  # e.g. INVALID, or an empty field
+        return None
 
 
 def _combine(states: list[JobState]) -> JobState:
@@ -92,26 +219,38 @@ def _combine(states: list[JobState]) -> JobState:
 
 
 def _squeue(job_ids: list[str]) -> dict[str, JobState]:
-    result = _run(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"])
+    result = _run(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T|%r|%M"])
     tasks: dict[str, list[JobState]] = {}
     for line in result.stdout.splitlines():
-        job, state, reason = [*line.split("|"), "", ""][:3]
+        job, state, reason, elapsed = [*line.split("|"), "", "", ""][:4]
         # array tasks print as 12_0, 12_1 (or 12_[0-3] while pending): the stage is job 12
-        tasks.setdefault(job.split("_")[0], []).append(JobState(state.split()[0], reason))
-    return {job: _combine(states) for job, states in tasks.items()}
+        tasks.setdefault(job.split("_")[0], []).append(JobState(state.split()[0], reason, "", _seconds(elapsed)))
+    combined = {}
+    for job, states in tasks.items():
+        seconds = [s.seconds for s in states]
+        total = None if None in seconds else sum(s for s in seconds if s is not None)
+        combined[job] = JobState(**{**_combine(states).__dict__, "seconds": total})
+    return combined
 
 
 def _sacct(job_ids: list[str]) -> dict[str, JobState]:
     """Accounting database first; without one, the job-completion log (`sacct -c`)."""
-    fields = ["-X", "-P", "-n", "-o", "jobid,state,exitcode", "-j", ",".join(job_ids)]
+    fields = ["-X", "-P", "-n", "-o", "jobid,state,exitcode,elapsedraw", "-j", ",".join(job_ids)]
     result = _run(["sacct", *fields])
     if result.returncode != 0:
         result = _run(["sacct", "-c", *fields])
     out: dict[str, JobState] = {}
     for line in result.stdout.splitlines():
-        parts = line.split("|")
-        if len(parts) >= 3:
-            out.setdefault(parts[0].split("_")[0], JobState(parts[1].split()[0], "", parts[2]))
+        parts = [*line.split("|"), ""]
+        if len(parts) >= 4:
+            job = parts[0].split("_")[0]
+            seconds = float(parts[3]) if parts[3].isdigit() else None
+            if job in out:  # another task of an array (sacct -c shows only the first one)
+                previous = out[job].seconds
+                seconds = None if previous is None or seconds is None else previous + seconds
+                out[job] = JobState(out[job].state, "", out[job].exit_code, seconds)
+            else:
+                out[job] = JobState(parts[1].split()[0], "", parts[2], seconds)
     return out
 
 
@@ -131,16 +270,32 @@ def refresh(ablation: AblationRow, store: Store) -> list[AblationJobRow]:
         seen = _squeue(open_ids)
         if missing := [j for j in open_ids if j not in seen]:
             seen |= _sacct(missing)
+        ended: dict[str, dict[str, float]] = {}
         for row in rows:
             if row.job_id in seen and row.state not in TERMINAL_STATES:
                 state = seen[row.job_id]
                 exit_code = state.exit_code or (_exit_code(row.job_id) if state.state in FAILED_STATES else "")
                 store.update_ablation_job(row.id, state=state.state, reason=state.reason[:200], exit_code=exit_code)
+                if state.state in TERMINAL_STATES and state.seconds is not None:
+                    ended[row.stage] = {"seconds": state.seconds}
+        if ended:
+            _record_actual(ablation, store, ended)
         rows = store.ablation_jobs(ablation.id)
     overall = chain_state(rows)
     if overall != ablation.state and ablation.state != "INGESTED":
         store.update_ablation(ablation.id, state=overall)
     return rows
+
+
+def _record_actual(ablation: AblationRow, store: Store, ended: dict[str, dict[str, float]]) -> None:
+    """Add the GPU-hours of jobs that just ended (Slurm's elapsed time x the GPUs of one task) to the row's cost."""
+    profile = load_bundle(Path(ablation.bundle_dir)).profile
+    current = store.ablation(ablation.study_name, ablation.trial_number, ablation.profile)
+    cost = dict(current.cost or {})
+    actual = dict(cost.get("actual") or {})
+    for stage, seen in ended.items():
+        actual[stage] = actual_gpu_hours(seen["seconds"], stage_gpus(profile, stage))
+    store.update_ablation(ablation.id, cost={**cost, "actual": actual})
 
 
 def chain_state(rows: list[AblationJobRow]) -> str:

@@ -142,8 +142,15 @@ def study_start(
     workdir: WorkdirOption = DEFAULT_WORKDIR,
     heartbeat_seconds: Annotated[int, typer.Option(min=1, help="Optuna heartbeat interval.")] = 30,
     grace_seconds: Annotated[int, typer.Option(min=2, help="A RUNNING trial silent this long is re-run.")] = 90,
+    executor: Annotated[str, typer.Option(help="local (processes here) or slurm (one job per worker).")] = "local",
+    partition: Annotated[str, typer.Option(help="Slurm partition (--executor slurm).")] = "debug",
+    time_limit: Annotated[str, typer.Option("--time", help="Slurm time limit of a worker.")] = "24:00:00",
+    cpus: Annotated[int, typer.Option(min=1, help="CPUs of a worker job (--executor slurm).")] = 1,
+    mem_per_cpu_gb: Annotated[int, typer.Option(min=1, help="Memory per CPU of a worker job, GB.")] = 4,
+    gpus: Annotated[int, typer.Option(min=0, help="GPUs of a worker job (vLLM and the proxy use them).")] = 0,
 ) -> None:
-    """Run (or resume) a study until its trial budget is used; shows live progress."""
+    """Run (or resume) a study until its trial budget is used; shows live progress. With --executor slurm,
+    submit the workers as Slurm jobs against the study's PostgreSQL database and return."""
     import optuna
 
     from promptsearch.queries import running_stages
@@ -168,6 +175,19 @@ def study_start(
         heartbeat_seconds=heartbeat_seconds,
         grace_seconds=grace_seconds,
     )
+    if executor == "slurm":
+        from promptsearch.cluster import submit_workers
+        from promptsearch.pipelines import SlurmJob
+
+        job = SlurmJob(
+            partition=partition, time=time_limit, cpus_per_task=cpus, mem_per_cpu_gb=mem_per_cpu_gb, gpus_per_node=gpus
+        )
+        for row in submit_workers(name, options, job):
+            console.print(f"worker {row.worker_index}: job {row.job_id}, log {row.log_path}", highlight=False)
+        console.print(f"`promptsearch study status {name}` shows progress; `promptsearch study stop {name}` cancels")
+        return
+    if executor != "local":
+        raise UserError(f"--executor must be local or slurm (got {executor!r})")
     started = time.monotonic()
     with _study_progress() as progress:
         task = progress.add_task(f"study {name}", total=total, completed=finished_count(existing))
@@ -221,13 +241,26 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+@study_app.command("stop")
+def study_stop(study: str, db: DbOption = DEFAULT_URL) -> None:
+    """scancel the study's worker jobs on Slurm (their running trials are re-run by the next start)."""
+    from promptsearch.cluster import stop_workers
+    from promptsearch.study import open_study
+
+    _, store = open_study(study, db)
+    cancelled = stop_workers(store, study)
+    console.print(f"cancelled {', '.join(cancelled)}" if cancelled else "no worker job to cancel")
+
+
 @study_app.command("status")
 def study_status(study: str, db: DbOption = DEFAULT_URL) -> None:
     """Show a study's trials: template, knobs, objective values, key metrics, state and reasons."""
+    from promptsearch.cluster import describe_workers
     from promptsearch.queries import study_status as read_status
     from promptsearch.study import open_study
 
-    status = read_status(*open_study(study, db))
+    loaded, store = open_study(study, db)
+    status = read_status(loaded, store)
     names = status.objectives
     goals = ", ".join(f"{n} {d}" for n, d in zip(names, status.directions, strict=True))
     columns = ["#", "state", "template", "generator", "temp", "top_p", "N", "mix", *names]
@@ -250,6 +283,8 @@ def study_status(study: str, db: DbOption = DEFAULT_URL) -> None:
     elif status.needs_calibration:
         console.print(f"no noise floor yet: run `promptsearch proxy calibrate --study {study}`")
     _print_ablations(status)
+    for line in describe_workers(store, study, loaded):  # workers on Slurm (study start --executor slurm)
+        console.print(line, highlight=False)
 
 
 def _print_ablations(status: StudyStatus) -> None:

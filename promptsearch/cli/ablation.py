@@ -30,7 +30,9 @@ def promote(
     db: DbOption = DEFAULT_URL,
     workdir: WorkdirOption = DEFAULT_WORKDIR,
 ) -> None:
-    """Promote a trial (or what the promotion rule selects) to a full ablation and write its bundle."""
+    """Promote a trial (or what the promotion rule selects) to a full ablation and write its bundle; print the
+    chain's predicted GPU-hours."""
+    from promptsearch.cost import format_prediction
     from promptsearch.promote import promote as promote_trials
     from promptsearch.study import open_study
 
@@ -44,6 +46,7 @@ def promote(
             f"promoted trial {row.trial_number} ({row.promoted_by}, proxy score {row.proxy_objective:.4f}) "
             f"to {row.profile}: bundle {row.bundle_dir}"
         )
+        console.print(format_prediction((row.cost or {})["predicted"]), highlight=False)
 
 
 @ablation_app.command("submit")
@@ -53,15 +56,26 @@ def ablation_submit(
     profile: ProfileNameOption = None,
     db: DbOption = DEFAULT_URL,
     workdir: WorkdirOption = DEFAULT_WORKDIR,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print each job's script, resources and dependencies; submit nothing.")
+    ] = False,
 ) -> None:
     """Submit a promoted trial's chain: sbatch with --dependency=afterok, job ids recorded as they come."""
     from promptsearch.ablation.bundle import load_bundle
-    from promptsearch.ablation.slurm import submit
+    from promptsearch.ablation.slurm import dry_run as plan
+    from promptsearch.ablation.slurm import format_plan, submit
+    from promptsearch.cost import format_prediction
     from promptsearch.study import open_study
 
     _, store = open_study(study, db)
     ablation = store.ablation(study, trial, profile)
     quiet_libraries(workdir)
+    if dry_run:
+        bundle = load_bundle(Path(ablation.bundle_dir))
+        console.print(format_plan(bundle, plan(bundle)), markup=False, highlight=False)
+        if ablation.cost and ablation.cost.get("predicted"):
+            console.print(format_prediction(ablation.cost["predicted"]), highlight=False)
+        return
     jobs = submit(load_bundle(Path(ablation.bundle_dir)), ablation, store)
     for job in jobs:
         after = f" (afterok:{job.depends_on})" if job.depends_on else ""
@@ -81,6 +95,7 @@ def ablation_status(
     """Show the chain's jobs and states (squeue, then sacct / sacct -c); a failed job's log tail. Exit 1 if
     the chain failed or was cancelled."""
     from promptsearch.ablation.slurm import FAILED_STATES, TERMINAL_STATES, log_tail, refresh
+    from promptsearch.cost import cost_comparison
     from promptsearch.study import open_study
 
     _, store = open_study(study, db)
@@ -100,6 +115,11 @@ def ablation_status(
         ("stage", "job", "after", "state", "reason", "exit"), cells, title=f"{study} trial {trial}: {ablation.profile}"
     )
     console.print(f"chain: {ablation.state}   bundle: {ablation.bundle_dir}")
+    table(
+        ("GPU-hours", "predicted", "actual"),
+        cost_comparison(ablation.cost, [r.stage for r in rows]),
+        title="cost (actual: Slurm elapsed x GPUs, once jobs end)",
+    )
     for r in rows:
         if r.state in FAILED_STATES:
             path, tail = log_tail(r)

@@ -124,6 +124,8 @@ class AblationRow(TrialRecord, Base):
     bundle_dir: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(50))  # PROMOTED, SUBMITTED, RUNNING, COMPLETED, FAILED, ...
     results: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # GPU-hours: {"predicted": promptsearch.cost.predict_ablation at promotion, "actual": {stage: elapsed x GPUs}}
+    cost: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
 
@@ -194,3 +196,17 @@ class ProposalRow(Base):
     response: Mapped[str] = mapped_column(Text, default="")
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class StudyWorkerRow(Base):
+    """A study worker running as a Slurm job (`study start --executor slurm`), recorded when sbatch returns."""
+
+    __tablename__ = "ps_study_workers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_name: Mapped[str] = mapped_column(String(200), index=True)
+    worker_index: Mapped[int] = mapped_column(Integer)
+    job_id: Mapped[str] = mapped_column(String(50))
+    state: Mapped[str] = mapped_column(String(50), default="SUBMITTED")  # last seen by squeue/sacct
+    log_path: Mapped[str] = mapped_column(Text)
+    submitted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)

@@ -27,6 +27,7 @@ from promptsearch.store.models import (
     ProposalRow,
     ProxyCalibrationRow,
     ProxyRunRow,
+    StudyWorkerRow,
     TemplateRow,
     TrialMetricRow,
     TrialOutputRow,
@@ -287,9 +288,23 @@ class Store:
                 latest[row.profile] = row
             return list(latest.values())
 
+    # -- study workers on Slurm
+    def add_study_worker(self, row: StudyWorkerRow) -> None:
+        """Committed at once: a worker's job id is never lost, even if the next submission fails."""
+        with self.session() as s:
+            s.add(row)
+
+    def study_workers(self, study: str) -> list[StudyWorkerRow]:
+        with self.session() as s:
+            query = select(StudyWorkerRow).where(StudyWorkerRow.study_name == study)
+            return list(s.scalars(query.order_by(StudyWorkerRow.id)))
+
+    def update_study_worker(self, row_id: int, **fields: Any) -> None:
+        self._update(StudyWorkerRow, row_id, fields)
+
     def delete_study_rows(self, study: str) -> None:
         with self.session() as s:
-            for table in (TrialOutputRow, TrialMetricRow, ProxyRunRow, ProposalRoundRow, ProposalRow):
+            for table in (TrialOutputRow, TrialMetricRow, ProxyRunRow, ProposalRoundRow, ProposalRow, StudyWorkerRow):
                 s.query(table).filter(table.study_name == study).delete()
             ablation_ids = select(AblationRow.id).where(AblationRow.study_name == study)
             s.query(AblationJobRow).filter(AblationJobRow.ablation_id.in_(ablation_ids)).delete()

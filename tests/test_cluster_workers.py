@@ -1,0 +1,160 @@
+"""Study workers as Slurm jobs (`study start --executor slurm`), on the one-node Slurm and PostgreSQL of .ci/run."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import run_cli, write_space
+
+from promptsearch.cluster import TERMINAL, refresh_workers
+from promptsearch.embedded import TransformersServer
+from promptsearch.store import Store
+
+
+def _space(tmp_path: Path, server: TransformersServer | None, trials: int) -> Path:
+    """No proxy: the measure stage's number recall is the objective, so a trial takes seconds."""
+    return write_space(
+        tmp_path / "space.yaml",
+        server,
+        proxy=None,
+        best_of_n=[1],
+        budget={"trials": trials},
+        objectives=[{"metric": "measure.number_recall", "direction": "maximize"}],
+    )
+
+
+def _start(tmp_path: Path, url: str, *flags: str) -> subprocess.CompletedProcess:
+    space = str(tmp_path / "space.yaml")
+    workdir = str(tmp_path / "runs")
+    return run_cli(
+        "study", "start", space, "--executor", "slurm", "--db", url, "--workdir", workdir, *flags, cwd=tmp_path
+    )
+
+
+def test_sqlite_is_refused_with_the_reason(tmp_path: Path) -> None:
+    _space(tmp_path, None, 2)
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    refused = _start(tmp_path, url, "--workers", "2")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: SQLite cannot serve workers on Slurm: they are separate processes")
+    assert "SELECT … FOR UPDATE" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert Store.open(url).study_workers("tiny") == []
+
+
+@pytest.mark.postgres
+def test_unknown_partition_is_one_line_and_submits_nothing(tmp_path: Path, pg_url: str, slurm: str) -> None:
+    _space(tmp_path, None, 2)
+    refused = _start(tmp_path, pg_url, "--workers", "2", "--partition", "nowhere")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: sbatch of worker 0 failed: sbatch: error:")
+    assert "invalid partition" in refused.stderr.lower() and len(refused.stderr.strip().splitlines()) == 1
+    assert Store.open(pg_url).study_workers("tiny") == []
+
+
+@pytest.mark.postgres
+def test_three_workers_on_slurm_run_the_study_once(
+    tmp_path: Path, pg_url: str, slurm: str, embedded_server: TransformersServer
+) -> None:
+    """Three worker jobs (one CPU each, two at a time on the 2-core node) share one generator and run 6 trials:
+    each once, all COMPLETE; their job ids are in SQL as sbatch returned them; `study stop` then finds none."""
+    _space(tmp_path, embedded_server, 6)
+    started = time.monotonic()
+    submitted = _start(tmp_path, pg_url, "--workers", "3", "--mem-per-cpu-gb", "2", "--time", "00:20:00")
+    assert submitted.returncode == 0, submitted.stderr
+    store = Store.open(pg_url)
+    workers = store.study_workers("tiny")
+    assert [w.worker_index for w in workers] == [0, 1, 2]
+    for w in workers:
+        assert f"worker {w.worker_index}: job {w.job_id}, log {w.log_path}" in submitted.stdout
+    assert pg_url.split("@")[0].split(":")[-1] not in (tmp_path / "runs/tiny/slurm/worker-0.sbatch").read_text()
+
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline and any(w.state not in TERMINAL for w in workers):
+        time.sleep(2)
+        workers = refresh_workers(store, "tiny")
+    logs = "\n".join(Path(w.log_path).read_text() for w in workers if Path(w.log_path).exists())
+    assert all(w.state == "COMPLETED" for w in workers), [(w.job_id, w.state) for w in workers] + [logs[-3000:]]
+    trials = optuna.load_study(study_name="tiny", storage=pg_url).trials
+    assert len(trials) == 6 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials), logs[-3000:]
+    assert len({t.number for t in trials}) == 6
+    assert {t.user_attrs["slurm_job_id"] for t in trials} <= {w.job_id for w in workers}  # run inside the jobs
+    status = run_cli("study", "status", "tiny", "--db", pg_url, cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    for w in workers:
+        assert f"worker {w.worker_index}: job {w.job_id} COMPLETED, trial -" in status.stdout
+
+    stopped = run_cli("study", "stop", "tiny", "--db", pg_url, cwd=tmp_path)
+    assert stopped.returncode == 0 and "no worker job to cancel" in stopped.stdout
+    print(f"3 Slurm workers, 6 trials: {time.monotonic() - started:.0f} s")
+
+
+@pytest.mark.postgres
+def test_study_stop_cancels_the_workers(tmp_path: Path, pg_url: str, slurm: str) -> None:
+    _space(tmp_path, None, 50)
+    submitted = _start(tmp_path, pg_url, "--workers", "2", "--time", "00:10:00")
+    assert submitted.returncode == 0, submitted.stderr
+    ids = [w.job_id for w in Store.open(pg_url).study_workers("tiny")]
+    again = _start(tmp_path, pg_url, "--workers", "2")  # a second start while they run is refused
+    assert again.returncode == 1 and f"still queued or running: {', '.join(ids)}" in again.stderr
+    stopped = run_cli("study", "stop", "tiny", "--db", pg_url, cwd=tmp_path)
+    assert stopped.returncode == 0 and f"cancelled {', '.join(ids)}" in stopped.stdout
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        queue = subprocess.run(["squeue", "-h", "-j", ",".join(ids)], capture_output=True, text=True).stdout
+        if not queue.strip():
+            break
+        time.sleep(1)
+    assert not queue.strip(), queue
+    workers = refresh_workers(Store.open(pg_url), "tiny")
+    assert {w.state for w in workers} == {"CANCELLED"}
+
+
+@pytest.mark.postgres
+def test_scancelled_worker_loses_nothing(
+    tmp_path: Path, pg_url: str, slurm: str, embedded_server: TransformersServer
+) -> None:
+    """scancel one of two workers while both run a trial: its trial fails on the heartbeat and is re-run once by the
+    other worker with the same template and params; the study still ends with its 6 trials COMPLETE."""
+    _space(tmp_path, embedded_server, 6)
+    beat = ("--heartbeat-seconds", "1", "--grace-seconds", "4")
+    submitted = _start(tmp_path, pg_url, "--workers", "2", "--mem-per-cpu-gb", "2", "--time", "00:20:00", *beat)
+    assert submitted.returncode == 0, submitted.stderr
+    store = Store.open(pg_url)
+    workers = store.study_workers("tiny")
+
+    def both_busy() -> list[optuna.trial.FrozenTrial]:
+        deadline = time.monotonic() + 300
+        running: list[optuna.trial.FrozenTrial] = []
+        while time.monotonic() < deadline:  # both busy: the worker cancelled is mid-trial
+            trials = optuna.load_study(study_name="tiny", storage=pg_url).trials
+            running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+            if len(running) == 2:
+                break
+            time.sleep(0.3)
+        assert len(running) == 2, "the two workers never ran a trial at the same time"
+        return running
+
+    both_busy()
+    status = run_cli("study", "status", "tiny", "--db", pg_url, cwd=tmp_path)  # which worker runs what
+    assert status.returncode == 0 and "worker 0: job " in status.stdout and " RUNNING, trial #" in status.stdout
+    running = both_busy()
+    assert subprocess.run(["scancel", workers[0].job_id], check=False).returncode == 0
+
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline and any(w.state not in TERMINAL for w in workers):
+        time.sleep(2)
+        workers = refresh_workers(store, "tiny")
+    assert [w.state for w in workers] == ["CANCELLED", "COMPLETED"]
+    trials = optuna.load_study(study_name="tiny", storage=pg_url).trials
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == 1 and failed[0].number in {t.number for t in running}
+    reruns = [t for t in trials if t.system_attrs.get("failed_trial") == failed[0].number]
+    assert len(reruns) == 1 and reruns[0].state == optuna.trial.TrialState.COMPLETE
+    assert reruns[0].params == failed[0].params
+    assert reruns[0].user_attrs["template_id"] == failed[0].user_attrs["template_id"]
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 6
+    assert len(trials) == 7  # the 6 of the budget, plus the one that failed with its worker
