@@ -17,27 +17,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import optuna
 from sqlalchemy.engine import make_url
 
+from promptsearch.ablation.slurm import TERMINAL_STATES, job_states, run_slurm
 from promptsearch.errors import UserError
 from promptsearch.pipelines import SlurmJob
 from promptsearch.store import Store
 from promptsearch.store.models import StudyWorkerRow
 from promptsearch.study import RunOptions, prepare_run, run_worker
-
-TERMINAL = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "PREEMPTED"}
-
-
-def _run(command: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    if shutil.which(command[0]) is None:
-        raise UserError(f"`{command[0]}` not found: Slurm's client commands must be on PATH")
-    return subprocess.run(command, capture_output=True, text=True, check=False, env=env)
 
 
 def worker_script(name: str, index: int, options: RunOptions, job: SlurmJob, log: Path) -> str:
@@ -74,7 +65,7 @@ def submit_workers(name: str, options: RunOptions, job: SlurmJob) -> list[StudyW
             "(--db postgresql+psycopg://user@host/db)"
         )
     store = Store.open(options.db_url, create_if_empty=False)
-    running = [w.job_id for w in refresh_workers(store, name) if w.state not in TERMINAL]
+    running = [w.job_id for w in refresh_workers(store, name) if w.state not in TERMINAL_STATES]
     if running:
         raise UserError(f"study {name!r} has workers on Slurm still queued or running: {', '.join(running)}")
     prepare_run(store, name)
@@ -86,7 +77,7 @@ def submit_workers(name: str, options: RunOptions, job: SlurmJob) -> list[StudyW
         script = folder / f"worker-{index}.sbatch"
         log = folder / f"worker-{index}-%j.out"
         script.write_text(worker_script(name, index, options, job, log))
-        result = _run(["sbatch", "--parsable", "--export=ALL", str(script)], env=env)
+        result = run_slurm(["sbatch", "--parsable", "--export=ALL", str(script)], env=env)
         if result.returncode != 0:
             submitted = f" (submitted before it: {', '.join(r.job_id for r in rows)}; `study stop`)" if rows else ""
             reason = "; ".join(line.strip() for line in result.stderr.splitlines() if line.strip())
@@ -104,34 +95,15 @@ def submit_workers(name: str, options: RunOptions, job: SlurmJob) -> list[StudyW
     return rows
 
 
-def _states(job_ids: list[str]) -> dict[str, str]:
-    """squeue -t all while Slurm remembers the jobs, then sacct (or sacct -c without an accounting database)."""
-    seen: dict[str, str] = {}
-    result = _run(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T"])
-    for line in result.stdout.splitlines():
-        job, _, state = line.partition("|")
-        seen[job] = state.strip()
-    if missing := [j for j in job_ids if j not in seen]:
-        fields = ["-X", "-P", "-n", "-o", "jobid,state", "-j", ",".join(missing)]
-        result = _run(["sacct", *fields])
-        if result.returncode != 0:
-            result = _run(["sacct", "-c", *fields])
-        for line in result.stdout.splitlines():
-            job, _, state = line.partition("|")
-            if state:
-                seen.setdefault(job, state.split()[0])
-    return seen
-
-
 def refresh_workers(store: Store, name: str) -> list[StudyWorkerRow]:
     """The study's worker jobs, with their states refreshed from Slurm."""
     rows = store.study_workers(name)
-    open_ids = [r.job_id for r in rows if r.state not in TERMINAL]
+    open_ids = [r.job_id for r in rows if r.state not in TERMINAL_STATES]
     if open_ids:
-        seen = _states(open_ids)
+        seen = job_states(open_ids)
         for row in rows:
-            if row.job_id in seen and seen[row.job_id] != row.state:
-                store.update_study_worker(row.id, state=seen[row.job_id])
+            if row.job_id in seen and seen[row.job_id].state != row.state:
+                store.update_study_worker(row.id, state=seen[row.job_id].state)
         rows = store.study_workers(name)
     return rows
 
@@ -148,9 +120,9 @@ def describe_workers(store: Store, name: str, study: optuna.Study) -> list[str]:
 
 def stop_workers(store: Store, name: str) -> list[str]:
     """scancel the study's worker jobs still queued or running; returns their ids."""
-    open_ids = [r.job_id for r in refresh_workers(store, name) if r.state not in TERMINAL]
+    open_ids = [r.job_id for r in refresh_workers(store, name) if r.state not in TERMINAL_STATES]
     if open_ids:
-        result = _run(["scancel", *open_ids])
+        result = run_slurm(["scancel", *open_ids])
         if result.returncode != 0:
             raise UserError(f"scancel failed: {result.stderr.strip()}")
     return open_ids

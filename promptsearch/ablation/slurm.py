@@ -34,10 +34,11 @@ FAILED_STATES = {"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
 TERMINAL_STATES = {"COMPLETED", "CANCELLED", *FAILED_STATES}
 
 
-def _run(command: Sequence[str]) -> subprocess.CompletedProcess[str]:
+def run_slurm(command: Sequence[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """A Slurm client command (sbatch, squeue, sacct, scancel, scontrol), its output captured."""
     if shutil.which(command[0]) is None:
         raise UserError(f"`{command[0]}` not found: Slurm's client commands must be on PATH")
-    return subprocess.run(list(command), capture_output=True, text=True, check=False)
+    return subprocess.run(list(command), capture_output=True, text=True, check=False, env=env)
 
 
 def submit(bundle: Bundle, ablation: AblationRow, store: Store) -> list[AblationJobRow]:
@@ -60,7 +61,7 @@ def submit(bundle: Bundle, ablation: AblationRow, store: Store) -> list[Ablation
             command = ["sbatch", "--parsable"]
             if depends:
                 command.append(f"--dependency=afterok:{depends}")
-            result = _run([*command, str(bundle.path / f"{stage}.sbatch")])
+            result = run_slurm([*command, str(bundle.path / f"{stage}.sbatch")])
             if result.returncode != 0:
                 raise UserError(f"sbatch {stage}.sbatch failed: {result.stderr.strip()}")
             job_id = result.stdout.strip().split(";")[0]
@@ -219,7 +220,7 @@ def _combine(states: list[JobState]) -> JobState:
 
 
 def _squeue(job_ids: list[str]) -> dict[str, JobState]:
-    result = _run(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T|%r|%M"])
+    result = run_slurm(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T|%r|%M"])
     tasks: dict[str, list[JobState]] = {}
     for line in result.stdout.splitlines():
         job, state, reason, elapsed = [*line.split("|"), "", "", ""][:4]
@@ -236,9 +237,9 @@ def _squeue(job_ids: list[str]) -> dict[str, JobState]:
 def _sacct(job_ids: list[str]) -> dict[str, JobState]:
     """Accounting database first; without one, the job-completion log (`sacct -c`)."""
     fields = ["-X", "-P", "-n", "-o", "jobid,state,exitcode,elapsedraw", "-j", ",".join(job_ids)]
-    result = _run(["sacct", *fields])
+    result = run_slurm(["sacct", *fields])
     if result.returncode != 0:
-        result = _run(["sacct", "-c", *fields])
+        result = run_slurm(["sacct", "-c", *fields])
     out: dict[str, JobState] = {}
     for line in result.stdout.splitlines():
         parts = [*line.split("|"), ""]
@@ -254,8 +255,17 @@ def _sacct(job_ids: list[str]) -> dict[str, JobState]:
     return out
 
 
+def job_states(job_ids: list[str]) -> dict[str, JobState]:
+    """What Slurm says of these jobs: squeue while it remembers them, then sacct (`sacct -c` without an
+    accounting database)."""
+    seen = _squeue(job_ids)
+    if missing := [j for j in job_ids if j not in seen]:
+        seen |= _sacct(missing)
+    return seen
+
+
 def _exit_code(job_id: str) -> str:
-    result = _run(["scontrol", "-o", "show", "job", job_id])
+    result = run_slurm(["scontrol", "-o", "show", "job", job_id])
     for field in result.stdout.split():
         if field.startswith("ExitCode="):
             return field.removeprefix("ExitCode=")
@@ -267,9 +277,7 @@ def refresh(ablation: AblationRow, store: Store) -> list[AblationJobRow]:
     rows = store.ablation_jobs(ablation.id)
     open_ids = [r.job_id for r in rows if r.state not in TERMINAL_STATES and r.job_id != "-1"]
     if open_ids:
-        seen = _squeue(open_ids)
-        if missing := [j for j in open_ids if j not in seen]:
-            seen |= _sacct(missing)
+        seen = job_states(open_ids)
         ended: dict[str, dict[str, float]] = {}
         for row in rows:
             if row.job_id in seen and row.state not in TERMINAL_STATES:
@@ -316,7 +324,7 @@ def cancel(ablation: AblationRow, store: Store) -> list[str]:
     rows = refresh(ablation, store)
     open_ids = [r.job_id for r in rows if r.state not in TERMINAL_STATES and r.job_id != "-1"]
     if open_ids:
-        result = _run(["scancel", *open_ids])
+        result = run_slurm(["scancel", *open_ids])
         if result.returncode != 0:
             raise UserError(f"scancel failed: {result.stderr.strip()}")
     return open_ids
