@@ -21,14 +21,25 @@ import sys
 from pathlib import Path
 
 import optuna
+from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
 from promptsearch.ablation.slurm import TERMINAL_STATES, job_states, run_slurm
 from promptsearch.errors import UserError
 from promptsearch.pipelines import SlurmJob
+from promptsearch.space import SearchSpace
 from promptsearch.store import Store
 from promptsearch.store.models import StudyWorkerRow
 from promptsearch.study import RunOptions, prepare_run, run_worker
+
+
+def worker_job(space: SearchSpace, overrides: dict[str, object]) -> SlurmJob:
+    """The sbatch settings of each worker: the space's `cluster:` section, with the flags a user gave."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return SlurmJob.model_validate(space.cluster.model_dump() | given)
+    except ValidationError as exc:
+        raise UserError(f"Slurm settings: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from exc
 
 
 def worker_script(name: str, index: int, options: RunOptions, job: SlurmJob, log: Path) -> str:

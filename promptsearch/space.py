@@ -20,6 +20,7 @@ from pydantic import Field, field_validator, model_validator
 
 from promptsearch.config import StrictModel, YamlDocument, resolve_relative
 from promptsearch.errors import SpaceError
+from promptsearch.pipelines import SlurmJob
 from promptsearch.proxy_profile import PROXY_SCORES, load_proxy_profile, proxy_profile_path
 from promptsearch.pruning import PrunerSpec, check_pruner
 from promptsearch.recipe import GeneratorSpec, Recipe, Sampling, TemplateLike
@@ -305,7 +306,8 @@ class SearchSpace(StrictModel):
     - `measure`: `trial.MeasureStage` (thresholds become Optuna constraints);
     - `proxy_weights`: `proxy.weighted_score`; `proxy`, `proxy_ladder`: `trial.ProxyStage`;
     - `pruner`: `pruning.build_pruner`; `promotion`: `promote.promote`; `proposal`: `propose.ProposalLoop`;
-    - `human_review`: `dashboard.queue_for_review`; `budget`: `study.run_worker`'s callbacks.
+    - `human_review`: `dashboard.queue_for_review`; `budget`: `study.run_worker`'s callbacks;
+    - `cluster`: the worker jobs of `cluster.submit_workers` (`study start --executor slurm`).
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -340,6 +342,10 @@ class SearchSpace(StrictModel):
         "dashboard; ratings are stored there, never optimized",
     )
     promotion: PromotionSpec = PromotionSpec()
+    cluster: SlurmJob = Field(
+        default_factory=lambda: SlurmJob(time="24:00:00", mem_per_cpu_gb=4),
+        description="sbatch settings of each worker job of `study start --executor slurm` (its flags override them)",
+    )
     proposal: ProposalSpec = ProposalSpec()
     budget: Budget
     seed: int = 0

@@ -10,7 +10,8 @@ import optuna
 import pytest
 from conftest import run_cli, write_space
 
-from promptsearch.cluster import TERMINAL, refresh_workers
+from promptsearch.ablation.slurm import TERMINAL_STATES
+from promptsearch.cluster import refresh_workers, worker_job
 from promptsearch.embedded import TransformersServer
 from promptsearch.store import Store
 
@@ -73,7 +74,7 @@ def test_three_workers_on_slurm_run_the_study_once(
     assert pg_url.split("@")[0].split(":")[-1] not in (tmp_path / "runs/tiny/slurm/worker-0.sbatch").read_text()
 
     deadline = time.monotonic() + 900
-    while time.monotonic() < deadline and any(w.state not in TERMINAL for w in workers):
+    while time.monotonic() < deadline and any(w.state not in TERMINAL_STATES for w in workers):
         time.sleep(2)
         workers = refresh_workers(store, "tiny")
     logs = "\n".join(Path(w.log_path).read_text() for w in workers if Path(w.log_path).exists())
@@ -145,7 +146,7 @@ def test_scancelled_worker_loses_nothing(
     assert subprocess.run(["scancel", workers[0].job_id], check=False).returncode == 0
 
     deadline = time.monotonic() + 900
-    while time.monotonic() < deadline and any(w.state not in TERMINAL for w in workers):
+    while time.monotonic() < deadline and any(w.state not in TERMINAL_STATES for w in workers):
         time.sleep(2)
         workers = refresh_workers(store, "tiny")
     assert [w.state for w in workers] == ["CANCELLED", "COMPLETED"]
@@ -158,3 +159,17 @@ def test_scancelled_worker_loses_nothing(
     assert reruns[0].user_attrs["template_id"] == failed[0].user_attrs["template_id"]
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 6
     assert len(trials) == 7  # the 6 of the budget, plus the one that failed with its worker
+
+
+def test_worker_resources_come_from_the_space_and_flags_override_them(tmp_path: Path) -> None:
+    from promptsearch.errors import UserError
+    from promptsearch.space import load_space
+
+    path = _space(tmp_path, None, 2)
+    text = path.read_text() + "cluster: {partition: gpu, gpus_per_node: 1, time: '12:00:00'}\n"
+    path.write_text(text)
+    space = load_space(path)
+    job = worker_job(space, {"partition": None, "time": "02:00:00", "cpus_per_task": 8, "gpus_per_node": None})
+    assert (job.partition, job.time, job.cpus_per_task, job.gpus_per_node) == ("gpu", "02:00:00", 8, 1)
+    with pytest.raises(UserError, match="time"):
+        worker_job(space, {"time": "soon"})

@@ -24,10 +24,6 @@ from promptsearch.cli.common import (
     DEFAULT_URL,
     DEFAULT_WORKDIR,
     DbOption,
-    PartitionOption,
-    SlurmCpusOption,
-    SlurmGpusOption,
-    SlurmTimeOption,
     WorkdirOption,
     console,
     describe_db,
@@ -147,14 +143,15 @@ def study_start(
     heartbeat_seconds: Annotated[int, typer.Option(min=1, help="Optuna heartbeat interval.")] = 30,
     grace_seconds: Annotated[int, typer.Option(min=2, help="A RUNNING trial silent this long is re-run.")] = 90,
     executor: Annotated[str, typer.Option(help="local (processes here) or slurm (one job per worker).")] = "local",
-    partition: PartitionOption = "debug",
-    time_limit: SlurmTimeOption = "24:00:00",
-    cpus: SlurmCpusOption = 1,
-    mem_per_cpu_gb: Annotated[int, typer.Option(min=1, help="Memory per CPU of a worker job, GB.")] = 4,
-    gpus: SlurmGpusOption = 0,
+    partition: Annotated[str | None, typer.Option(help="Slurm partition of the workers.")] = None,
+    time_limit: Annotated[str | None, typer.Option("--time", help="Slurm time limit of a worker.")] = None,
+    cpus: Annotated[int | None, typer.Option(min=1, help="CPUs of a worker job.")] = None,
+    mem_per_cpu_gb: Annotated[int | None, typer.Option(min=1, help="Memory per CPU of a worker job, GB.")] = None,
+    gpus: Annotated[int | None, typer.Option(min=0, help="GPUs of a worker job (vLLM and the proxy use them).")] = None,
 ) -> None:
     """Run (or resume) a study until its trial budget is used; shows live progress. With --executor slurm,
-    submit the workers as Slurm jobs against the study's PostgreSQL database and return."""
+    submit the workers as Slurm jobs against the study's PostgreSQL database and return; the space's `cluster:`
+    section sets their resources, which these flags override."""
     import optuna
 
     from promptsearch.queries import running_stages
@@ -180,12 +177,10 @@ def study_start(
         grace_seconds=grace_seconds,
     )
     if executor == "slurm":
-        from promptsearch.cluster import submit_workers
-        from promptsearch.pipelines import SlurmJob
+        from promptsearch.cluster import submit_workers, worker_job
 
-        job = SlurmJob(
-            partition=partition, time=time_limit, cpus_per_task=cpus, mem_per_cpu_gb=mem_per_cpu_gb, gpus_per_node=gpus
-        )
+        overrides = {"partition": partition, "time": time_limit, "cpus_per_task": cpus, "gpus_per_node": gpus}
+        job = worker_job(study_space(existing), overrides | {"mem_per_cpu_gb": mem_per_cpu_gb})
         for row in submit_workers(name, options, job):
             console.print(f"worker {row.worker_index}: job {row.job_id}, log {row.log_path}", highlight=False)
         console.print(f"`promptsearch study status {name}` shows progress; `promptsearch study stop {name}` cancels")

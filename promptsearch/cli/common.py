@@ -25,11 +25,6 @@ DbOption = Annotated[
     str, typer.Option("--db", envvar="PROMPTSEARCH_DB", help="SQLAlchemy URL for Optuna's and promptsearch's tables.")
 ]
 WorkdirOption = Annotated[Path, typer.Option("--workdir", help="Folder for generated data, logs and checkpoints.")]
-# Slurm resources of the jobs a command submits with --executor slurm; the parameter's name is the flag.
-PartitionOption = Annotated[str, typer.Option(help="Slurm partition (--executor slurm).")]
-SlurmTimeOption = Annotated[str, typer.Option("--time", help="Slurm time limit of each job.")]
-SlurmCpusOption = Annotated[int, typer.Option(min=1, help="Slurm CPUs of each job.")]
-SlurmGpusOption = Annotated[int, typer.Option(min=0, help="Slurm GPUs of each job (vLLM and the proxy use them).")]
 DEFAULT_WORKDIR = Path("promptsearch-runs")
 __all__ = ["DEFAULT_URL", "DEFAULT_WORKDIR", "DbOption", "WorkdirOption", "console", "err_console"]
 

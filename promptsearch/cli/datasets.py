@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from promptsearch.cli.common import PartitionOption, SlurmCpusOption, SlurmGpusOption, SlurmTimeOption, console, table
+from promptsearch.cli.common import console, table
 from promptsearch.errors import UserError
 from promptsearch.logs import quiet_libraries
 
@@ -62,10 +62,10 @@ def generate(
     tasks: Annotated[int, typer.Option(min=1, help="datatrove tasks (shards of the input).")] = 1,
     chunk_size: Annotated[int, typer.Option(min=1, help="Documents per checkpointed output chunk.")] = 100,
     executor: Annotated[str, typer.Option(help="local (this process) or slurm (a job array of --tasks)")] = "local",
-    partition: PartitionOption = "debug",
-    time_limit: SlurmTimeOption = "01:00:00",
-    cpus_per_task: SlurmCpusOption = 1,
-    gpus_per_node: SlurmGpusOption = 0,
+    partition: Annotated[str, typer.Option(help="Slurm partition (--executor slurm).")] = "debug",
+    time_limit: Annotated[str, typer.Option("--time", help="Slurm time limit per task.")] = "01:00:00",
+    cpus_per_task: Annotated[int, typer.Option(min=1, help="Slurm CPUs per task.")] = 1,
+    gpus_per_node: Annotated[int, typer.Option(min=0, help="Slurm GPUs per task's node (vLLM).")] = 0,
     venv: Annotated[
         str | None, typer.Option(help="bin/activate the Slurm jobs source (default: this environment's)")
     ] = None,
