@@ -24,7 +24,7 @@ import optuna
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
-from promptsearch.ablation.slurm import TERMINAL_STATES, job_states, run_slurm
+from promptsearch.ablation.slurm import TERMINAL_STATES, job_states, one_line, run_slurm
 from promptsearch.errors import UserError
 from promptsearch.pipelines import SlurmJob
 from promptsearch.space import SearchSpace
@@ -91,8 +91,7 @@ def submit_workers(name: str, options: RunOptions, job: SlurmJob) -> list[StudyW
         result = run_slurm(["sbatch", "--parsable", "--export=ALL", str(script)], env=env)
         if result.returncode != 0:
             submitted = f" (submitted before it: {', '.join(r.job_id for r in rows)}; `study stop`)" if rows else ""
-            reason = "; ".join(line.strip() for line in result.stderr.splitlines() if line.strip())
-            raise UserError(f"sbatch of worker {index} failed: {reason}{submitted}")
+            raise UserError(f"sbatch of worker {index} failed: {one_line(result.stderr)}{submitted}")
         job_id = result.stdout.strip().split(";")[0]
         row = StudyWorkerRow(
             study_name=name,
@@ -135,7 +134,7 @@ def stop_workers(store: Store, name: str) -> list[str]:
     if open_ids:
         result = run_slurm(["scancel", *open_ids])
         if result.returncode != 0:
-            raise UserError(f"scancel failed: {result.stderr.strip()}")
+            raise UserError(f"scancel failed: {one_line(result.stderr)}")
     return open_ids
 
 

@@ -41,6 +41,11 @@ def run_slurm(command: Sequence[str], env: dict[str, str] | None = None) -> subp
     return subprocess.run(list(command), capture_output=True, text=True, check=False, env=env)
 
 
+def one_line(output: str) -> str:
+    """A Slurm command's message (often an error and a hint on two lines) as one line."""
+    return "; ".join(line.strip() for line in output.splitlines() if line.strip())
+
+
 def submit(bundle: Bundle, ablation: AblationRow, store: Store) -> list[AblationJobRow]:
     """Submit the chain in dependency order; each job row is committed as soon as it exists."""
     bundle.profile.require_cluster_settings(str(bundle.path / "bundle.yaml"))
@@ -63,7 +68,7 @@ def submit(bundle: Bundle, ablation: AblationRow, store: Store) -> list[Ablation
                 command.append(f"--dependency=afterok:{depends}")
             result = run_slurm([*command, str(bundle.path / f"{stage}.sbatch")])
             if result.returncode != 0:
-                raise UserError(f"sbatch {stage}.sbatch failed: {result.stderr.strip()}")
+                raise UserError(f"sbatch {stage}.sbatch failed: {one_line(result.stderr)}")
             job_id = result.stdout.strip().split(";")[0]
         jobs[stage] = job_id
         store.add_ablation_job(
