@@ -331,7 +331,7 @@ def cancel(ablation: AblationRow, store: Store) -> list[str]:
     if open_ids:
         result = run_slurm(["scancel", *open_ids])
         if result.returncode != 0:
-            raise UserError(f"scancel failed: {result.stderr.strip()}")
+            raise UserError(f"scancel failed: {one_line(result.stderr)}")
     return open_ids
 
 
