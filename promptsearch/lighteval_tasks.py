@@ -81,14 +81,20 @@ def _local_task(name: str, folder: Path) -> Any:
     )
 
 
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """One split of a local lighteval dataset: lighteval loads the folder with `load_dataset(folder)`, which
+    names each split after its file (`test.jsonl`, `train.jsonl`; a `dev` file would become `validation`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
 def write_task_file(folder: Path, items: list[ClozeItem]) -> Path:
     """Cloze items as a local lighteval task: `<folder>/test.jsonl` of `query`, `choices`, `gold` rows."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "test.jsonl"
-    with path.open("w", encoding="utf-8") as f:
-        for item in items:
-            f.write(json.dumps({"query": item.prefix, "choices": list(item.choices), "gold": item.gold}) + "\n")
-    return path
+    rows = [{"query": item.prefix, "choices": list(item.choices), "gold": item.gold} for item in items]
+    return write_jsonl(folder / "test.jsonl", rows)
 
 
 def evaluate_checkpoint(

