@@ -11,6 +11,7 @@ import pytest
 import yaml
 from conftest import run_cli, seeded_recipe, write_space
 
+from promptsearch import suite
 from promptsearch.ablation.bundle import STAGES, load_bundle, write_bundle
 from promptsearch.ablation.executors import datatrove_executor
 from promptsearch.ablation.nanotron import NanotronConfig
@@ -31,12 +32,10 @@ ENVIRONMENTS = ("rephrase", "tokenize", "train", "evaluate")
 
 
 def cluster_profile(folder: Path) -> Path:
-    """full-21b as a user on a GPU cluster sets it up: a venv per job, the nanotron checkout and the
-    custom-task module, given relative to the profile's folder (as the bundled file's comments say)."""
+    """full-21b as a user on a GPU cluster sets it up: a venv per job and the nanotron checkout, given relative
+    to the profile's folder (as the bundled file's comments say); the custom tasks are the default, the suite."""
     data = yaml.safe_load(ablation_profile_path("full-21b").read_text())
     data["environments"] = {name: f"venvs/{name}/bin/activate" for name in ENVIRONMENTS} | {"nanotron_dir": "nanotron"}
-    data["evaluation"]["custom_tasks"] = "finephrase_tasks.py"
-    (folder / "finephrase_tasks.py").write_text("TASKS_TABLE = []  # issue 15 writes the suite\n")
     path = folder / "full-21b.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -106,7 +105,7 @@ def test_full_21b_bundle_matches_the_paper(tmp_path: Path) -> None:
         '--checkpoint_path "$CKPT" --save_path "$CKPT/hf_model")'
     ) in evaluate
     assert "convert_nanotron_to_hf.py" not in evaluate and "--max-samples 1000" in evaluate
-    assert f"--custom-tasks {tmp_path / 'finephrase_tasks.py'} " in evaluate
+    assert f"--custom-tasks {suite.module_path()} " in evaluate
     assert f"source {tmp_path / 'venvs/train/bin/activate'}\n(cd" in evaluate
     assert f"source {tmp_path / 'venvs/evaluate/bin/activate'}\nsrun -n 1 lighteval accelerate" in evaluate
     train = (bundle.path / "train.sbatch").read_text()
@@ -120,6 +119,53 @@ def test_full_21b_bundle_matches_the_paper(tmp_path: Path) -> None:
     assert runner.config.server_type == "vllm" and runner.config.model_name_or_path == generator.model
     assert bundle.documents == 19_531_250  # token target 10B / max_new_tokens 512
     assert rephrase.pipeline[0].limit == 195_313 and rephrase.tasks == 100  # the reader's limit is per task
+
+
+def test_suite_resolves_every_request_of_a_full_21b_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """lighteval's Registry, built as `lighteval accelerate TASKS_FILE --custom-tasks suite.py` builds it (every
+    built-in task module, then ours: a custom name equal to a built-in's is refused), resolves each line of a
+    promoted full-21b bundle's lighteval_tasks.txt into the suite's tasks, 3-shot. Offline here: the built-ins'
+    two import-time network calls are answered locally (ablation.md §3.2)."""
+    import requests
+    from huggingface_hub import HfApi
+    from lighteval.tasks.registry import Registry
+
+    monkeypatch.setenv("PROMPTSEARCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PROMPTSEARCH_SUITE_SOURCE", "offline")
+    not_found = type("Response", (), {"status_code": 404, "content": b""})()
+    monkeypatch.setattr(requests, "get", lambda *a, **k: not_found)  # tinyBenchmarks.pkl: skipped on non-200
+    list_models = HfApi.list_models
+    monkeypatch.setattr(  # mt_bench asks for a judge model with a keyword huggingface_hub 1.x dropped
+        HfApi,
+        "list_models",
+        lambda self, *a, model_name=None, **k: iter([object()]) if model_name else list_models(self, *a, **k),
+    )
+    store = Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    recipe = seeded_recipe(store, "faq", GeneratorSpec(name="g", backend="vllm", model="HuggingFaceTB/SmolLM2-1.7B"))
+    corpora = {name: CorpusSpec(format="embedded", path="lee") for name in ("source", "mix_in", "heldout")}
+    profile = load_ablation_profile(str(cluster_profile(tmp_path)))
+    bundle = write_bundle("finephrase", 0, recipe, corpora, profile, tmp_path / "bundle")
+    requests_file = bundle.path / "lighteval_tasks.txt"
+    assert requests_file.read_text().splitlines() == suite.request_lines(3)
+    assert profile.evaluation.custom_tasks == suite.module_path()
+
+    registry = Registry(tasks=str(requests_file), custom_tasks=profile.evaluation.custom_tasks)
+    resolved = {name: configs[0] for name, configs in registry.task_to_configs.items()}
+    subjects = [name for name in resolved if name.startswith("mmlu_redux_cf:")]
+    assert len(subjects) == 57
+    assert sorted(set(resolved) - set(subjects)) == sorted(
+        t.name for t in profile.evaluation.tasks if t.name != "mmlu_redux_cf"
+    )
+    assert {config.num_fewshots for config in resolved.values()} == {3}
+    suite_names = {t.name for t in suite.SUITE}
+    assert set(resolved) == suite_names
+    categories = {t.name: t.category for t in suite.SUITE}
+    assert {categories[name] for name in resolved} == set(profile.evaluation.categories) == set(suite.CATEGORIES)
+    metrics = {name: {m.metric_name for m in config.metrics} for name, config in resolved.items()}
+    assert all("prob_norm_token" in names for names in metrics.values())
+    assert metrics["arc_cf:easy"] == {"prob_norm_token", "acc_norm_token"} and metrics["gsm8k_cf"] == {
+        "prob_norm_token"
+    }
 
 
 def test_cluster_profile_without_environments_is_refused(tmp_path: Path) -> None:

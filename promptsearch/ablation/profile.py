@@ -22,6 +22,7 @@ from promptsearch.pipelines import SlurmJob
 from promptsearch.proxy_profile import DecoderShape
 from promptsearch.resources import bundled_dir
 from promptsearch.space import CorpusSpec
+from promptsearch.suite import module_path as suite_module_path
 
 
 class Environments(StrictModel):
@@ -181,9 +182,9 @@ class EvaluationSettings(StrictModel):
     max_samples: int = Field(1000, ge=1)
     batch_size: int = Field(16, ge=1)
     custom_tasks: str | None = Field(
-        None,
+        default_factory=suite_module_path,
         description="lighteval --custom-tasks module (a .py file) defining the tasks; relative to the profile's "
-        "folder. Needed when the tasks are not built into lighteval",
+        "folder. Default: promptsearch's own suite (promptsearch/suite.py, FinePhrase's 12 tasks); null: none",
     )
     slurm: SlurmJob = SlurmJob()
 
