@@ -425,8 +425,8 @@ def _without_padding(computation: Any) -> Any:
     """Two fixes to lighteval 0.13's log-likelihood metrics, applied to the suite's tasks only:
     - its transformers backend pads each document's continuation tokens with -1 and token normalization counts
       the padding, so every choice is divided by the longest one's length (huggingface/lighteval#1170; fixes
-      open as #1180, #1290): count only real tokens. When the backend has dropped rows (the same issue's
-      IndexError: fewer token lists than choices), refuse with one line rather than normalize by a guess;
+      open as #1180, #1290): count only real tokens. Should the backend still drop rows (the same issue's
+      IndexError, prevented by `_keep_every_choice_row`), refuse with one line rather than normalize by a guess;
     - `Probability` returns the highest probability among all choices (it is meant for tasks whose choices are
       all gold answers): give it the gold choices only, so `prob_norm_token` is the gold continuation's."""
     from lighteval.metrics.metrics_sample import Probability
@@ -453,6 +453,28 @@ def _without_padding(computation: Any) -> Any:
 
     computation.compute = strip
     return computation
+
+
+def _keep_every_choice_row() -> None:
+    """The other half of huggingface/lighteval#1170: after gathering, 0.13's transformers backend slices a
+    document's continuation tokens `[:num_choices][:len_choice]`, dropping rows whenever every choice is shorter
+    (in tokens) than the number of choices. Its only `pad_sequence` call pads those rows with -1: pad them to at
+    least as many columns as rows, so the slice keeps them all (`_without_padding` strips the -1s again)."""
+    import torch.nn.functional as F
+    from lighteval.models.transformers import transformers_model as backend
+
+    original = backend.pad_sequence
+    if getattr(original, "keeps_every_row", False):
+        return
+
+    def pad_sequence(sequences: Any, batch_first: bool = False, padding_value: float = 0.0, **kwargs: Any) -> Any:
+        padded = original(sequences, batch_first=batch_first, padding_value=padding_value, **kwargs)
+        if batch_first and padding_value == -1 and padded.dim() == 2 and padded.shape[1] < padded.shape[0]:
+            padded = F.pad(padded, (0, padded.shape[0] - padded.shape[1]), value=-1)
+        return padded
+
+    pad_sequence.keeps_every_row = True  # type: ignore[attr-defined]
+    backend.pad_sequence = pad_sequence
 
 
 def _doc_prompt(task: SuiteTask, unavailable: str | None) -> Callable[[dict[str, Any], str], Any]:
@@ -502,6 +524,7 @@ def task_config(task: SuiteTask, offline: bool) -> Any:
 def tasks_table(offline: bool | None = None) -> list[Any]:
     """The suite's `LightevalTaskConfig`s; `offline=None` asks `hub_reachable()`."""
     offline = not hub_reachable() if offline is None else offline
+    _keep_every_choice_row()
     return [task_config(task, offline) for task in SUITE]
 
 

@@ -99,3 +99,17 @@ def test_token_normalization_counts_real_tokens_only() -> None:
     dropped = ModelResponse(logprobs=[-2.0, -2.7], output_tokens=[[5, 6, -1]])
     with pytest.raises(ValueError, match=r"^t\|3: lighteval returned 1 token lists for 2 choices"):
         prob.sample_level_fn.compute(doc=doc, model_response=dropped)
+
+
+def test_every_choice_keeps_its_token_row() -> None:
+    """lighteval 0.13's backend keeps `[:num_choices][:len_choice]` rows of a document's padded continuation
+    tokens (huggingface/lighteval#1170): with 5 one-token choices it kept one. The suite pads to as many columns
+    as rows, so all 5 survive, and the -1s are stripped before normalizing."""
+    import torch
+    from lighteval.models.transformers import transformers_model as backend
+
+    suite._keep_every_choice_row()
+    rows = [torch.tensor([11]), torch.tensor([12]), torch.tensor([13, 14]), torch.tensor([15]), torch.tensor([16])]
+    padded = backend.pad_sequence(rows, batch_first=True, padding_value=-1)
+    assert padded.shape == (5, 5) and len(padded[:5][: padded.shape[1]]) == 5
+    assert padded[2].tolist() == [13, 14, -1, -1, -1]
