@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+# typer ships its own click: its usage errors are these, not `click.ClickException`.
+from typer._click.exceptions import ClickException as _ClickException
+
 from promptsearch.cli.ablation import ablation_app, promote
 from promptsearch.cli.common import (
     DEFAULT_URL,
@@ -395,6 +398,13 @@ app.command("metrics")(metrics)
 app.command("generate")(generate)
 
 
+def _usage_line(exc: _ClickException) -> str:
+    """click's own message (it names the option or argument), and where to read the usage."""
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    return f"{exc.format_message()}{hint}"
+
+
 def main() -> None:
     debug = "--debug" in sys.argv
     try:
@@ -412,15 +422,14 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except (typer.Exit, typer.Abort) as exc:
         sys.exit(getattr(exc, "exit_code", 1))
+    except _ClickException as exc:  # a usage error: one line naming the option, exit 2
+        if type(exc).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+            err_console.print(f"error: {_usage_line(exc)}", highlight=False, markup=False)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
-    except Exception as exc:  # a click usage error, or a bug: one line unless --debug
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug: one line unless --debug
         if debug:
             raise
         err_console.print(
