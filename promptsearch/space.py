@@ -95,6 +95,9 @@ class CorpusSpec(StrictModel):
     skip: int = Field(0, ge=0)
     limit: int | None = Field(None, ge=1)
     max_chars: int = Field(4000, ge=200, description="longer documents are cut at a newline")
+    skip_bad_rows: bool = Field(
+        False, description="jsonl rows that are not UTF-8 or not JSON are skipped and counted instead of an error"
+    )
 
     @model_validator(mode="after")
     def _known_embedded(self) -> CorpusSpec:
