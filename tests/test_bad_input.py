@@ -9,10 +9,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, write_space
+import yaml
+from conftest import DATA, run_cli, write_space
 
 from promptsearch.corpus import read_corpus
 from promptsearch.errors import UserError
+from promptsearch.recipe import GeneratorSpec, Recipe, Sampling
+from promptsearch.seeds import SEED_TEMPLATES
 from promptsearch.space import CorpusSpec
 
 # ------------------------------------------------------------------------------------- usage errors
@@ -134,3 +137,131 @@ def test_generate_refuses_an_unusable_input_before_loading_a_model(
     assert result.returncode == 1 and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (generate_folder / "out" / "data").exists()
+
+
+# ------------------------------------------------------------------ checked before any work starts
+
+
+def _template(folder: Path, name: str, content: str | bytes) -> str:
+    path = folder / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return name
+
+
+TEMPLATE_FILES = [
+    ("no-slot.txt", "Rewrite this as a FAQ.", "exactly once (found 0)"),
+    ("two-slots.txt", "Rewrite {document} and again {document}.", "exactly once (found 2)"),
+    ("unknown.txt", "Rewrite {document} for {audience}.", "unknown placeholder(s) {audience}"),
+    ("latin1.txt", "Caf\xe9: rewrite {document}.".encode("latin-1"), "not UTF-8"),
+    ("long.txt", "Rewrite {document}. " + "x" * 5000, "(limit 4000)"),
+]
+
+SPACE_MISTAKES = [
+    ("seed negative", {"seed": -1}, "seed: Input should be greater than or equal to 0"),
+    ("seed 2**32", {"seed": 2**32}, "seed: Input should be less than 4294967296"),
+    (
+        "NaN temperature",
+        {"sampling": {"temperature": {"low": float("nan"), "high": 1.0}}},
+        "sampling.temperature.low: Input should be a finite number",
+    ),
+    ("inf mix ratio", {"mix_ratio": {"low": 0.2, "high": float("inf")}}, "mix_ratio.high: Input should be a finite"),
+    ("NaN weight", {"proxy_weights": {"heldout_bpb": float("nan")}}, "proxy_weights.heldout_bpb: Input should be a"),
+    (
+        "URL without host",
+        {"generators": [{"name": "g", "backend": "endpoint", "model": "m", "endpoint_url": "http://"}]},
+        "endpoint_url 'http://' names no host",
+    ),
+    (
+        "port 99999",
+        {"generators": [{"name": "g", "backend": "endpoint", "model": "m", "endpoint_url": "http://127.0.0.1:99999"}]},
+        "generators[0]: endpoint_url 'http://127.0.0.1:99999': Port out of range",
+    ),
+    (
+        "unknown promotion profile",
+        {"promotion": {"profile": "full-99b"}},
+        "promotion.profile: ablation profile not found",
+    ),
+    ("proxy as promotion profile", {"promotion": {"profile": "cpu-tiny"}}, "is not an ablation profile"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "message"), TEMPLATE_FILES, ids=[t[0] for t in TEMPLATE_FILES])
+@pytest.mark.parametrize("command", ["space validate", "study create"])
+def test_a_bad_template_file_is_refused_before_work_starts(
+    tmp_path: Path, command: str, name: str, content: str | bytes, message: str
+) -> None:
+    space = write_space(
+        tmp_path / "space.yaml", None, templates={"seeds": ["faq"], "files": [_template(tmp_path, name, content)]}
+    )
+    db = ("--db", f"sqlite:///{tmp_path / 'db.sqlite'}") if command == "study create" else ()
+    result = run_cli(*command.split(), str(space), *db, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert f"templates.files[0]: {tmp_path / name}" in result.stderr and message in result.stderr, result.stderr
+    assert "(line " in result.stderr
+
+
+@pytest.mark.parametrize(("case", "overrides", "message"), SPACE_MISTAKES, ids=[s[0] for s in SPACE_MISTAKES])
+def test_a_space_mistake_is_found_by_validate(tmp_path: Path, case: str, overrides: dict, message: str) -> None:
+    space = write_space(tmp_path / "space.yaml", None, **overrides)
+    result = run_cli("space", "validate", str(space), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "(line " in result.stderr, result.stderr
+
+
+PROXY_MISTAKES = [
+    ("heads", {"num_heads": 5}, "hidden_size 32 is not divisible by num_heads 5"),
+    ("kv heads", {"num_kv_heads": 3}, "num_heads 2 is not divisible by num_kv_heads 3"),
+    ("batch", {"batch_size": 100000}, "not one training step"),
+]
+
+
+@pytest.mark.parametrize(("case", "change", "message"), PROXY_MISTAKES, ids=[p[0] for p in PROXY_MISTAKES])
+def test_a_proxy_profile_mistake_is_found_by_validate(tmp_path: Path, case: str, change: dict, message: str) -> None:
+    profile = yaml.safe_load((DATA / "proxy-micro.yaml").read_text())
+    for section in ("model", "train"):
+        profile[section].update({k: v for k, v in change.items() if k in profile[section]})
+    (tmp_path / "proxy.yaml").write_text(yaml.safe_dump(profile))
+    space = write_space(tmp_path / "space.yaml", None, proxy="proxy.yaml")
+    result = run_cli("space", "validate", str(space), cwd=tmp_path)
+    assert result.returncode == 2 and "proxy: proxy.yaml:" in result.stderr and message in result.stderr, result.stderr
+
+
+def test_a_config_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    space = write_space(tmp_path / "space.yaml", None, description="Café")
+    space.write_bytes(space.read_text().replace("Caf\\xE9", "Café").encode("latin-1"))
+    result = run_cli("space", "validate", str(space), cwd=tmp_path)
+    assert result.returncode == 2 and f"{space}: not UTF-8" in result.stderr, result.stderr
+    assert "UnicodeDecodeError" not in result.stderr
+
+
+RECIPE_MISTAKES = [
+    ("best_of_n 0", {"best_of_n": 0}, "recipe.best_of_n: Input should be greater than or equal to 1"),
+    ("negative tokens", {"sampling": {"max_new_tokens": -5}}, "recipe.sampling.max_new_tokens: Input should be"),
+    ("mix 7", {"mix_ratio": 7}, "recipe.mix_ratio: Input should be less than or equal to 1"),
+    ("no slot", {"template_text": "Rewrite it."}, "must contain {document} exactly once (found 0)"),
+]
+
+
+@pytest.mark.parametrize(("case", "change", "message"), RECIPE_MISTAKES, ids=[r[0] for r in RECIPE_MISTAKES])
+def test_generate_refuses_a_bad_recipe_before_loading_a_model(
+    tmp_path: Path, case: str, change: dict, message: str
+) -> None:
+    template = SEED_TEMPLATES["faq"]
+    generator = GeneratorSpec(name="g", backend="embedded", model="embedded")
+    recipe = Recipe.for_template(
+        1,
+        template,
+        generator=generator,
+        sampling=Sampling(temperature=0.5, top_p=0.9, max_new_tokens=32),
+        best_of_n=1,
+        mix_ratio=0.5,
+        seed=0,
+    ).model_dump(mode="json")
+    for key, value in change.items():
+        recipe[key] = recipe[key] | value if isinstance(value, dict) else value
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump({"recipe": recipe}))
+    (tmp_path / "in.jsonl").write_text('{"text": "a document"}\n')
+    args = ("generate", "--recipe", "recipe.yaml", "--input", "in.jsonl", "--output", "out")
+    result = run_cli(*args, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
