@@ -44,6 +44,16 @@ OBJECTIVE_METRICS = {
 }
 
 
+STUDY_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # a space's `name` and `study create --name` alike
+
+
+def study_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a study (it also names folders under the workdir), or None."""
+    if re.fullmatch(STUDY_NAME, name):
+        return None
+    return f"study name {name!r} must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+
+
 class FloatRange(StrictModel):
     """A continuous knob Optuna samples between `low` and `high` (inclusive)."""
 
@@ -292,7 +302,7 @@ class SearchSpace(StrictModel):
     - `human_review`: `dashboard.queue_for_review`; `budget`: `study.run_worker`'s callbacks.
     """
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    name: str = Field(pattern=STUDY_NAME)
     description: str = ""
     objectives: list[Objective] = Field(min_length=1)
     source: CorpusSpec

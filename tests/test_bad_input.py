@@ -17,6 +17,7 @@ from promptsearch.errors import UserError
 from promptsearch.recipe import GeneratorSpec, Recipe, Sampling
 from promptsearch.seeds import SEED_TEMPLATES
 from promptsearch.space import CorpusSpec
+from promptsearch.study import create_study
 
 # ------------------------------------------------------------------------------------- usage errors
 
@@ -265,3 +266,49 @@ def test_generate_refuses_a_bad_recipe_before_loading_a_model(
     result = run_cli(*args, cwd=tmp_path, timeout=120)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------- atomic creation
+
+
+@pytest.mark.parametrize("name", ["../escaped", "a/b c;rm", "-dash", "x" * 65])
+def test_a_study_name_outside_the_pattern_is_refused_at_create(tmp_path: Path, name: str) -> None:
+    space = write_space(tmp_path / "space.yaml", None)
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    result = run_cli("study", "create", str(space), "--name", name, "--db", url, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'--name'" in lines[0] and "must be 1-64 letters" in lines[0], result.stderr
+    assert not (tmp_path / "db.sqlite").exists()
+    with pytest.raises(UserError, match="must be 1-64 letters"):
+        create_study(space, f"sqlite:///{tmp_path / 'lib.sqlite'}", name)
+
+
+def test_a_failed_create_leaves_no_study_behind(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    _template(tmp_path, "mine.txt", "Rewrite this as a FAQ.")
+    space = write_space(tmp_path / "space.yaml", None, templates={"seeds": ["faq"], "files": ["mine.txt"]})
+    refused = run_cli("study", "create", str(space), "--db", url, cwd=tmp_path)
+    assert refused.returncode == 2 and "mine.txt" in refused.stderr
+    _template(tmp_path, "mine.txt", "Rewrite this as a FAQ:\n\n{document}")
+    created = run_cli("study", "create", str(space), "--db", url, cwd=tmp_path)
+    assert created.returncode == 0 and "created study 'tiny'" in created.stdout, created.stderr
+
+
+def test_a_create_that_fails_part_way_is_rolled_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import optuna
+
+    from promptsearch import study as study_module
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    space = write_space(tmp_path / "space.yaml", None)
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(study_module, "_enqueue_templates", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        create_study(space, url)
+    assert optuna.get_all_study_names(storage=url) == []
+    monkeypatch.undo()
+    assert create_study(space, url).study_name == "tiny"

@@ -124,11 +124,22 @@ def proxy_calibrate(
 # ------------------------------------------------------------------------------------------- study
 
 
+def _study_name(value: str | None) -> str | None:
+    """A study name follows the space's `name` pattern (it also names folders under the workdir)."""
+    from promptsearch.space import study_name_problem
+
+    if value is not None and (problem := study_name_problem(value)):
+        raise typer.BadParameter(problem)
+    return value
+
+
 @study_app.command("create")
 def study_create(
     space_file: Path,
     db: DbOption = DEFAULT_URL,
-    name: Annotated[str | None, typer.Option(help="Study name (default: the space's name).")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Study name (default: the space's name).", callback=_study_name)
+    ] = None,
 ) -> None:
     """Create a study from a search-space file and enqueue its templates."""
     from promptsearch.study import create_study
