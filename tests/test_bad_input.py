@@ -4,19 +4,25 @@ what and where, the right exit code, and no rows lost or mixed in. Nothing here 
 from __future__ import annotations
 
 import gzip
+import io
 import json
+import sqlite3
 import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DATA, run_cli, write_space
+from conftest import DATA, REPO, run_cli, write_space
 
 from promptsearch.corpus import read_corpus
 from promptsearch.errors import UserError
 from promptsearch.recipe import GeneratorSpec, Recipe, Sampling
 from promptsearch.seeds import SEED_TEMPLATES
 from promptsearch.space import CorpusSpec
+from promptsearch.store import upgrade
 from promptsearch.study import create_study
 
 # ------------------------------------------------------------------------------------- usage errors
@@ -312,3 +318,49 @@ def test_a_create_that_fails_part_way_is_rolled_back(tmp_path: Path, monkeypatch
     assert optuna.get_all_study_names(storage=url) == []
     monkeypatch.undo()
     assert create_study(space, url).study_name == "tiny"
+
+
+# ------------------------------------------------------------------------------------ silent waits
+
+
+def _locked_database(tmp_path: Path) -> tuple[str, sqlite3.Connection]:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade(url)
+    lock = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None, check_same_thread=False)
+    lock.execute("BEGIN EXCLUSIVE")
+    return url, lock
+
+
+def test_a_locked_database_says_it_is_waiting_within_5_s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url, lock = _locked_database(tmp_path)
+    space = write_space(tmp_path / "space.yaml", None)
+    said: list[tuple[float, str]] = []
+
+    class Stderr(io.StringIO):
+        def write(self, text: str) -> int:
+            said.append((time.monotonic(), text))
+            return len(text)
+
+    monkeypatch.setattr(sys, "stderr", Stderr())
+    release = threading.Timer(7, lambda: lock.execute("COMMIT"))
+    release.start()
+    start = time.monotonic()
+    try:
+        assert create_study(space, url).study_name == "tiny"  # it waited, then went on
+    finally:
+        release.join()
+    waits = [t - start for t, text in said if "waiting for database" in text]
+    assert waits and waits[0] < 5, said
+    assert time.monotonic() - start >= 7
+
+
+def test_a_locked_database_is_reported_on_the_terminal(tmp_path: Path) -> None:
+    url, lock = _locked_database(tmp_path)
+    space = write_space(tmp_path / "space.yaml", None)
+    command = [sys.executable, str(REPO / "cli.py"), "study", "create", str(space), "--db", url]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = process.stderr.readline() if process.stderr else ""
+    lock.execute("COMMIT")
+    out, _ = process.communicate(timeout=120)
+    assert "waiting for database" in first and "another process holds its lock" in first
+    assert process.returncode == 0 and "created study 'tiny'" in out

@@ -8,6 +8,8 @@ Passwords never reach a message: `redact` masks them.
 
 from __future__ import annotations
 
+import sys
+import threading
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
@@ -26,6 +28,8 @@ from promptsearch.resources import bundled_dir
 
 VERSION_TABLE = "promptsearch_alembic_version"  # Optuna's own migrations use `alembic_version`
 DEFAULT_URL = "sqlite:///promptsearch.db"
+SQLITE_TIMEOUT_SECONDS = 60  # how long a statement waits for another process's lock before failing
+LOCK_NOTICE_SECONDS = 2.0  # a statement still waiting after this says so on stderr
 
 
 def redact(url: str) -> str:
@@ -55,11 +59,43 @@ def _engine(url: str) -> Engine:
         raise UserError(f"not a database URL: {redact(url)} (expected e.g. {DEFAULT_URL})") from exc
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if parsed.get_backend_name() == "sqlite":
-        kwargs["connect_args"] = {"timeout": 60}
+        kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_SECONDS}
     try:
         return create_engine(parsed, **kwargs)
     except (ArgumentError, ImportError) as exc:
         raise UserError(f"cannot use database URL {redact(url)}: {exc}") from exc
+
+
+def _say_waiting(url: str) -> None:
+    print(
+        f"waiting for database {redact(url)}: another process holds its lock "
+        f"(giving up after {SQLITE_TIMEOUT_SECONDS} s)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _start_lock_notice(conn: Any, *_args: Any) -> None:
+    if conn.dialect.name != "sqlite":
+        return
+    timer = threading.Timer(LOCK_NOTICE_SECONDS, _say_waiting, (str(conn.engine.url),))
+    timer.daemon = True
+    conn.info["ps_lock_notice"] = timer
+    timer.start()
+
+
+def _stop_lock_notice(conn: Any, *_args: Any) -> None:
+    timer = conn.info.pop("ps_lock_notice", None) if conn is not None else None
+    if timer is not None:
+        timer.cancel()
+
+
+# SQLite waits silently for another process's lock (up to SQLITE_TIMEOUT_SECONDS): a statement still running
+# after LOCK_NOTICE_SECONDS says so on stderr. On every engine, Optuna's storage included (its constructor
+# already runs statements).
+event.listen(Engine, "before_cursor_execute", _start_lock_notice)
+event.listen(Engine, "after_cursor_execute", _stop_lock_notice)
+event.listen(Engine, "handle_error", lambda context: _stop_lock_notice(context.connection))
 
 
 def open_engine(url: str, create_if_empty: bool = True) -> Engine:
@@ -114,7 +150,7 @@ def optuna_storage(
 
 def _storage_engine_kwargs(url: str) -> dict[str, Any]:
     if make_url(url).get_backend_name() == "sqlite":
-        return {"connect_args": {"timeout": 60}}
+        return {"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}}
     return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
 
 
