@@ -46,6 +46,9 @@ class GeneratorSpec(StrictModel):
     concurrency: int = Field(32, ge=1, le=4096)
     serving: dict[str, int | float | str | bool] = Field(default_factory=dict)
     speculative: dict[str, int | float | str] | None = None
+    ready_timeout_seconds: float = Field(
+        60, gt=0, le=3600, description="endpoint: how long to wait for the URL to answer before the trial fails"
+    )
 
     @model_validator(mode="after")
     def _backend_fields(self) -> GeneratorSpec:

@@ -4,8 +4,10 @@ what and where, the right exit code, and no rows lost or mixed in. Nothing here 
 from __future__ import annotations
 
 import gzip
+import http.server
 import io
 import json
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from conftest import DATA, REPO, run_cli, write_space
 from promptsearch.corpus import read_corpus
 from promptsearch.errors import UserError
 from promptsearch.recipe import GeneratorSpec, Recipe, Sampling
+from promptsearch.rephrase import wait_for_endpoint
 from promptsearch.seeds import SEED_TEMPLATES
 from promptsearch.space import CorpusSpec
 from promptsearch.store import upgrade
@@ -364,3 +367,52 @@ def test_a_locked_database_is_reported_on_the_terminal(tmp_path: Path) -> None:
     out, _ = process.communicate(timeout=120)
     assert "waiting for database" in first and "another process holds its lock" in first
     assert process.returncode == 0 and "created study 'tiny'" in out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _endpoint(url: str, seconds: float) -> GeneratorSpec:
+    return GeneratorSpec(name="remote", backend="endpoint", model="m", endpoint_url=url, ready_timeout_seconds=seconds)
+
+
+def test_an_endpoint_with_nothing_listening_fails_within_its_bound() -> None:
+    url = f"http://127.0.0.1:{_free_port()}"
+    start = time.monotonic()
+    with pytest.raises(UserError, match=rf"generator remote: nothing answers at {url} .*waited 2 s"):
+        wait_for_endpoint(_endpoint(url, 2))
+    assert time.monotonic() - start < 10
+    assert GeneratorSpec(name="g", backend="endpoint", model="m", endpoint_url=url).ready_timeout_seconds <= 60
+
+
+def test_an_endpoint_that_answers_anything_is_ready(tmp_path: Path) -> None:
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # answers 501
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        start = time.monotonic()
+        wait_for_endpoint(_endpoint(f"http://127.0.0.1:{server.server_port}", 30))
+        assert time.monotonic() - start < 5
+    finally:
+        server.shutdown()
+
+
+def test_a_trial_on_a_silent_endpoint_fails_in_one_line_naming_the_url(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{_free_port()}"
+    space = write_space(
+        tmp_path / "space.yaml",
+        None,
+        generators=[
+            {"name": "remote", "backend": "endpoint", "model": "m", "endpoint_url": url, "ready_timeout_seconds": 3}
+        ],
+        proxy=None,
+        objectives=[{"metric": "measure.number_recall", "direction": "maximize"}],
+        budget={"trials": 1},
+    )
+    start = time.monotonic()
+    result = run_cli("study", "start", str(space), "--db", f"sqlite:///{tmp_path / 'db.sqlite'}", cwd=tmp_path)
+    assert result.returncode == 1 and time.monotonic() - start < 60
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"nothing answers at {url}" in errors[0], result.stderr
