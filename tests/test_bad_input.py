@@ -25,7 +25,7 @@ from promptsearch.recipe import GeneratorSpec, Recipe, Sampling
 from promptsearch.rephrase import wait_for_endpoint
 from promptsearch.seeds import SEED_TEMPLATES
 from promptsearch.space import CorpusSpec
-from promptsearch.store import upgrade
+from promptsearch.store import Store, upgrade
 from promptsearch.study import create_study
 
 # ------------------------------------------------------------------------------------- usage errors
@@ -416,3 +416,30 @@ def test_a_trial_on_a_silent_endpoint_fails_in_one_line_naming_the_url(tmp_path:
     assert result.returncode == 1 and time.monotonic() - start < 60
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and f"nothing answers at {url}" in errors[0], result.stderr
+
+
+# ----------------------------------------------------------------- skipped source documents, shown
+
+
+def test_status_shows_skipped_source_documents_by_reason(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "good.txt").write_text("A normal document about a bushfire in 2001. " * 10)
+    (source / "empty.txt").write_text("  \n")
+    (source / "binary.txt").write_bytes(b"\x00\x01\x02 binary payload \x00" * 10)
+    (source / "latin1.txt").write_bytes("Caf\xe9 au lait".encode("latin-1"))
+    (source / "huge.txt").write_text("A line of a very long document.\n" * 3000)
+    spec = {"format": "text", "path": "source", "max_chars": 1000}
+    space = write_space(tmp_path / "space.yaml", None, source=spec)
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    study = create_study(space, url)
+    corpus = read_corpus(CorpusSpec(**spec | {"path": str(source)}))
+    assert len(corpus.documents) == 2
+    # what trial.RephraseStage records for every trial
+    trial = study.ask()
+    Store.open(url).record_metrics(
+        "tiny", trial.number, "rephrase", {f"rephrase.source_{r}": n for r, n in corpus.skipped.items()}
+    )
+    result = run_cli("study", "status", "tiny", "--db", url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "source documents skipped: 1 binary, 1 empty, 1 not_utf8, 1 truncated" in result.stdout

@@ -160,7 +160,7 @@ def study_start(
     """Run (or resume) a study until its trial budget is used; shows live progress."""
     import optuna
 
-    from promptsearch.queries import running_stages
+    from promptsearch.queries import describe_skipped, running_stages, source_skipped
     from promptsearch.study import (
         STOP_REQUESTED,
         RunOptions,
@@ -195,8 +195,10 @@ def study_start(
         if STOP_REQUESTED.is_set():
             console.print("interrupted: finished trials and generations are saved; run the same command to resume")
             raise typer.Exit(130)
-    final, _ = open_study(name, db)
+    final, store = open_study(name, db)
     console.print(f"{finished_count(final)}/{total} trials finished in {time.monotonic() - started:.0f} s")
+    if skipped := describe_skipped(source_skipped(store.study_metrics(name))):
+        console.print(skipped)
     console.print(f"database: {describe_db(db)}   study: {name}   outputs: {options.workdir / name}")
 
 
@@ -238,6 +240,7 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
 @study_app.command("status")
 def study_status(study: str, db: DbOption = DEFAULT_URL) -> None:
     """Show a study's trials: template, knobs, objective values, key metrics, state and reasons."""
+    from promptsearch.queries import describe_skipped
     from promptsearch.queries import study_status as read_status
     from promptsearch.study import open_study
 
@@ -258,6 +261,8 @@ def study_status(study: str, db: DbOption = DEFAULT_URL) -> None:
     table(columns, rows, title=f"study {study} ({goals})")
     split = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in status.stage_seconds.items())
     console.print(f"generated {status.completion_tokens} completion tokens; time by stage: {split or '-'}")
+    if skipped := describe_skipped(status.source_skipped):
+        console.print(skipped)
     if status.noise:
         floor = ", ".join(f"{n} {s:.4f}" for n, s in status.noise.items())
         console.print(f"noise floor (std over training seeds): {floor}")
