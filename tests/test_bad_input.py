@@ -443,3 +443,42 @@ def test_status_shows_skipped_source_documents_by_reason(tmp_path: Path) -> None
     result = run_cli("study", "status", "tiny", "--db", url, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "source documents skipped: 1 binary, 1 empty, 1 not_utf8, 1 truncated" in result.stdout
+
+
+# ------------------------------------------------------------------------------------- databases
+
+
+def _database(tmp_path: Path, change: str) -> str:
+    path = tmp_path / "db.sqlite"
+    if change == "not sqlite":
+        path.write_text("not a database, just text")
+    else:
+        upgrade(f"sqlite:///{path}")
+        with sqlite3.connect(path) as conn:
+            conn.executescript(change)
+    return f"sqlite:///{path}"
+
+
+DATABASES = [
+    ("not sqlite", "not sqlite", "cannot reach database", "file is not a database"),
+    ("dropped tables", "DROP TABLE ps_trial_metrics;", "is damaged", "ps_trial_metrics are missing"),
+    ("newer schema", "UPDATE promptsearch_alembic_version SET version_num = '0099';", "a newer promptsearch", "0099"),
+]
+
+
+@pytest.mark.parametrize(("case", "change", "first", "second"), DATABASES, ids=[d[0] for d in DATABASES])
+@pytest.mark.parametrize("command", ["study list", "db upgrade"])
+def test_a_broken_database_is_one_line_saying_what_is_wrong(
+    tmp_path: Path, command: str, case: str, change: str, first: str, second: str
+) -> None:
+    url = _database(tmp_path, change)
+    result = run_cli(*command.split(), "--db", url, cwd=tmp_path)
+    assert result.returncode == 1, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and first in lines[0] and second in lines[0], result.stderr
+
+
+def test_a_port_that_is_not_a_number_is_named(tmp_path: Path) -> None:
+    result = run_cli("study", "list", "--db", "postgresql+psycopg://user:secret@localhost:abc/db", cwd=tmp_path)
+    assert result.returncode == 1 and "not a database URL" in result.stderr and "'abc'" in result.stderr
+    assert "secret" not in result.stderr and "Traceback" not in result.stderr

@@ -19,9 +19,10 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError as AlembicError
 from sqlalchemy import create_engine, event, inspect
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DatabaseError
 
 from promptsearch.errors import UserError
 from promptsearch.resources import bundled_dir
@@ -36,7 +37,7 @@ def redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "<unparseable database URL>"
 
 
@@ -52,11 +53,15 @@ def _head_revision() -> str:
     return ScriptDirectory.from_config(_alembic_config("")).get_current_head() or ""
 
 
-def _engine(url: str) -> Engine:
+def _parse(url: str) -> URL:
     try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise UserError(f"not a database URL: {redact(url)} (expected e.g. {DEFAULT_URL})") from exc
+        return make_url(url)
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+        raise UserError(f"not a database URL: {redact(url)} (expected e.g. {DEFAULT_URL}): {exc}") from exc
+
+
+def _engine(url: str) -> Engine:
+    parsed = _parse(url)
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_SECONDS}
@@ -101,7 +106,7 @@ event.listen(Engine, "handle_error", lambda context: _stop_lock_notice(context.c
 def open_engine(url: str, create_if_empty: bool = True) -> Engine:
     """An engine on `url` whose promptsearch schema is the code's; a database without promptsearch's
     tables gets them when `create_if_empty`."""
-    parsed = make_url(url) if "://" in url else None
+    parsed = _parse(url) if "://" in url else None
     if (
         parsed is not None
         and parsed.get_backend_name() == "sqlite"
@@ -117,7 +122,7 @@ def open_engine(url: str, create_if_empty: bool = True) -> Engine:
             current = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
             # A database with no promptsearch tables yet (new, or holding only Optuna's) gets them.
             empty = not any(t.startswith("ps_") for t in inspect(conn).get_table_names())
-    except OperationalError as exc:
+    except DatabaseError as exc:  # OperationalError (cannot connect) included; "file is not a database"
         raise UserError(f"cannot reach database {redact(url)}: {exc.orig}") from exc
     head = _head_revision()
     if current != head:
@@ -128,11 +133,45 @@ def open_engine(url: str, create_if_empty: bool = True) -> Engine:
                 f"database {redact(url)} has no promptsearch tables; run `promptsearch db upgrade --db URL`"
             )
         else:
+            _refuse_newer(url, current)
             raise UserError(
                 f"database {redact(url)} is at schema {current}, this code needs {head}: "
                 "run `promptsearch db upgrade --db URL`"
             )
+    _refuse_damaged(engine, url)
     return engine
+
+
+def _refuse_newer(url: str, current: str) -> None:
+    """A schema revision this code does not know was written by a newer promptsearch: upgrading the
+    database cannot help, upgrading promptsearch can."""
+    try:
+        ScriptDirectory.from_config(_alembic_config("")).get_revision(current)
+    except AlembicError as exc:
+        raise UserError(
+            f"database {redact(url)} is at schema {current}, which a newer promptsearch wrote "
+            f"(this one knows up to {_head_revision()}): upgrade promptsearch to use it"
+        ) from exc
+
+
+def missing_tables(engine: Engine) -> list[str]:
+    """Tables a database at the head schema must have (promptsearch's and Optuna's) that it lacks."""
+    from optuna.storages._rdb.models import BaseModel as OptunaBase
+
+    from promptsearch.store.models import Base
+
+    with engine.connect() as conn:
+        present = set(inspect(conn).get_table_names())
+    expected = set(Base.metadata.tables) | set(OptunaBase.metadata.tables)
+    return sorted(expected - present)
+
+
+def _refuse_damaged(engine: Engine, url: str) -> None:
+    if missing := missing_tables(engine):
+        raise UserError(
+            f"database {redact(url)} is damaged: its schema says {_head_revision()} but table(s) "
+            f"{', '.join(missing)} are missing; restore it from a backup or use a new database"
+        )
 
 
 def optuna_storage(
@@ -158,13 +197,17 @@ def upgrade(url: str, revision: str = "head") -> str:
     """Create or migrate the project tables (Alembic) and Optuna's tables; return the head revision."""
     engine = _engine(url)
     try:
-        with engine.connect():
-            pass
-    except OperationalError as exc:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+    except DatabaseError as exc:
         raise UserError(f"cannot reach database {redact(url)}: {exc.orig}") from exc
+    if current is not None:
+        _refuse_newer(url, current)
     command.upgrade(_alembic_config(url), revision)
     storage = optuna.storages.RDBStorage(url, engine_kwargs=_storage_engine_kwargs(url), skip_compatibility_check=True)
     current, head = storage.get_current_version(), storage.get_head_version()
     if current != head:
         storage.upgrade()
+    if revision == "head":
+        _refuse_damaged(engine, url)
     return _head_revision()
