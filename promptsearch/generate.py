@@ -19,6 +19,7 @@ from typing import Any, Literal
 from datatrove.data import Document
 from datatrove.pipeline.inference.run_inference import InferenceConfig, InferenceRunner
 from datatrove.pipeline.writers import JsonlWriter, ParquetWriter
+from pydantic import ValidationError
 
 from promptsearch.corpus import corpus_reader
 from promptsearch.errors import UserError
@@ -87,8 +88,12 @@ def slurm_job(**settings: Any) -> SlurmJob:
     """sbatch settings from the command line; a mistake in one is a UserError naming it."""
     try:
         return SlurmJob(**settings)
-    except ValueError as exc:
-        raise UserError(f"Slurm settings: {str(exc).splitlines()[-1].strip()}") from exc
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"--{'.'.join(str(p) for p in e['loc']).replace('_', '-')} {e.get('input')!r}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise UserError(f"Slurm settings: {problems}") from exc
 
 
 def _rollout(recipe: Recipe, on_document: Callable[[], None] | None) -> Callable[..., Any]:

@@ -482,3 +482,26 @@ def test_a_port_that_is_not_a_number_is_named(tmp_path: Path) -> None:
     result = run_cli("study", "list", "--db", "postgresql+psycopg://user:secret@localhost:abc/db", cwd=tmp_path)
     assert result.returncode == 1 and "not a database URL" in result.stderr and "'abc'" in result.stderr
     assert "secret" not in result.stderr and "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------------------------ other options
+
+
+def test_a_slurm_time_limit_that_is_not_one_is_named(generate_folder: Path) -> None:
+    (generate_folder / "in.jsonl").write_text('{"text": "a document"}\n')
+    args = ("generate", "--input", "in.jsonl", "--output", "out", "--space", "space.yaml", "--template", "faq")
+    result = run_cli(*args, "--executor", "slurm", "--time", "soon", cwd=generate_folder, timeout=120)
+    assert result.returncode == 1 and "Slurm settings: --time 'soon'" in result.stderr, result.stderr
+    assert "errors.pydantic.dev" not in result.stderr
+
+
+def test_a_dashboard_port_in_use_is_refused_before_it_says_it_listens(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade(url)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("dashboard", "--db", url, "--port", str(port), cwd=tmp_path, timeout=60)
+    assert result.returncode == 1 and f"cannot serve on 127.0.0.1:{port}" in result.stderr, result.stderr
+    assert "dashboard for" not in result.stdout

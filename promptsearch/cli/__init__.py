@@ -399,13 +399,14 @@ def dashboard(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
 ) -> None:
     """Serve optuna-dashboard on the study database, with the trials' samples, metrics and plots."""
-    from promptsearch.dashboard import serve
+    from promptsearch.dashboard import check_port, serve
     from promptsearch.store import Store, redact
     from promptsearch.study import artifacts_dir
 
     storage = Store.open(db, create_if_empty=False).optuna_storage()
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"warning: serving on {host}: anyone who can reach it can read and edit these studies")
+    check_port(host, port)
     console.print(f"dashboard for {redact(db)} on http://{host}:{port}/dashboard (Ctrl-C stops it)")
     serve(storage, artifacts_dir(workdir), host, port)
 
