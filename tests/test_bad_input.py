@@ -505,3 +505,12 @@ def test_a_dashboard_port_in_use_is_refused_before_it_says_it_listens(tmp_path: 
         result = run_cli("dashboard", "--db", url, "--port", str(port), cwd=tmp_path, timeout=60)
     assert result.returncode == 1 and f"cannot serve on 127.0.0.1:{port}" in result.stderr, result.stderr
     assert "dashboard for" not in result.stdout
+
+
+def test_many_empty_rows_are_counted_not_warned_about_one_by_one(tmp_path: Path) -> None:
+    empty = b'{"text": "", "source_text": "x"}\n' * 100_000
+    (tmp_path / "data.jsonl").write_bytes(b"".join(_rows(2)) + empty + b"\n\n")
+    result = _metrics(tmp_path, "data.jsonl")
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr[:500]
+    summary = json.loads(result.stdout)
+    assert summary["rows"] == 2 and summary["skipped_rows"] == {"empty": 100_000}
