@@ -89,6 +89,18 @@ class StrictJsonlReader(JsonlReader):
                 yield document
 
 
+class StrictParquetReader(ParquetReader):
+    """datatrove's Parquet reader; a file that is not Parquet (or is damaged) is a `BadRow` naming it."""
+
+    def read_file(self, filepath: str) -> DocumentsPipeline:
+        from pyarrow import ArrowException
+
+        try:
+            yield from super().read_file(filepath)
+        except ArrowException as exc:
+            raise BadRow(f"{self.data_folder.resolve_paths(filepath)}: not a readable Parquet file ({exc})") from exc
+
+
 def _exact_file_glob(name: str) -> str:
     """A glob that matches the file `name` only: datatrove turns a pattern without wildcards into the suffix
     glob `*name` (so `data.jsonl` would also read `old_data.jsonl`), so one ordinary character is bracketed."""
@@ -173,7 +185,7 @@ def corpus_reader(spec: CorpusSpec, limit: int = -1, skip: int = 0) -> BaseDiskR
             folder, skip_bad_rows=spec.skip_bad_rows, glob_pattern=glob, recursive=recursive, **common
         )
     if spec.format == "parquet":
-        return ParquetReader(folder, glob_pattern=glob, recursive=recursive, **common)
+        return StrictParquetReader(folder, glob_pattern=glob, recursive=recursive, **common)
     return TextReader(folder, per="file", glob_pattern=glob or "**/*.txt", recursive=recursive, limit=limit, skip=skip)
 
 

@@ -514,3 +514,11 @@ def test_many_empty_rows_are_counted_not_warned_about_one_by_one(tmp_path: Path)
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr[:500]
     summary = json.loads(result.stdout)
     assert summary["rows"] == 2 and summary["skipped_rows"] == {"empty": 100_000}
+
+
+def test_a_file_that_is_not_parquet_is_named(tmp_path: Path) -> None:
+    (tmp_path / "data.parquet").write_text("not parquet at all")
+    result = _metrics(tmp_path, "data.parquet")
+    assert result.returncode == 1, result.stderr
+    assert f"{tmp_path / 'data.parquet'}: not a readable Parquet file" in result.stderr
+    assert "ArrowInvalid" not in result.stderr
