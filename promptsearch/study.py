@@ -71,7 +71,16 @@ def _load(store: Store, name: str, heartbeat: int | None = None, grace: int | No
 
 
 def study_space(study: optuna.Study) -> SearchSpace:
-    return SearchSpace.model_validate(study.user_attrs[SPACE_ATTR])
+    attrs = study.user_attrs
+    if "form_registered" in attrs:  # dashboard.queue_for_review's study of human ratings
+        raise UserError(f"study {study.study_name!r} holds human ratings of another study's trials, not a space")
+    if SPACE_ATTR not in attrs or "template_ids" not in attrs:
+        # only a create that failed part-way (before creation was all or nothing) leaves such a study
+        raise UserError(
+            f"study {study.study_name!r} was never fully created (no space or templates); remove it with "
+            f"`promptsearch study delete {study.study_name}` and create it again"
+        )
+    return SearchSpace.model_validate(attrs[SPACE_ATTR])
 
 
 def trial_mixture(study: optuna.Study, store: Store, number: int | None = None) -> Mixture:

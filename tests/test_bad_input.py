@@ -522,3 +522,16 @@ def test_a_file_that_is_not_parquet_is_named(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr
     assert f"{tmp_path / 'data.parquet'}: not a readable Parquet file" in result.stderr
     assert "ArrowInvalid" not in result.stderr
+
+
+def test_a_half_created_study_points_to_study_delete(tmp_path: Path) -> None:
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade(url)
+    optuna.create_study(study_name="tiny", storage=url)  # what a failed create used to leave
+    result = run_cli("study", "start", "tiny", "--db", url, "--workdir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert result.returncode == 1 and "never fully created" in result.stderr, result.stderr
+    assert "promptsearch study delete tiny" in result.stderr and "KeyError" not in result.stderr
+    deleted = run_cli("study", "delete", "tiny", "--yes", "--db", url, cwd=tmp_path)
+    assert deleted.returncode == 0, deleted.stderr
