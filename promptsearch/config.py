@@ -21,10 +21,31 @@ Model = TypeVar("Model", bound=BaseModel)
 Location = tuple[Any, ...]
 
 
-class StrictModel(BaseModel):
-    """Unknown keys are mistakes, and a loaded config never changes."""
+SEED_LIMIT = 2**32  # numpy's, torch's and vLLM's seeds are unsigned 32-bit
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+class StrictModel(BaseModel):
+    """Unknown keys are mistakes, NaN and infinity are not numbers, and a loaded config never changes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def http_url_problem(url: str) -> str | None:
+    """Why `url` cannot be an HTTP endpoint (no scheme, no host, a port outside 1-65535), or None."""
+    from urllib.parse import urlsplit
+
+    if not url.startswith(("http://", "https://")):
+        return f"must start with http:// or https:// (got {url!r})"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"{url!r}: {exc}"
+    if not parts.hostname:
+        return f"{url!r} names no host"
+    if port is not None and not 1 <= port <= 65535:
+        return f"{url!r}: port {port} is outside 1-65535"
+    return None
 
 
 class YamlDocument:
@@ -34,7 +55,10 @@ class YamlDocument:
         if not path.is_file():
             raise UserError(f"file not found: {path}")
         self.path = path
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise SpaceError(str(path), [f"not UTF-8 (byte {exc.start}): save the file as UTF-8"]) from exc
         try:
             self.data: Any = yaml.safe_load(text)
             self.root: yaml.Node | None = yaml.compose(text)

@@ -19,6 +19,7 @@ import yaml
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import TrialState
 
+from promptsearch.errors import UserError
 from promptsearch.objectives import objective_names
 from promptsearch.recipe import Recipe
 from promptsearch.store import Store
@@ -157,6 +158,19 @@ def review_ratings(study: optuna.Study) -> dict[int, float]:
         int(t.user_attrs["source_trial"]): float(t.values[0])
         for t in review.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     }
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a `host:port` another process already serves on, before saying the dashboard listens there."""
+    import socket
+
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server itself binds
+            probe.bind((host, port))
+    except OSError as exc:
+        raise UserError(f"cannot serve on {host}:{port}: {exc.strerror or exc} (pass another --port)") from exc
 
 
 def serve(storage: optuna.storages.BaseStorage, artifacts_dir: Path, host: str, port: int) -> None:

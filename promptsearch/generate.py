@@ -19,6 +19,7 @@ from typing import Any, Literal
 from datatrove.data import Document
 from datatrove.pipeline.inference.run_inference import InferenceConfig, InferenceRunner
 from datatrove.pipeline.writers import JsonlWriter, ParquetWriter
+from pydantic import ValidationError
 
 from promptsearch.corpus import corpus_reader
 from promptsearch.errors import UserError
@@ -87,8 +88,12 @@ def slurm_job(**settings: Any) -> SlurmJob:
     """sbatch settings from the command line; a mistake in one is a UserError naming it."""
     try:
         return SlurmJob(**settings)
-    except ValueError as exc:
-        raise UserError(f"Slurm settings: {str(exc).splitlines()[-1].strip()}") from exc
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"--{'.'.join(str(p) for p in e['loc']).replace('_', '-')} {e.get('input')!r}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise UserError(f"Slurm settings: {problems}") from exc
 
 
 def _rollout(recipe: Recipe, on_document: Callable[[], None] | None) -> Callable[..., Any]:
@@ -182,13 +187,18 @@ def _dataset_pipeline(
     output_format: Literal["jsonl", "parquet"],
     records_per_chunk: int,
     on_document: Callable[[], None] | None = None,
+    on_slurm: bool = False,
 ) -> list[Any]:
     model_id, revision = generators.identity(recipe.generator)
+    # an endpoint for Slurm jobs need only answer the nodes, not this machine
+    configs = generators.inference_configs(
+        recipe.generator, recipe.best_of_n, recipe.sampling, reachable_here=not on_slurm
+    )
     return inference_pipeline(
         recipe,
         source,
         output,
-        generators.inference_configs(recipe.generator, recipe.best_of_n, recipe.sampling)[0],
+        configs[0],
         model_id,
         revision,
         output_format=output_format,
@@ -231,7 +241,7 @@ def submit_dataset_job(
             f"generator {recipe.generator.name} is the embedded server, which runs inside this process: "
             "on Slurm use a vllm generator (started on the node by datatrove) or an endpoint the nodes reach"
         )
-    pipeline = _dataset_pipeline(recipe, source, output, generators, output_format, records_per_chunk)
+    pipeline = _dataset_pipeline(recipe, source, output, generators, output_format, records_per_chunk, on_slurm=True)
     executor = slurm_executor(pipeline, job, f"promptsearch-generate-{output.name}", output / "logs", venv_activate)
     executor.run()
     return str(executor.job_id)

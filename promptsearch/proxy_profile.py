@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from promptsearch.config import StrictModel, YamlDocument, resolve_relative
+from promptsearch.config import SEED_LIMIT, StrictModel, YamlDocument, resolve_relative
 from promptsearch.errors import SpaceError
 from promptsearch.resources import bundled_dir
 
@@ -57,7 +57,7 @@ class ProxyTrainSpec(StrictModel):
     warmup_fraction: float = Field(0.05, ge=0, le=0.5)
     decay_fraction: float = Field(0.2, ge=0, le=1)
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="the decay ends at this share of the peak rate")
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT)
 
 
 class LightevalTaskSpec(StrictModel):
@@ -102,6 +102,16 @@ class ProxyProfile(StrictModel):
     )
     lighteval_max_samples: int | None = Field(None, ge=1, description="items scored per lighteval task at most")
     cost_estimate_minutes: float | None = None
+
+    @model_validator(mode="after")
+    def _one_step_at_least(self) -> ProxyProfile:
+        per_step = self.train.batch_size * self.model.seq_len
+        if per_step > self.train.tokens:
+            raise ValueError(
+                f"train.batch_size x model.seq_len is {per_step} tokens a step, more than train.tokens "
+                f"({self.train.tokens}): not one training step"
+            )
+        return self
 
 
 def proxy_profile_path(reference: str, base: Path) -> Path:

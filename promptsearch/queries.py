@@ -83,6 +83,7 @@ class StudyStatus:
     stage_seconds: dict[str, float]  # stage → seconds summed over the trials
     ablations: list[AblationSummaryRow]
     agreements: list[ProxyAgreement]
+    source_skipped: dict[str, int]  # reason → source documents the trials skipped (see `source_skipped`)
 
     @property
     def needs_calibration(self) -> bool:
@@ -172,7 +173,30 @@ def study_status(study: optuna.Study, store: Store) -> StudyStatus:
         stage_seconds=stage_seconds(trials),
         ablations=ablation_summary(study.study_name, store),
         agreements=proxy_agreements(study.study_name, store),
+        source_skipped=source_skipped(metrics),
     )
+
+
+SKIPPED_PREFIX = "rephrase.source_"  # `trial.RephraseStage` records the source's skipped documents by reason
+
+
+def source_skipped(metrics: dict[int, dict[str, float]]) -> dict[str, int]:
+    """Source documents skipped by reason (empty, binary, not_utf8, not_json, truncated, …), as the latest
+    trial that read the source recorded them (every trial of a study reads the same source)."""
+    for number in sorted(metrics, reverse=True):
+        found = {
+            k.removeprefix(SKIPPED_PREFIX): int(v) for k, v in metrics[number].items() if k.startswith(SKIPPED_PREFIX)
+        }
+        if found:
+            return {reason: n for reason, n in sorted(found.items()) if n}
+    return {}
+
+
+def describe_skipped(skipped: dict[str, int]) -> str:
+    """`source documents skipped: 1 binary, 2 empty` ('' when none were)."""
+    if not skipped:
+        return ""
+    return "source documents skipped: " + ", ".join(f"{n} {reason}" for reason, n in skipped.items())
 
 
 def ablation_summary(study_name: str, store: Store) -> list[AblationSummaryRow]:

@@ -4,7 +4,8 @@ In: a trial's knobs (template, generator, sampling, best-of-N, selection rule, m
 recipe file written by `promptsearch export`.
 Out: a `Recipe`, which trials run, `export` writes, `generate` and the ablation bundle read.
 
-This module is a leaf of the package: it depends on nothing but the config loader, so everything
+This module is a leaf of the package: it depends on nothing but the config loader (and the seeds'
+placeholder), so everything
 that reads recipes can import it without pulling in the study machinery.
 """
 
@@ -16,8 +17,9 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from promptsearch.config import StrictModel, YamlDocument, load_model
+from promptsearch.config import SEED_LIMIT, StrictModel, YamlDocument, http_url_problem, load_model
 from promptsearch.errors import UserError
+from promptsearch.seeds import PLACEHOLDER
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -44,14 +46,17 @@ class GeneratorSpec(StrictModel):
     concurrency: int = Field(32, ge=1, le=4096)
     serving: dict[str, int | float | str | bool] = Field(default_factory=dict)
     speculative: dict[str, int | float | str] | None = None
+    ready_timeout_seconds: float = Field(
+        60, gt=0, le=3600, description="endpoint: how long to wait for the URL to answer before the trial fails"
+    )
 
     @model_validator(mode="after")
     def _backend_fields(self) -> GeneratorSpec:
         if self.backend == "endpoint":
             if not self.endpoint_url:
                 raise ValueError("backend 'endpoint' needs endpoint_url")
-            if not self.endpoint_url.startswith(("http://", "https://")):
-                raise ValueError(f"endpoint_url must start with http:// or https:// (got {self.endpoint_url!r})")
+            if problem := http_url_problem(self.endpoint_url):
+                raise ValueError(f"endpoint_url {problem}")
         elif self.endpoint_url:
             raise ValueError(f"endpoint_url is only for backend 'endpoint' (backend is {self.backend!r})")
         if self.speculative is not None and self.backend != "vllm":
@@ -60,10 +65,10 @@ class GeneratorSpec(StrictModel):
 
 
 class Sampling(StrictModel):
-    temperature: float
-    top_p: float
-    max_new_tokens: int
-    top_k: int = 0
+    temperature: float = Field(ge=0, le=2)
+    top_p: float = Field(gt=0, le=1)
+    max_new_tokens: int = Field(ge=1, le=32768)
+    top_k: int = Field(0, ge=0)
 
     def request_fields(self) -> dict[str, Any]:
         """What a generation request carries for these settings (also part of the cache key); top_k only
@@ -95,10 +100,16 @@ class Recipe(StrictModel):
     template_hash: str
     generator: GeneratorSpec
     sampling: Sampling
-    best_of_n: int
+    best_of_n: int = Field(ge=1, le=64)
     selection: str = "fidelity"
-    mix_ratio: float
-    seed: int
+    mix_ratio: float = Field(ge=0, le=1)
+    seed: int = Field(ge=0, lt=SEED_LIMIT)
+
+    @model_validator(mode="after")
+    def _one_document_slot(self) -> Recipe:
+        if (count := self.template_text.count(PLACEHOLDER)) != 1:
+            raise ValueError(f"template_text must contain {PLACEHOLDER} exactly once (found {count})")
+        return self
 
     @classmethod
     def for_template(cls, template_id: int, template: TemplateLike, **knobs: Any) -> Recipe:

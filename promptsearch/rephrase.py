@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -115,10 +117,11 @@ class GeneratorServers:
         return replicas
 
     def inference_configs(
-        self, generator: GeneratorSpec, rollouts_in_flight: int, sampling: Sampling
+        self, generator: GeneratorSpec, rollouts_in_flight: int, sampling: Sampling, reachable_here: bool = True
     ) -> list[InferenceConfig]:
         """datatrove InferenceConfigs for this generator, one per server replica (the embedded backend
-        may run several; the others one); starts the embedded servers if needed."""
+        may run several; the others one); starts the embedded servers if needed. An endpoint is first
+        waited for (`wait_for_endpoint`) unless it is only `reachable_here=False` (from Slurm nodes)."""
         if generator.backend == "embedded":
             replicas = self.embedded_servers(generator, sampling)
             share = generator.model_copy(update={"concurrency": max(1, generator.concurrency // len(replicas.urls))})
@@ -132,15 +135,55 @@ class GeneratorServers:
         common = common_inference_settings(generator, rollouts_in_flight)
         if generator.backend == "endpoint":
             _export_api_key(generator)
+            if reachable_here:
+                wait_for_endpoint(generator)
             return [
                 InferenceConfig(
                     server_type="endpoint",
                     endpoint_url=generator.endpoint_url,
                     model_name_or_path=generator.model,
+                    # datatrove polls /v1/models every 5 s up to 300 times, then retries: bound it the same way
+                    server_ready_delay_sec=1.0,
+                    server_ready_max_attempts=max(1, math.ceil(generator.ready_timeout_seconds)),
+                    server_start_max_retries=0,
                     **common,
                 )
             ]
         return [vllm_inference_config(generator, common)]
+
+
+ENDPOINT_NOTICE_SECONDS = 5.0  # a wait for an endpoint longer than this says so on stderr
+
+
+def wait_for_endpoint(generator: GeneratorSpec) -> None:
+    """Return once something answers HTTP at the generator's URL (any status: an endpoint that wants a key
+    still answers); after `ready_timeout_seconds` of connection errors raise a `UserError` naming the URL.
+    A wait of more than `ENDPOINT_NOTICE_SECONDS` says so on stderr."""
+    import httpx
+
+    url = str(generator.endpoint_url).rstrip("/")
+    start = time.monotonic()
+    deadline = start + generator.ready_timeout_seconds
+    noticed = False
+    while True:
+        try:
+            httpx.get(f"{url}/v1/models", timeout=max(0.5, min(5.0, deadline - time.monotonic())))
+            return
+        except httpx.TransportError as exc:
+            problem = str(exc) or type(exc).__name__
+        if time.monotonic() >= deadline:
+            raise UserError(
+                f"generator {generator.name}: nothing answers at {url} ({problem}; waited "
+                f"{generator.ready_timeout_seconds:g} s, `ready_timeout_seconds` sets the wait)"
+            )
+        if not noticed and time.monotonic() - start >= ENDPOINT_NOTICE_SECONDS:
+            print(
+                f"waiting for generator {generator.name} at {url} (up to {generator.ready_timeout_seconds:g} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+            noticed = True
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
 def common_inference_settings(generator: GeneratorSpec, rollouts_in_flight: int) -> dict[str, Any]:

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
-from promptsearch.config import StrictModel, YamlDocument, resolve_relative
-from promptsearch.errors import SpaceError
+from promptsearch.config import SEED_LIMIT, StrictModel, YamlDocument, http_url_problem, resolve_relative
+from promptsearch.errors import SpaceError, UserError
 from promptsearch.pipelines import SlurmJob
 from promptsearch.proxy_profile import PROXY_SCORES, load_proxy_profile, proxy_profile_path
 from promptsearch.pruning import PrunerSpec, check_pruner
 from promptsearch.recipe import GeneratorSpec, Recipe, Sampling, TemplateLike
-from promptsearch.seeds import SEED_TEMPLATES
+from promptsearch.templates import TemplatePoolSpec, load_template_file
 
 if TYPE_CHECKING:
     import optuna
@@ -43,6 +43,16 @@ OBJECTIVE_METRICS = {
     "measure.vendi_score": "effective number of distinct outputs (MiniLM embeddings)",
     "measure.embedding_similarity": "mean cosine similarity of output and source (MiniLM embeddings)",
 }
+
+
+STUDY_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # a space's `name` and `study create --name` alike
+
+
+def study_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a study (it also names folders under the workdir), or None."""
+    if re.fullmatch(STUDY_NAME, name):
+        return None
+    return f"study name {name!r} must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
 
 
 class FloatRange(StrictModel):
@@ -96,32 +106,14 @@ class CorpusSpec(StrictModel):
     skip: int = Field(0, ge=0)
     limit: int | None = Field(None, ge=1)
     max_chars: int = Field(4000, ge=200, description="longer documents are cut at a newline")
+    skip_bad_rows: bool = Field(
+        False, description="jsonl rows that are not UTF-8 or not JSON are skipped and counted instead of an error"
+    )
 
     @model_validator(mode="after")
     def _known_embedded(self) -> CorpusSpec:
         if self.format == "embedded" and self.path not in ("lee_background", "lee"):
             raise ValueError(f"unknown embedded corpus {self.path!r} (known: lee_background, lee)")
-        return self
-
-
-class TemplatePoolSpec(StrictModel):
-    """Seed templates (names from the built-in pool) and user template files."""
-
-    seeds: list[str] = Field(default_factory=list)
-    files: list[str] = Field(default_factory=list)
-    placeholder: str = "{document}"
-
-    @field_validator("seeds")
-    @classmethod
-    def _known_seeds(cls, value: list[str]) -> list[str]:
-        if unknown := [n for n in value if n not in SEED_TEMPLATES]:
-            raise ValueError(f"unknown seed template(s) {unknown} (known: {', '.join(SEED_TEMPLATES)})")
-        return value
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> TemplatePoolSpec:
-        if not self.seeds and not self.files:
-            raise ValueError("the pool needs at least one seed name or template file")
         return self
 
 
@@ -230,8 +222,10 @@ class ProposerLMSpec(StrictModel):
     @model_validator(mode="after")
     def _backend_fields(self) -> ProposerLMSpec:
         if self.backend == "endpoint":
-            if not self.endpoint_url or not self.endpoint_url.startswith(("http://", "https://")):
+            if not self.endpoint_url:
                 raise ValueError("backend 'endpoint' needs an endpoint_url starting with http:// or https://")
+            if problem := http_url_problem(self.endpoint_url):
+                raise ValueError(f"endpoint_url {problem}")
             if self.model == "embedded":
                 raise ValueError("backend 'endpoint' needs the model name the endpoint serves")
         elif self.endpoint_url:
@@ -310,7 +304,7 @@ class SearchSpace(StrictModel):
     - `cluster`: the worker jobs of `cluster.submit_workers` (`study start --executor slurm`).
     """
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    name: str = Field(pattern=STUDY_NAME)
     description: str = ""
     objectives: list[Objective] = Field(min_length=1)
     source: CorpusSpec
@@ -348,7 +342,7 @@ class SearchSpace(StrictModel):
     )
     proposal: ProposalSpec = ProposalSpec()
     budget: Budget
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT)
 
     _mix_bounds = field_validator("mix_ratio")(_bounded(0.0, 1.0))
 
@@ -447,11 +441,27 @@ def _file_checks(space: SearchSpace, base: Path, document: YamlDocument) -> list
         if classifier.kind == "fasttext" and not Path(resolve_relative(base, classifier.path)).is_file():
             problems.append((("measure", "classifiers", i, "path"), f"not found: {classifier.path}"))
     for i, file in enumerate(space.templates.files):
-        if not Path(resolve_relative(base, file)).is_file():
+        template_path = Path(resolve_relative(base, file))
+        if not template_path.is_file():
             problems.append((("templates", "files", i), f"template file not found: {file}"))
+            continue
+        try:  # read, decoded and its placeholders checked as the study will
+            load_template_file(template_path, space.templates.placeholder)
+        except UserError as exc:
+            problems.append((("templates", "files", i), str(exc)))
     rungs: list[tuple[tuple[Any, ...], str]] = [(("proxy_ladder", i), r) for i, r in enumerate(space.proxy_ladder)]
     if space.proxy is not None:
         rungs.append((("proxy",), space.proxy))
+    promotion = proxy_profile_path(space.promotion.profile, base)  # ablation profiles resolve the same way
+    if not promotion.is_file():
+        problems.append((("promotion", "profile"), f"ablation profile not found: {promotion}"))
+    else:
+        try:  # its schema is checked when promoting (promptsearch.ablation.profile); here, its kind
+            kind = (YamlDocument(promotion).data or {}).get("kind")
+        except (SpaceError, AttributeError):
+            kind = None
+        if kind != "ablation":
+            problems.append((("promotion", "profile"), f"{promotion} is not an ablation profile (kind: ablation)"))
     for loc, reference in rungs:
         path = proxy_profile_path(reference, base)
         if not path.is_file():

@@ -37,7 +37,7 @@ from promptsearch.proxy_profile import ProxyProfile, load_proxy_profile, proxy_p
 from promptsearch.pruning import build_pruner
 from promptsearch.recipe import trial_recipe
 from promptsearch.rephrase import GeneratorServers
-from promptsearch.space import SearchSpace, load_space
+from promptsearch.space import SearchSpace, load_space, study_name_problem
 from promptsearch.store import Store, redact
 from promptsearch.store.models import ProxyCalibrationRow
 from promptsearch.templates import template_pool
@@ -72,7 +72,16 @@ def _load(store: Store, name: str, heartbeat: int | None = None, grace: int | No
 
 
 def study_space(study: optuna.Study) -> SearchSpace:
-    return SearchSpace.model_validate(study.user_attrs[SPACE_ATTR])
+    attrs = study.user_attrs
+    if "form_registered" in attrs:  # dashboard.queue_for_review's study of human ratings
+        raise UserError(f"study {study.study_name!r} holds human ratings of another study's trials, not a space")
+    if SPACE_ATTR not in attrs or "template_ids" not in attrs:
+        # only a create that failed part-way (before creation was all or nothing) leaves such a study
+        raise UserError(
+            f"study {study.study_name!r} was never fully created (no space or templates); remove it with "
+            f"`promptsearch study delete {study.study_name}` and create it again"
+        )
+    return SearchSpace.model_validate(attrs[SPACE_ATTR])
 
 
 def trial_mixture(study: optuna.Study, store: Store, number: int | None = None) -> Mixture:
@@ -93,9 +102,16 @@ def trial_mixture(study: optuna.Study, store: Store, number: int | None = None) 
 
 
 def create_study(space_file: Path, db_url: str, name: str | None = None) -> optuna.Study:
+    """A new study from a space file, its templates enqueued; all or nothing: a study whose set-up fails
+    part-way is deleted again, so a fixed space file can be created under the same name."""
+    if name is not None and (problem := study_name_problem(name)):
+        raise UserError(problem)
     space = load_space(space_file)
     if name:
         space = space.model_copy(update={"name": name})
+    # Everything that reads files or can be refused is done before the study exists.
+    pool = template_pool(space.templates)
+    pruner = build_pruner(space.pruner, space.eval_checkpoints())
     store = Store.open(db_url)
     storage = store.optuna_storage()
     if space.name in {s.study_name for s in storage.get_all_studies()}:
@@ -105,17 +121,18 @@ def create_study(space_file: Path, db_url: str, name: str | None = None) -> optu
         storage=storage,
         directions=[o.direction for o in space.objectives],
         sampler=optuna.samplers.TPESampler(seed=space.seed),
-        pruner=build_pruner(space.pruner, space.eval_checkpoints()),
+        pruner=pruner,
     )
-    study.set_metric_names([o.metric for o in space.objectives])
-    study.set_user_attr(SPACE_ATTR, space.model_dump(mode="json"))
-    pool = template_pool(space.templates)
-    ids = [
-        store.add_template(t.name, t.family, t.text, t.text_hash, "seed" if t.name in space.templates.seeds else "file")
-        for t in pool
-    ]
-    study.set_user_attr("template_ids", ids)
-    _enqueue_templates(study, ids, len(ids))
+    try:
+        study.set_metric_names([o.metric for o in space.objectives])
+        study.set_user_attr(SPACE_ATTR, space.model_dump(mode="json"))
+        origin = {t.name: "seed" if t.name in space.templates.seeds else "file" for t in pool}
+        ids = [store.add_template(t.name, t.family, t.text, t.text_hash, origin[t.name]) for t in pool]
+        study.set_user_attr("template_ids", ids)
+        _enqueue_templates(study, ids, len(ids))
+    except BaseException:
+        optuna.delete_study(study_name=space.name, storage=storage)
+        raise
     return study
 
 

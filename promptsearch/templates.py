@@ -1,6 +1,6 @@
 """Stage 1, templates: the prompt pool a study searches over.
 
-In: a `TemplatePoolSpec` (seed names from `SEED_TEMPLATES`, user template files).
+In: a `TemplatePoolSpec` (its schema is here; seed names from `SEED_TEMPLATES`, user template files).
 Out: validated `TemplateSpec`s (name, family, text with exactly one `{document}` placeholder),
 which the study stores in the `templates` table and enqueues as trials.
 
@@ -12,13 +12,36 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from pydantic import Field, field_validator, model_validator
+
+from promptsearch.config import StrictModel
 from promptsearch.errors import UserError
 from promptsearch.seeds import PLACEHOLDER, SEED_TEMPLATES, TemplateSpec
-from promptsearch.space import TemplatePoolSpec
 
 MAX_TEMPLATE_CHARS = 4000
 _ANY_PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 OUTPUT_RULE = re.compile(r"\boutput only\b", re.IGNORECASE)
+
+
+class TemplatePoolSpec(StrictModel):
+    """Seed templates (names from the built-in pool) and user template files."""
+
+    seeds: list[str] = Field(default_factory=list)
+    files: list[str] = Field(default_factory=list)
+    placeholder: str = "{document}"
+
+    @field_validator("seeds")
+    @classmethod
+    def _known_seeds(cls, value: list[str]) -> list[str]:
+        if unknown := [n for n in value if n not in SEED_TEMPLATES]:
+            raise ValueError(f"unknown seed template(s) {unknown} (known: {', '.join(SEED_TEMPLATES)})")
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> TemplatePoolSpec:
+        if not self.seeds and not self.files:
+            raise ValueError("the pool needs at least one seed name or template file")
+        return self
 
 
 def has_output_rule(text: str) -> bool:
@@ -52,7 +75,12 @@ def load_template_file(path: Path, placeholder: str) -> TemplateSpec:
 
     The file's own `placeholder` (e.g. `[TEXT]` or `[[DOCUMENT]]`) is rewritten to `{document}`.
     """
-    text = path.read_text(encoding="utf-8").strip()
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 (byte {exc.start})") from exc
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     count = text.count(placeholder)
     if count != 1:
         raise UserError(f"{path}: template must contain {placeholder} exactly once (found {count})")

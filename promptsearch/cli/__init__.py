@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+# typer ships its own click: its usage errors are these, not `click.ClickException`.
+from typer._click.exceptions import ClickException as _ClickException
+
 from promptsearch.cli.ablation import ablation_app, promote
 from promptsearch.cli.common import (
     DEFAULT_URL,
@@ -121,11 +124,22 @@ def proxy_calibrate(
 # ------------------------------------------------------------------------------------------- study
 
 
+def _study_name(value: str | None) -> str | None:
+    """A study name follows the space's `name` pattern (it also names folders under the workdir)."""
+    from promptsearch.space import study_name_problem
+
+    if value is not None and (problem := study_name_problem(value)):
+        raise typer.BadParameter(problem)
+    return value
+
+
 @study_app.command("create")
 def study_create(
     space_file: Path,
     db: DbOption = DEFAULT_URL,
-    name: Annotated[str | None, typer.Option(help="Study name (default: the space's name).")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Study name (default: the space's name).", callback=_study_name)
+    ] = None,
 ) -> None:
     """Create a study from a search-space file and enqueue its templates."""
     from promptsearch.study import create_study
@@ -154,7 +168,7 @@ def study_start(
     section sets their resources, which these flags override."""
     import optuna
 
-    from promptsearch.queries import running_stages
+    from promptsearch.queries import describe_skipped, running_stages, source_skipped
     from promptsearch.study import (
         STOP_REQUESTED,
         RunOptions,
@@ -200,8 +214,10 @@ def study_start(
         if STOP_REQUESTED.is_set():
             console.print("interrupted: finished trials and generations are saved; run the same command to resume")
             raise typer.Exit(130)
-    final, _ = open_study(name, db)
+    final, store = open_study(name, db)
     console.print(f"{finished_count(final)}/{total} trials finished in {time.monotonic() - started:.0f} s")
+    if skipped := describe_skipped(source_skipped(store.study_metrics(name))):
+        console.print(skipped)
     console.print(f"database: {describe_db(db)}   study: {name}   outputs: {options.workdir / name}")
 
 
@@ -255,6 +271,7 @@ def study_stop(study: str, db: DbOption = DEFAULT_URL) -> None:
 def study_status(study: str, db: DbOption = DEFAULT_URL) -> None:
     """Show a study's trials: template, knobs, objective values, key metrics, state and reasons."""
     from promptsearch.cluster import describe_workers
+    from promptsearch.queries import describe_skipped
     from promptsearch.queries import study_status as read_status
     from promptsearch.study import open_study
 
@@ -276,6 +293,8 @@ def study_status(study: str, db: DbOption = DEFAULT_URL) -> None:
     table(columns, rows, title=f"study {study} ({goals})")
     split = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in status.stage_seconds.items())
     console.print(f"generated {status.completion_tokens} completion tokens; time by stage: {split or '-'}")
+    if skipped := describe_skipped(status.source_skipped):
+        console.print(skipped)
     if status.noise:
         floor = ", ".join(f"{n} {s:.4f}" for n, s in status.noise.items())
         console.print(f"noise floor (std over training seeds): {floor}")
@@ -414,19 +433,27 @@ def dashboard(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
 ) -> None:
     """Serve optuna-dashboard on the study database, with the trials' samples, metrics and plots."""
-    from promptsearch.dashboard import serve
+    from promptsearch.dashboard import check_port, serve
     from promptsearch.store import Store, redact
     from promptsearch.study import artifacts_dir
 
     storage = Store.open(db, create_if_empty=False).optuna_storage()
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"warning: serving on {host}: anyone who can reach it can read and edit these studies")
+    check_port(host, port)
     console.print(f"dashboard for {redact(db)} on http://{host}:{port}/dashboard (Ctrl-C stops it)")
     serve(storage, artifacts_dir(workdir), host, port)
 
 
 app.command("metrics")(metrics)
 app.command("generate")(generate)
+
+
+def _usage_line(exc: _ClickException) -> str:
+    """click's own message (it names the option or argument), and where to read the usage."""
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    return f"{exc.format_message()}{hint}"
 
 
 def main() -> None:
@@ -446,15 +473,14 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except (typer.Exit, typer.Abort) as exc:
         sys.exit(getattr(exc, "exit_code", 1))
+    except _ClickException as exc:  # a usage error: one line naming the option, exit 2
+        if type(exc).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+            err_console.print(f"error: {_usage_line(exc)}", highlight=False, markup=False)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
-    except Exception as exc:  # a click usage error, or a bug: one line unless --debug
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug: one line unless --debug
         if debug:
             raise
         err_console.print(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,6 +19,11 @@ if TYPE_CHECKING:
     from promptsearch.space import CorpusSpec
 
 
+SKIP_BAD_ROWS = typer.Option(
+    "--skip-bad-rows", help="Skip (and count) rows that are not UTF-8 or not JSON instead of stopping at the first."
+)
+
+
 def metrics(
     file: Annotated[Path, typer.Argument(help="JSONL (optionally .gz) or Parquet of (source, output) rows.")],
     source_key: Annotated[str, typer.Option(help="Field with the source document.")] = "source_text",
@@ -25,23 +31,33 @@ def metrics(
     family: Annotated[str, typer.Option(help="Template family for format validity (faq, table, math, …).")] = "",
     embeddings: Annotated[bool, typer.Option(help="Also Vendi score and similarity (MiniLM).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    skip_bad_rows: Annotated[bool, SKIP_BAD_ROWS] = False,
 ) -> None:
     """Audit an existing synthetic dataset with the same metrics a trial gets."""
     import json
+    from collections import Counter
 
     from promptsearch.corpus import read_output_records
     from promptsearch.logs import warnings_only
     from promptsearch.measure import Embedder, measure, most_common_opening
 
     warnings_only()
-    records = read_output_records(file, source_key, output_key, family)
+    skipped: Counter[str] = Counter()
+    records = read_output_records(file, source_key, output_key, family, skip_bad_rows=skip_bad_rows, skipped=skipped)
     report = measure(records, Embedder() if embeddings else None)
     opening, share = most_common_opening([r.output for r in records])
     if as_json:
-        console.print_json(json.dumps({"rows": len(records), "top_opening": opening, **report}))
+        summary = {"rows": len(records), "skipped_rows": dict(skipped), "top_opening": opening, **report}
+        console.print_json(json.dumps(summary))
         return
     rows = [*((name, f"{value:.4f}") for name, value in report.items()), ("top_opening", f"{opening!r} ({share:.0%})")]
-    table(("metric", "value"), rows, title=f"{file} ({len(records)} rows)")
+    table(("metric", "value"), rows, title=f"{file} ({len(records)} rows{_skipped_note(skipped)})")
+
+
+def _skipped_note(skipped: Mapping[str, int]) -> str:
+    """`; skipped 2 not_utf8, 1 empty` for a summary line ('' when nothing was skipped)."""
+    counts = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()) if n)
+    return f"; skipped {counts}" if counts else ""
 
 
 def generate(
@@ -69,18 +85,23 @@ def generate(
     venv: Annotated[
         str | None, typer.Option(help="bin/activate the Slurm jobs source (default: this environment's)")
     ] = None,
+    skip_bad_rows: Annotated[bool, SKIP_BAD_ROWS] = False,
 ) -> None:
     """Generate a synthetic dataset from a recipe (or a space's template); resumable."""
-    from promptsearch.corpus import input_corpus
+    from promptsearch.corpus import input_corpus, scan_corpus
     from promptsearch.embedded import serving_plan
     from promptsearch.generate import chosen_recipe, generate_dataset
+    from promptsearch.logs import warnings_only
     from promptsearch.rephrase import GeneratorServers
 
     if output_format not in ("jsonl", "parquet"):
         raise UserError(f"--format must be jsonl or parquet (got {output_format!r})")
     knobs = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens, "best_of_n": best_of_n}
     chosen = chosen_recipe(recipe, space, template, generator, **knobs)
-    corpus = input_corpus(input, input_format, text_key, limit)
+    corpus = input_corpus(input, input_format, text_key, limit, skip_bad_rows)
+    # The whole input is read once before any model loads: a bad row, or nothing usable, stops here.
+    warnings_only()
+    scanned = scan_corpus(corpus) if corpus.format in ("jsonl", "parquet", "text") else None
     quiet_libraries(output)
     if executor == "slurm":
         slurm = {"partition": partition, "time": time_limit, "tasks": tasks, "cpus_per_task": cpus_per_task}
@@ -107,7 +128,8 @@ def generate(
             records_per_chunk=chunk_size,
             on_document=lambda: progress.advance(task),
         )
-    console.print(f"wrote {output / 'data'} (template {chosen.template_name}, generator {chosen.generator.name})")
+    note = _skipped_note(scanned.skipped) if scanned is not None else ""
+    console.print(f"wrote {output / 'data'} (template {chosen.template_name}, generator {chosen.generator.name}{note})")
 
 
 def _generate_on_slurm(

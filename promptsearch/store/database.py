@@ -8,6 +8,8 @@ Passwords never reach a message: `redact` masks them.
 
 from __future__ import annotations
 
+import sys
+import threading
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -17,22 +19,25 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from alembic.util.exc import CommandError as AlembicError
+from sqlalchemy import create_engine, event, inspect
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DatabaseError
 
 from promptsearch.errors import UserError
 from promptsearch.resources import bundled_dir
 
 VERSION_TABLE = "promptsearch_alembic_version"  # Optuna's own migrations use `alembic_version`
 DEFAULT_URL = "sqlite:///promptsearch.db"
+SQLITE_TIMEOUT_SECONDS = 60  # how long a statement waits for another process's lock before failing
+LOCK_NOTICE_SECONDS = 2.0  # a statement still waiting after this says so on stderr
 
 
 def redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "<unparseable database URL>"
 
 
@@ -48,24 +53,60 @@ def _head_revision() -> str:
     return ScriptDirectory.from_config(_alembic_config("")).get_current_head() or ""
 
 
-def _engine(url: str) -> Engine:
+def _parse(url: str) -> URL:
     try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise UserError(f"not a database URL: {redact(url)} (expected e.g. {DEFAULT_URL})") from exc
+        return make_url(url)
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+        raise UserError(f"not a database URL: {redact(url)} (expected e.g. {DEFAULT_URL}): {exc}") from exc
+
+
+def _engine(url: str) -> Engine:
+    parsed = _parse(url)
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if parsed.get_backend_name() == "sqlite":
-        kwargs["connect_args"] = {"timeout": 60}
+        kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_SECONDS}
     try:
         return create_engine(parsed, **kwargs)
     except (ArgumentError, ImportError) as exc:
         raise UserError(f"cannot use database URL {redact(url)}: {exc}") from exc
 
 
+def _say_waiting(url: str) -> None:
+    print(
+        f"waiting for database {redact(url)}: another process holds its lock "
+        f"(giving up after {SQLITE_TIMEOUT_SECONDS} s)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _start_lock_notice(conn: Any, *_args: Any) -> None:
+    if conn.dialect.name != "sqlite":
+        return
+    timer = threading.Timer(LOCK_NOTICE_SECONDS, _say_waiting, (str(conn.engine.url),))
+    timer.daemon = True
+    conn.info["ps_lock_notice"] = timer
+    timer.start()
+
+
+def _stop_lock_notice(conn: Any, *_args: Any) -> None:
+    timer = conn.info.pop("ps_lock_notice", None) if conn is not None else None
+    if timer is not None:
+        timer.cancel()
+
+
+# SQLite waits silently for another process's lock (up to SQLITE_TIMEOUT_SECONDS): a statement still running
+# after LOCK_NOTICE_SECONDS says so on stderr. On every engine, Optuna's storage included (its constructor
+# already runs statements).
+event.listen(Engine, "before_cursor_execute", _start_lock_notice)
+event.listen(Engine, "after_cursor_execute", _stop_lock_notice)
+event.listen(Engine, "handle_error", lambda context: _stop_lock_notice(context.connection))
+
+
 def open_engine(url: str, create_if_empty: bool = True) -> Engine:
     """An engine on `url` whose promptsearch schema is the code's; a database without promptsearch's
     tables gets them when `create_if_empty`."""
-    parsed = make_url(url) if "://" in url else None
+    parsed = _parse(url) if "://" in url else None
     if (
         parsed is not None
         and parsed.get_backend_name() == "sqlite"
@@ -81,7 +122,7 @@ def open_engine(url: str, create_if_empty: bool = True) -> Engine:
             current = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
             # A database with no promptsearch tables yet (new, or holding only Optuna's) gets them.
             empty = not any(t.startswith("ps_") for t in inspect(conn).get_table_names())
-    except OperationalError as exc:
+    except DatabaseError as exc:  # OperationalError (cannot connect) included; "file is not a database"
         raise UserError(f"cannot reach database {redact(url)}: {exc.orig}") from exc
     head = _head_revision()
     if current != head:
@@ -92,11 +133,45 @@ def open_engine(url: str, create_if_empty: bool = True) -> Engine:
                 f"database {redact(url)} has no promptsearch tables; run `promptsearch db upgrade --db URL`"
             )
         else:
+            _refuse_newer(url, current)
             raise UserError(
                 f"database {redact(url)} is at schema {current}, this code needs {head}: "
                 "run `promptsearch db upgrade --db URL`"
             )
+    _refuse_damaged(engine, url)
     return engine
+
+
+def _refuse_newer(url: str, current: str) -> None:
+    """A schema revision this code does not know was written by a newer promptsearch: upgrading the
+    database cannot help, upgrading promptsearch can."""
+    try:
+        ScriptDirectory.from_config(_alembic_config("")).get_revision(current)
+    except AlembicError as exc:
+        raise UserError(
+            f"database {redact(url)} is at schema {current}, which a newer promptsearch wrote "
+            f"(this one knows up to {_head_revision()}): upgrade promptsearch to use it"
+        ) from exc
+
+
+def missing_tables(engine: Engine) -> list[str]:
+    """Tables a database at the head schema must have (promptsearch's and Optuna's) that it lacks."""
+    from optuna.storages._rdb.models import BaseModel as OptunaBase
+
+    from promptsearch.store.models import Base
+
+    with engine.connect() as conn:
+        present = set(inspect(conn).get_table_names())
+    expected = set(Base.metadata.tables) | set(OptunaBase.metadata.tables)
+    return sorted(expected - present)
+
+
+def _refuse_damaged(engine: Engine, url: str) -> None:
+    if missing := missing_tables(engine):
+        raise UserError(
+            f"database {redact(url)} is damaged: its schema says {_head_revision()} but table(s) "
+            f"{', '.join(missing)} are missing; restore it from a backup or use a new database"
+        )
 
 
 def optuna_storage(
@@ -114,7 +189,7 @@ def optuna_storage(
 
 def _storage_engine_kwargs(url: str) -> dict[str, Any]:
     if make_url(url).get_backend_name() == "sqlite":
-        return {"connect_args": {"timeout": 60}}
+        return {"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}}
     return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
 
 
@@ -122,13 +197,17 @@ def upgrade(url: str, revision: str = "head") -> str:
     """Create or migrate the project tables (Alembic) and Optuna's tables; return the head revision."""
     engine = _engine(url)
     try:
-        with engine.connect():
-            pass
-    except OperationalError as exc:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+    except DatabaseError as exc:
         raise UserError(f"cannot reach database {redact(url)}: {exc.orig}") from exc
+    if current is not None:
+        _refuse_newer(url, current)
     command.upgrade(_alembic_config(url), revision)
     storage = optuna.storages.RDBStorage(url, engine_kwargs=_storage_engine_kwargs(url), skip_compatibility_check=True)
     current, head = storage.get_current_version(), storage.get_head_version()
     if current != head:
         storage.upgrade()
+    if revision == "head":
+        _refuse_damaged(engine, url)
     return _head_revision()
