@@ -241,9 +241,13 @@ def train_llama(
         picks = rng.choice(len(names), size=batch, p=probs)
         rows = [datasets[names[p]][int(rng.integers(len(datasets[names[p]])))]["input_ids"] for p in picks]
         tokens = torch.stack([torch.as_tensor(r, dtype=torch.long) for r in rows]).to(device)
-        loss = model(input_ids=tokens, labels=tokens).loss  # the model shifts labels by one itself
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # lighteval 0.13 turns autograd off for the whole process when its transformers backend is imported
+        # (module-level `torch.set_grad_enabled(False)` in lighteval/models/transformers/transformers_model.py):
+        # a worker that scored one trial with lighteval would train the next without gradients.
+        with torch.enable_grad():
+            loss = model(input_ids=tokens, labels=tokens).loss  # the model shifts labels by one itself
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()

@@ -60,9 +60,9 @@ def test_unknown_partition_is_one_line_and_submits_nothing(tmp_path: Path, pg_ur
 def test_three_workers_on_slurm_run_the_study_once(
     tmp_path: Path, pg_url: str, slurm: str, embedded_server: TransformersServer
 ) -> None:
-    """Three worker jobs (one CPU each, two at a time on the 2-core node) share one generator and run 9 trials:
+    """Three worker jobs (one CPU each, two at a time on the 2-core node) share one generator and run 6 trials:
     each once, all COMPLETE; their job ids are in SQL as sbatch returned them; `study stop` then finds none."""
-    _space(tmp_path, embedded_server, 9)
+    _space(tmp_path, embedded_server, 6)
     started = time.monotonic()
     submitted = _start(tmp_path, pg_url, "--workers", "3", "--mem-per-cpu-gb", "2", "--time", "00:20:00")
     assert submitted.returncode == 0, submitted.stderr
@@ -80,8 +80,8 @@ def test_three_workers_on_slurm_run_the_study_once(
     logs = "\n".join(Path(w.log_path).read_text() for w in workers if Path(w.log_path).exists())
     assert all(w.state == "COMPLETED" for w in workers), [(w.job_id, w.state) for w in workers] + [logs[-3000:]]
     trials = optuna.load_study(study_name="tiny", storage=pg_url).trials
-    assert len(trials) == 9 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials), logs[-3000:]
-    assert len({t.number for t in trials}) == 9
+    assert len(trials) == 6 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials), logs[-3000:]
+    assert len({t.number for t in trials}) == 6
     assert {t.user_attrs["slurm_job_id"] for t in trials} <= {w.job_id for w in workers}  # run inside the jobs
     status = run_cli("study", "status", "tiny", "--db", pg_url, cwd=tmp_path)
     assert status.returncode == 0, status.stderr
@@ -90,7 +90,7 @@ def test_three_workers_on_slurm_run_the_study_once(
 
     stopped = run_cli("study", "stop", "tiny", "--db", pg_url, cwd=tmp_path)
     assert stopped.returncode == 0 and "no worker job to cancel" in stopped.stdout
-    print(f"3 Slurm workers, 9 trials: {time.monotonic() - started:.0f} s")
+    print(f"3 Slurm workers, 6 trials: {time.monotonic() - started:.0f} s")
 
 
 @pytest.mark.postgres
