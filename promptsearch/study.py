@@ -17,7 +17,6 @@ import threading
 import warnings
 from collections import Counter
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -281,15 +280,15 @@ def run_worker(name: str, options: RunOptions, worker_index: int = 0) -> None:
     if remaining <= 0:
         return
     log_dir = options.workdir / name / "logs"
-    with GeneratorServers(log_dir) as generators, ExitStack() as stack:
+    with GeneratorServers(log_dir) as generators:
         objective = _Objective(study, store, generators, options)
         # Proposals come before `_fill_queue`, so that a round's new templates are what the queue runs next.
         proposals: list[Callable[[optuna.Study, FrozenTrial], None]] = []
         if space.proposal.enabled:
             from promptsearch.propose import ProposalLoop  # imports DSPy: only for studies that propose
 
-            loop = ProposalLoop(name, store, space, options.workdir, objective.corpora.source)
-            proposals.append(stack.enter_context(loop))
+            loop = ProposalLoop(name, store, space, options.workdir, objective.corpora.source, generators)
+            proposals.append(loop)
         study.optimize(
             objective,
             n_trials=remaining,

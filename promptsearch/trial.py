@@ -139,6 +139,7 @@ class RephraseStage:
                 "tokens_per_second": result.completion_tokens_generated / max(result.wall_seconds, 1e-9)
                 if result.requests_made
                 else 0.0,
+                "server_starts": result.server_starts,
                 "server_restarts": result.server_restarts,
                 **{f"source_{reason}": count for reason, count in ctx.corpora.source_skipped.items()},
                 **device_hours(ctx.recipe.generator, result.wall_seconds if result.requests_made else 0.0),

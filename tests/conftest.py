@@ -14,7 +14,7 @@ import yaml
 from datatrove.data import Document
 
 from promptsearch.corpus import read_corpus
-from promptsearch.embedded import TransformersServer, embedded_model
+from promptsearch.embedded import VllmServer, embedded_model, serving_plan
 from promptsearch.recipe import GeneratorSpec, Recipe, Sampling
 from promptsearch.seeds import SEED_TEMPLATES
 from promptsearch.space import CorpusSpec
@@ -25,10 +25,12 @@ DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session")
-def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TransformersServer]:
-    """`transformers serve` on the embedded SmolLM2-135M (real model, real HTTP)."""
+def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+    """vLLM (the CPU build) on the embedded SmolLM2-135M: real model, real HTTP, one core (the tests' proxy
+    training gets the other), shared by every test that reaches it as an `endpoint` generator."""
     model = embedded_model()
-    server = TransformersServer(model.path, tmp_path_factory.mktemp("server") / "server.log")
+    settings = serving_plan().settings[0]
+    server = VllmServer(model.path, tmp_path_factory.mktemp("server") / "server.log", settings)
     server.start()
     yield server
     server.stop()
@@ -92,7 +94,7 @@ def news(limit: int) -> list[Document]:
     return read_corpus(CorpusSpec(format="embedded", path="lee_background", limit=limit, max_chars=300)).documents
 
 
-def write_space(path: Path, server: TransformersServer | None, **overrides: object) -> Path:
+def write_space(path: Path, server: VllmServer | None, **overrides: object) -> Path:
     """A tiny real space: 2 short news documents, 12 new tokens, the micro proxy (or none)."""
     generator = (
         {

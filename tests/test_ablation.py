@@ -19,7 +19,7 @@ from promptsearch.ablation.profile import ablation_profile_path, load_ablation_p
 from promptsearch.ablation.results import rank_agreement
 from promptsearch.ablation.slurm import TERMINAL_STATES, refresh, submit
 from promptsearch.cost import actual_gpu_hours, cost_comparison, format_prediction, predict_ablation, slurm_seconds
-from promptsearch.embedded import TransformersServer
+from promptsearch.embedded import VllmServer
 from promptsearch.errors import ConfigError, UserError
 from promptsearch.promote import promote
 from promptsearch.recipe import GeneratorSpec
@@ -357,7 +357,7 @@ def test_calibration_with_known_inputs() -> None:
 
 
 @pytest.fixture(scope="module")
-def promoted_study(tmp_path_factory: pytest.TempPathFactory, embedded_server: TransformersServer) -> dict:
+def promoted_study(tmp_path_factory: pytest.TempPathFactory, embedded_server: VllmServer) -> dict:
     """A real two-trial study whose promotion rule (top 2) sends both trials to cpu-smoke."""
     root = tmp_path_factory.mktemp("ablation")
     space = write_space(

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO, news, seeded_recipe
 
-from promptsearch.embedded import TransformersServer
+from promptsearch.embedded import VllmServer
 from promptsearch.generate import generate_dataset
-from promptsearch.recipe import GeneratorSpec, Sampling
+from promptsearch.recipe import GeneratorSpec
 from promptsearch.rephrase import GeneratorServers, rephrase, vllm_inference_config
 from promptsearch.space import CorpusSpec, load_space
 from promptsearch.store import Store
@@ -57,7 +57,7 @@ def test_vllm_command_and_speculative_config_from_space(monkeypatch: pytest.Monk
 
 
 def test_endpoint_api_key_never_stored(
-    tmp_path: Path, embedded_server: TransformersServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, embedded_server: VllmServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secret = "sk-test-DO-NOT-STORE-4242"
     monkeypatch.setenv("PROMPTSEARCH_TEST_KEY", secret)
@@ -93,4 +93,4 @@ def test_missing_api_key_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mo
         api_key_env="PROMPTSEARCH_TEST_KEY",
     )
     with GeneratorServers(tmp_path) as generators, pytest.raises(UserError, match="PROMPTSEARCH_TEST_KEY is not set"):
-        generators.inference_configs(generator, 1, Sampling(temperature=0.7, top_p=0.9, max_new_tokens=8))
+        generators.inference_configs(generator, 1)

@@ -12,11 +12,11 @@ from conftest import run_cli, write_space
 
 from promptsearch.ablation.slurm import TERMINAL_STATES
 from promptsearch.cluster import refresh_workers, worker_job
-from promptsearch.embedded import TransformersServer
+from promptsearch.embedded import VllmServer
 from promptsearch.store import Store
 
 
-def _space(tmp_path: Path, server: TransformersServer | None, trials: int) -> Path:
+def _space(tmp_path: Path, server: VllmServer | None, trials: int) -> Path:
     """No proxy: the measure stage's number recall is the objective, so a trial takes seconds."""
     return write_space(
         tmp_path / "space.yaml",
@@ -58,7 +58,7 @@ def test_unknown_partition_is_one_line_and_submits_nothing(tmp_path: Path, pg_ur
 
 @pytest.mark.postgres
 def test_three_workers_on_slurm_run_the_study_once(
-    tmp_path: Path, pg_url: str, slurm: str, embedded_server: TransformersServer
+    tmp_path: Path, pg_url: str, slurm: str, embedded_server: VllmServer
 ) -> None:
     """Three worker jobs (one CPU each, two at a time on the 2-core node) share one generator and run 6 trials:
     each once, all COMPLETE; their job ids are in SQL as sbatch returned them; `study stop` then finds none."""
@@ -115,9 +115,7 @@ def test_study_stop_cancels_the_workers(tmp_path: Path, pg_url: str, slurm: str)
 
 
 @pytest.mark.postgres
-def test_scancelled_worker_loses_nothing(
-    tmp_path: Path, pg_url: str, slurm: str, embedded_server: TransformersServer
-) -> None:
+def test_scancelled_worker_loses_nothing(tmp_path: Path, pg_url: str, slurm: str, embedded_server: VllmServer) -> None:
     """scancel one of two workers while both run a trial: its trial fails on the heartbeat and is re-run once by the
     other worker with the same template and params; the study still ends with its 6 trials COMPLETE."""
     _space(tmp_path, embedded_server, 6)

@@ -15,11 +15,11 @@ import pytest
 from conftest import REPO, run_cli, write_space
 
 from promptsearch.dashboard import review_ratings
-from promptsearch.embedded import TransformersServer
+from promptsearch.embedded import VllmServer
 
 
 @pytest.fixture(scope="module")
-def finished_study(tmp_path_factory: pytest.TempPathFactory, embedded_server: TransformersServer) -> tuple[Path, str]:
+def finished_study(tmp_path_factory: pytest.TempPathFactory, embedded_server: VllmServer) -> tuple[Path, str]:
     """A two-trial study (faq and table) with the review form on, run through the CLI."""
     folder = tmp_path_factory.mktemp("watched")
     space = write_space(folder / "space.yaml", embedded_server, human_review=True)

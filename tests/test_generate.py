@@ -11,14 +11,14 @@ from pathlib import Path
 import yaml
 from conftest import REPO, run_cli, write_space
 
-from promptsearch.embedded import TransformersServer
+from promptsearch.embedded import VllmServer
 
 
 def _rows(folder: Path) -> list[dict]:
     return [json.loads(line) for f in sorted((folder / "data").glob("*.jsonl")) for line in f.read_text().splitlines()]
 
 
-def test_generate_from_exported_recipe(tmp_path: Path, embedded_server: TransformersServer) -> None:
+def test_generate_from_exported_recipe(tmp_path: Path, embedded_server: VllmServer) -> None:
     space = write_space(
         tmp_path / "space.yaml",
         embedded_server,
@@ -57,7 +57,7 @@ def test_generate_from_exported_recipe(tmp_path: Path, embedded_server: Transfor
         assert row["text"] in meta["samples"] and row["source_text"]
 
 
-def test_interrupted_generate_resumes_each_document_once(tmp_path: Path, embedded_server: TransformersServer) -> None:
+def test_interrupted_generate_resumes_each_document_once(tmp_path: Path, embedded_server: VllmServer) -> None:
     space = write_space(tmp_path / "space.yaml", embedded_server)
     args = [
         sys.executable,
@@ -95,7 +95,7 @@ def test_interrupted_generate_resumes_each_document_once(tmp_path: Path, embedde
     assert len(ids) == 10 and len(set(ids)) == 10
 
 
-def test_generate_on_slurm(tmp_path: Path, embedded_server: TransformersServer, slurm: str) -> None:
+def test_generate_on_slurm(tmp_path: Path, embedded_server: VllmServer, slurm: str) -> None:
     """`--executor slurm`: a datatrove job array on the real one-node cluster, calling the embedded server
     as an OpenAI endpoint (as cluster nodes call a vLLM/TGI deployment)."""
     space = write_space(tmp_path / "space.yaml", embedded_server)
@@ -115,11 +115,3 @@ def test_generate_on_slurm(tmp_path: Path, embedded_server: TransformersServer, 
     assert all(r["metadata"]["template_name"] == "table" for r in rows)
     again = run_cli(*args, cwd=tmp_path)  # every task completed: nothing is submitted twice
     assert again.returncode == 0 and "already completed" in again.stdout
-
-
-def test_embedded_generator_is_refused_on_slurm(tmp_path: Path) -> None:
-    space = write_space(tmp_path / "space.yaml", None)
-    args = ["generate", "--space", str(space), "--template", "faq", "--input", "lee_background"]
-    result = run_cli(*args, "--output", str(tmp_path / "out"), "--executor", "slurm", cwd=tmp_path)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "embedded server" in result.stderr

@@ -14,11 +14,12 @@ from datatrove.data import Document
 from dspy.utils.dummies import DummyLM
 from sqlalchemy import func, select
 
-from promptsearch.embedded import TransformersServer
+from promptsearch.embedded import VllmServer
 from promptsearch.measure import Embedder
 from promptsearch.propose import ProposalLoop
 from promptsearch.propose.operators import OPERATOR_MODULES, PlainTextAdapter
 from promptsearch.propose.validate import Validator, output_rule_for
+from promptsearch.rephrase import GeneratorServers
 from promptsearch.seeds import SEED_TEMPLATES, compose
 from promptsearch.space import ProposalSpec, load_space
 from promptsearch.store import Store
@@ -84,7 +85,8 @@ def measured(tmp_path: Path) -> tuple[optuna.Study, Store, ProposalLoop]:
             "lm": {"backend": "endpoint", "endpoint_url": "http://127.0.0.1:9", "model": "nobody"},
         },
     )
-    loop = ProposalLoop("tiny", store, load_space(space_file), tmp_path / "runs", [Document(text=SOURCE, id="d1")])
+    sources = [Document(text=SOURCE, id="d1")]
+    loop = ProposalLoop("tiny", store, load_space(space_file), tmp_path / "runs", sources, GeneratorServers(tmp_path))
     return study, store, loop
 
 
@@ -218,7 +220,7 @@ def test_proposer_endpoint_key_must_be_set(tmp_path: Path) -> None:
     assert result.stderr.strip() == "error: proposal.lm: environment variable PS_TEST_UNSET_KEY is not set"
 
 
-def test_two_rounds_with_the_embedded_model(tmp_path: Path, embedded_server: TransformersServer) -> None:
+def test_two_rounds_with_the_embedded_model(tmp_path: Path, embedded_server: VllmServer) -> None:
     """Real SmolLM2-135M proposals: accepted templates become trials with lineage; rejections counted by reason."""
     space = write_space(
         tmp_path / "space.yaml",

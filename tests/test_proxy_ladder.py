@@ -7,12 +7,12 @@ import pytest
 from conftest import DATA, run_cli, write_space
 
 from promptsearch.corpus import read_corpus
-from promptsearch.embedded import TransformersServer
+from promptsearch.embedded import VllmServer
 from promptsearch.space import load_space
 from promptsearch.store import Store
 
 
-def _run_study(tmp_path: Path, server: TransformersServer, **overrides: object) -> str:
+def _run_study(tmp_path: Path, server: VllmServer, **overrides: object) -> str:
     """`study start` on a tiny space (`tmp_path/space.yaml`) with `overrides`, to the end; the database URL."""
     space = write_space(tmp_path / "space.yaml", server, **overrides)
     url = f"sqlite:///{tmp_path / 'study.db'}"
@@ -21,7 +21,7 @@ def _run_study(tmp_path: Path, server: TransformersServer, **overrides: object) 
     return url
 
 
-def test_pruner_stops_a_trial_at_an_intermediate_rung(tmp_path: Path, embedded_server: TransformersServer) -> None:
+def test_pruner_stops_a_trial_at_an_intermediate_rung(tmp_path: Path, embedded_server: VllmServer) -> None:
     url = _run_study(
         tmp_path,
         embedded_server,
@@ -51,7 +51,7 @@ def test_pruner_stops_a_trial_at_an_intermediate_rung(tmp_path: Path, embedded_s
     assert "pruned by the pruner" in status.stdout
 
 
-def test_multi_objective_ladder_promotes_by_pareto_rank(tmp_path: Path, embedded_server: TransformersServer) -> None:
+def test_multi_objective_ladder_promotes_by_pareto_rank(tmp_path: Path, embedded_server: VllmServer) -> None:
     url = _run_study(
         tmp_path,
         embedded_server,
@@ -77,7 +77,7 @@ def test_multi_objective_ladder_promotes_by_pareto_rank(tmp_path: Path, embedded
         assert dominating.user_attrs["proxy.rung0.score"] >= trial.user_attrs["proxy.rung0.score"]
 
 
-def test_wilcoxon_pruner_compares_documents_bits_per_byte(tmp_path: Path, embedded_server: TransformersServer) -> None:
+def test_wilcoxon_pruner_compares_documents_bits_per_byte(tmp_path: Path, embedded_server: VllmServer) -> None:
     """Each eval checkpoint reports one value per rephrased document (its knowledge bits per byte, negated for
     a maximized proxy.score), at steps that line the documents up across trials for Optuna's paired test."""
     url = _run_study(

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import REPO, run_cli, write_space
 
-from promptsearch.embedded import TransformersServer
+from promptsearch.embedded import VllmServer
 from promptsearch.store import Store
 
 
@@ -55,7 +55,7 @@ def _wait_running(url: str, process: subprocess.Popen, timeout: float = 180) -> 
     raise AssertionError("no trial reached a stage in time")
 
 
-def test_start_status_export(tmp_path: Path, embedded_server: TransformersServer) -> None:
+def test_start_status_export(tmp_path: Path, embedded_server: VllmServer) -> None:
     space = write_space(tmp_path / "space.yaml", embedded_server)
     url = f"sqlite:///{tmp_path / 'study.db'}"
     result = run_cli("study", "start", str(space), "--db", url, "--workdir", str(tmp_path / "runs"), cwd=tmp_path)
@@ -96,7 +96,7 @@ def test_start_status_export(tmp_path: Path, embedded_server: TransformersServer
     assert doc["metrics"]["measure.unique_prefix_ratio_10"] == best.user_attrs["measure.unique_prefix_ratio_10"]
 
 
-def test_ctrl_c_then_resume(tmp_path: Path, embedded_server: TransformersServer) -> None:
+def test_ctrl_c_then_resume(tmp_path: Path, embedded_server: VllmServer) -> None:
     space = write_space(tmp_path / "space.yaml", embedded_server, budget={"trials": 3})
     url = f"sqlite:///{tmp_path / 'study.db'}"
     process = _start(space, url, tmp_path)
@@ -124,7 +124,7 @@ def test_ctrl_c_then_resume(tmp_path: Path, embedded_server: TransformersServer)
         assert reruns[0].user_attrs["template_id"] == failed.user_attrs["template_id"]
 
 
-def test_killed_worker_trial_is_rerun_exactly_once(tmp_path: Path, embedded_server: TransformersServer) -> None:
+def test_killed_worker_trial_is_rerun_exactly_once(tmp_path: Path, embedded_server: VllmServer) -> None:
     space = write_space(tmp_path / "space.yaml", embedded_server)
     url = f"sqlite:///{tmp_path / 'study.db'}"
     beat = ("--heartbeat-seconds", "1", "--grace-seconds", "3")
@@ -170,7 +170,7 @@ def test_unknown_study_or_database_is_one_line(tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 def test_four_workers_on_postgres_run_20_enqueued_trials_once(
-    tmp_path: Path, pg_url: str, embedded_server: TransformersServer
+    tmp_path: Path, pg_url: str, embedded_server: VllmServer
 ) -> None:
     space = write_space(
         tmp_path / "space.yaml",
@@ -196,7 +196,7 @@ def test_four_workers_on_postgres_run_20_enqueued_trials_once(
     assert "postgresql" in result.stdout and pg_url.split("@")[0].split(":")[-1] not in result.stdout
 
 
-def test_broken_template_is_pruned_before_proxy_training(tmp_path: Path, embedded_server: TransformersServer) -> None:
+def test_broken_template_is_pruned_before_proxy_training(tmp_path: Path, embedded_server: VllmServer) -> None:
     broken = tmp_path / "broken" / "echo.txt"
     broken.parent.mkdir()
     broken.write_text("Repeat after me:\n\n{document}")  # SmolLM2-135M echoes the document
@@ -223,7 +223,7 @@ def test_broken_template_is_pruned_before_proxy_training(tmp_path: Path, embedde
     assert "PRUNED" in status.stdout and "breaks its threshold" in status.stdout
 
 
-def test_same_space_and_seed_give_the_same_trials(tmp_path: Path, embedded_server: TransformersServer) -> None:
+def test_same_space_and_seed_give_the_same_trials(tmp_path: Path, embedded_server: VllmServer) -> None:
     space = write_space(
         tmp_path / "space.yaml",
         embedded_server,

@@ -4,34 +4,26 @@ In: a `Bundle` (the manifest) and a stage name from `DATATROVE_STAGES`. Out: the
 `SlurmPipelineExecutor` (rephrase: reader → `InferenceRunner` → writer; tokenize: reader →
 `DocumentTokenizer`; merge: `DocumentTokenizerMerger`), waiting (afterok) for the jobs it reads from.
 
-For the `cpu-smoke` runtime the rephrase stage runs a stand-in for vLLM: `EmbeddedInferenceRunner`
-starts the embedded `transformers serve` inside the Slurm job and sends datatrove's requests to it.
-It is an `InferenceRunner` subclass rather than an `InferenceServer` subclass because datatrove 0.10
-picks the server in `InferenceRunner._init_server` from a fixed `server_type` list (sglang, vllm,
-dummy, custom, endpoint) with no way to register another class; the runner is pickled by datatrove
-and unpickled on the node, so it lives in this importable module.
+The rephrase stage always runs datatrove's own vLLM server type. For the `cpu-smoke` runtime it serves the
+embedded SmolLM2-135M folder with vLLM's CPU build, with the flags the embedded backend uses
+(`ServerSettings.vllm_flags`): the GPU chain's path, run for real on a CPU node.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
-from datatrove.data import Document
 from datatrove.executor import SlurmPipelineExecutor
-from datatrove.pipeline.inference.run_inference import InferenceConfig, InferenceRunner
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.tokens import DocumentTokenizer, DocumentTokenizerMerger
 
 from promptsearch.ablation.bundle import Bundle, stage_job
 from promptsearch.corpus import corpus_reader
-from promptsearch.embedded import TransformersServer, embedded_model
 from promptsearch.generate import inference_pipeline
 from promptsearch.pipelines import slurm_executor
-from promptsearch.recipe import GeneratorSpec, Recipe
-from promptsearch.rephrase import common_inference_settings, sampling_variant, vllm_inference_config
+from promptsearch.recipe import GeneratorSpec
+from promptsearch.rephrase import common_inference_settings, on_datatrove_vllm, vllm_inference_config
 
 
 def datatrove_executor(bundle: Bundle, stage: str, depends_job_id: str | None) -> SlurmPipelineExecutor:
@@ -88,13 +80,10 @@ def _rephrase_pipeline(bundle: Bundle) -> list[Any]:
     per_task = math.ceil(bundle.documents / profile.rephrase.slurm.tasks)
     common = {"limit": per_task, "records_per_chunk": profile.rephrase.records_per_chunk}
     output = bundle.path / "rephrased"
-    if profile.runtime == "cpu-smoke":
-        config = embedded_inference_config(recipe)
-        return inference_pipeline(
-            recipe, bundle.source, output, config, *_identity(recipe), runner_class=EmbeddedInferenceRunner, **common
-        )
     generator = recipe.generator
-    if generator.backend != "vllm":
+    if profile.runtime == "cpu-smoke":
+        generator = on_datatrove_vllm(generator.model_copy(update={"backend": "embedded", "model": "embedded"}))
+    elif generator.backend != "vllm":
         generator = GeneratorSpec(
             name=generator.name,
             backend="vllm",
@@ -106,33 +95,3 @@ def _rephrase_pipeline(bundle: Bundle) -> list[Any]:
     return inference_pipeline(
         recipe, bundle.source, output, config, generator.model, generator.revision or "", **common
     )
-
-
-def _identity(recipe: Recipe) -> tuple[str, str]:
-    return recipe.generator.model, recipe.generator.revision or "unversioned"
-
-
-def embedded_inference_config(recipe: Recipe) -> InferenceConfig:
-    """Stands in for vLLM on a GPU cluster: an endpoint config whose URL `EmbeddedInferenceRunner` fills in."""
-    folder = sampling_variant(embedded_model().path, recipe.sampling)
-    return InferenceConfig(
-        server_type="endpoint",
-        endpoint_url="http://127.0.0.1:0",  # replaced once the job's server is up
-        model_name_or_path=str(folder),
-        **common_inference_settings(recipe.generator, recipe.best_of_n),
-    )
-
-
-class EmbeddedInferenceRunner(InferenceRunner):
-    """Stands in for datatrove's vLLM server on a GPU cluster: inside the Slurm job it starts the
-    embedded `transformers serve` (SmolLM2-135M on CPU, the trial's sampling) and sends the
-    InferenceRunner's requests to it."""
-
-    def run(self, data: Iterable[Document], rank: int = 0, world_size: int = 1) -> None:
-        model_dir = Path(self.config.model_name_or_path)
-        server = TransformersServer(model_dir, Path(self.output_writer.output_folder.path).parent / "server.log")
-        self.config.endpoint_url = server.start()
-        try:
-            super().run(data, rank, world_size)
-        finally:
-            server.stop()

@@ -8,9 +8,8 @@ Out: `train` writes an HF checkpoint at `checkpoints/<step>/hf_model` and `check
 writes `eval/results/<model>/results_<ts>.json`, the file `ablation ingest` reads from either runtime.
 
 `train` stands in for nanotron (the proxy trainer), so that the whole submit → track → ingest path
-runs for real on a CPU Slurm node; the rephrase stage's stand-in for vLLM (the embedded
-`transformers serve`) runs inside datatrove's job and lives in `promptsearch.ablation.executors`.
-Evaluation needs no stand-in: lighteval runs on CPU.
+runs for real on a CPU Slurm node. The rephrase stage needs no stand-in: datatrove starts vLLM's CPU build
+on the embedded model (`promptsearch.ablation.executors`); nor does evaluation: lighteval runs on CPU.
 """
 
 from __future__ import annotations

@@ -292,7 +292,8 @@ def study_status(study: str, db: DbOption = DEFAULT_URL) -> None:
     ]
     table(columns, rows, title=f"study {study} ({goals})")
     split = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in status.stage_seconds.items())
-    console.print(f"generated {status.completion_tokens} completion tokens; time by stage: {split or '-'}")
+    servers = f"generator servers started {status.generator_starts}, restarted {status.generator_restarts}"
+    console.print(f"generated {status.completion_tokens} completion tokens ({servers}); time by stage: {split or '-'}")
     if skipped := describe_skipped(status.source_skipped):
         console.print(skipped)
     if status.noise:

@@ -1,8 +1,8 @@
 """The proposer LM: `dspy.LM` on an OpenAI-compatible server, with DSPy's cache in the study's folder.
 
-The embedded backend serves SmolLM2-135M with its own `transformers serve` (sampling baked into the served
-folder, as for the generator); the endpoint backend talks to the user's URL. Both go through DSPy's native
-engine (`engine="lm15"`), which refuses to fall back to litellm, so nothing is fetched from the network.
+The embedded backend asks the worker's running generator servers (`GeneratorServers`) for the embedded model,
+so proposing starts no second server; the endpoint backend talks to the user's URL. Both go through DSPy's
+native engine (`engine="lm15"`), which refuses to fall back to litellm, so nothing is fetched from the network.
 """
 
 from __future__ import annotations
@@ -13,27 +13,23 @@ from pathlib import Path
 import dspy
 
 from promptsearch.config import api_key_from_env
-from promptsearch.embedded import EMBEDDED_MODEL_ID, ServerSettings, TransformersServer, embedded_model
-from promptsearch.recipe import Sampling
-from promptsearch.rephrase import sampling_variant
+from promptsearch.recipe import GeneratorSpec
+from promptsearch.rephrase import GeneratorServers
 from promptsearch.space import ProposerLMSpec
 
-# The proposer runs between trials, when the generator's server is idle: a small KV-cache pool is enough.
-PROPOSER_SERVER = ServerSettings(num_blocks=128, max_batch_tokens=2048)
+EMBEDDED_PROPOSER = GeneratorSpec(name="proposer", backend="embedded", model="embedded")
 
 
 class ProposerLM:
-    """`lm()` gives the `dspy.LM` (starting the embedded server the first time); `close()` stops it."""
+    """`lm()` gives the `dspy.LM` (the first time for the embedded backend, the generator servers serve it)."""
 
-    def __init__(self, spec: ProposerLMSpec, cache_root: Path, log_dir: Path):
+    def __init__(self, spec: ProposerLMSpec, cache_root: Path, generators: GeneratorServers):
         self.spec = spec
         self.cache_root = cache_root
-        self.log_dir = log_dir
-        self._server: TransformersServer | None = None
-        self._lm: dspy.LM | None = None
+        self.generators = generators
         self._api_key = self._read_api_key()
         if spec.backend == "embedded":
-            self.model_id, self.revision = EMBEDDED_MODEL_ID, embedded_model().revision
+            self.model_id, self.revision = generators.identity(EMBEDDED_PROPOSER)
         else:
             self.model_id, self.revision = spec.model, spec.revision or "unversioned"
 
@@ -47,16 +43,10 @@ class ProposerLM:
         return f"{self.model_id}@{self.revision}"
 
     def lm(self) -> dspy.LM:
-        if self._lm is not None:
-            return self._lm
+        """A `dspy.LM` on the server as it runs now (the generator's servers may have moved since the last round)."""
         spec = self.spec
         if spec.backend == "embedded":
-            folder = sampling_variant(
-                embedded_model().path,
-                Sampling(temperature=spec.temperature, top_p=spec.top_p, max_new_tokens=spec.max_tokens),
-            )
-            self._server = TransformersServer(folder, self.log_dir / "proposer-server.log", PROPOSER_SERVER)
-            base, served = self._server.start(), str(folder)
+            base, served = self.generators.embedded_endpoint(EMBEDDED_PROPOSER)
         else:
             base, served = str(spec.endpoint_url), spec.model
         # DSPy's cache key covers the model string and request but not api_base: one cache folder per model
@@ -64,7 +54,7 @@ class ProposerLM:
         identity = hashlib.sha256(self.name.encode()).hexdigest()[:16]
         dspy.configure_cache(disk_cache_dir=str(self.cache_root / identity))
         base = base.rstrip("/")
-        self._lm = dspy.LM(
+        return dspy.LM(
             f"openai/{served}",
             api_base=base if base.endswith("/v1") else f"{base}/v1",
             api_key=self._api_key,
@@ -75,10 +65,3 @@ class ProposerLM:
             timeout=spec.timeout_seconds,
             num_retries=0,
         )
-        return self._lm
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-        self._lm = None

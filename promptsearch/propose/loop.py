@@ -21,6 +21,7 @@ from promptsearch.propose.feedback import Parent, choose_parents, feedback_text,
 from promptsearch.propose.lm import ProposerLM
 from promptsearch.propose.operators import OPERATOR_MODULES, adapter_for
 from promptsearch.propose.validate import Validator, format_head, output_rule_for
+from promptsearch.rephrase import GeneratorServers
 from promptsearch.seeds import template_hash
 from promptsearch.space import OPERATORS, SearchSpace
 from promptsearch.store import Store
@@ -62,21 +63,23 @@ class ProposalLoop:
     Nothing the proposer does stops the study: failures are logged and recorded, and the study goes on.
     """
 
-    def __init__(self, study_name: str, store: Store, space: SearchSpace, workdir: Path, sources: list[Document]):
+    def __init__(
+        self,
+        study_name: str,
+        store: Store,
+        space: SearchSpace,
+        workdir: Path,
+        sources: list[Document],
+        generators: GeneratorServers,
+    ):
         self.study_name = study_name
         self.store = store
         self.spec = space.proposal
         self.budget = space.budget.trials
         self.sources = {d.id: d.text for d in sources}
         folder = workdir / study_name
-        self.proposer = ProposerLM(self.spec.lm, folder / "dspy-cache", folder / "logs")
+        self.proposer = ProposerLM(self.spec.lm, folder / "dspy-cache", generators)
         self.embedder = Embedder()
-
-    def __enter__(self) -> ProposalLoop:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.proposer.close()
 
     def __call__(self, study: optuna.Study, _: FrozenTrial) -> None:
         trials = study.get_trials(deepcopy=False)
