@@ -87,10 +87,11 @@ def _free_port() -> int:
 
 
 def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGKILL it when the worker that started it dies."""
+    """Runs in the child before exec: SIGTERM it when the worker that started it dies. vLLM then stops its
+    engine processes too; a SIGKILLed API server leaves them running, holding their memory."""
     PR_SET_PDEATHSIG = 1
     with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     os.setsid()  # Ctrl-C in the terminal reaches the worker, which then stops the server itself
 
 
