@@ -203,8 +203,9 @@ class VllmServer:
         self.settings = settings or ServerSettings()
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
+        self.starts = 0  # launches that came to answer requests, restarts included
         self.restarts = 0
+        self._answered = False
         self._watching = False
         self._watcher: threading.Thread | None = None
 
@@ -261,7 +262,7 @@ class VllmServer:
                 env=self.environment(),
                 preexec_fn=_die_with_parent,
             )
-        self.starts += 1
+        self._answered = False
 
     def wait_ready(self) -> None:
         """Wait for the server to answer, also through a restart by the watcher."""
@@ -278,6 +279,9 @@ class VllmServer:
             if self.alive():
                 with contextlib.suppress(httpx.HTTPError):
                     if httpx.get(f"{self.url}/v1/models", timeout=2).status_code == 200:
+                        if not self._answered:  # counted once it serves, in the call that waited for it
+                            self._answered = True
+                            self.starts += 1
                         return
             time.sleep(0.5)
         if exit_is_fatal:
@@ -297,6 +301,10 @@ class VllmServer:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    @property
+    def watching(self) -> bool:
+        return self._watching
 
     def watch(self) -> None:
         """Restart the server whenever it dies, until `stop()`; in-flight requests are retried by datatrove."""
@@ -356,11 +364,21 @@ class ServerReplicas:
     def restarts(self) -> int:
         return sum(server.restarts for server in self.servers)
 
-    def start(self) -> None:
-        """Start every replica at once (each loads on its own cores), each restarted by its watcher if it dies."""
-        try:
-            for server in self.servers:
+    @property
+    def ready(self) -> bool:
+        return all(server.watching for server in self.servers)
+
+    def launch(self) -> None:
+        """Start the replicas' processes without waiting for them (each loads on its own cores)."""
+        for server in self.servers:
+            if server.process is None:
                 server.launch()
+
+    def start(self) -> None:
+        """Launch the replicas (unless `launch` did), wait until each answers, and watch each, so that one
+        that dies is restarted."""
+        try:
+            self.launch()
             for server in self.servers:
                 server.wait_started()
                 server.watch()

@@ -118,26 +118,40 @@ class GeneratorServers:
     def _plan_for(self, generator: GeneratorSpec) -> ServingPlan:
         return self.plan.with_flags(generator.max_context, generator.serving)
 
-    def embedded_servers(self, generator: GeneratorSpec) -> ServerReplicas:
-        """The running servers for this generator, started on first use; one generator is served at a time."""
+    def _replicas(self, generator: GeneratorSpec) -> ServerReplicas:
+        """This generator's servers, started or not; one generator is served at a time."""
         model_dir = self._embedded().path if generator.model == "embedded" else Path(generator.model)
         if not model_dir.is_dir():
             raise UserError(f"generator {generator.name}: model folder not found: {model_dir}")
         key = (model_dir, self._plan_for(generator))
-        replicas = self._servers.get(key)
-        if replicas is None:
+        if key not in self._servers:
             self.close()  # another model or serving setting replaces the running servers (memory)
-            replicas = ServerReplicas(model_dir, self.log_dir, key[1])
-            replicas.start()  # a server that dies mid-trial comes back on the same port
-            self._servers[key] = replicas
+            self._servers[key] = ServerReplicas(model_dir, self.log_dir, key[1])
+        return self._servers[key]
+
+    def embedded_servers(self, generator: GeneratorSpec) -> ServerReplicas:
+        """The running servers for this generator, started (or waited for, after `prestart`) on first use."""
+        replicas = self._replicas(generator)
+        if not replicas.ready:
+            try:
+                replicas.start()  # a server that dies mid-trial comes back on the same port
+            except BaseException:
+                self.close()
+                raise
         return replicas
+
+    def prestart(self, generator: GeneratorSpec) -> None:
+        """Launch an embedded generator's servers without waiting, so that they load while the worker reads
+        its corpora and models; its first trial then waits only for what is left of their start."""
+        if generator.backend == "embedded":
+            self._replicas(generator).launch()
 
     def embedded_endpoint(self, fallback: GeneratorSpec) -> tuple[str, str]:
         """(URL, served model name) of a running server of the embedded model, else of `fallback`'s servers
         (started now): the proposer LM shares the generator's server instead of starting its own."""
         embedded = self._embedded().path
         for (model_dir, _), replicas in self._servers.items():
-            if model_dir == embedded:
+            if model_dir == embedded and replicas.ready:
                 return replicas.urls[0], str(model_dir)
         replicas = self.embedded_servers(fallback)
         return replicas.urls[0], str(replicas.model_dir)

@@ -281,6 +281,8 @@ def run_worker(name: str, options: RunOptions, worker_index: int = 0) -> None:
         return
     log_dir = options.workdir / name / "logs"
     with GeneratorServers(log_dir) as generators:
+        if len(space.generators) == 1:  # the one every trial uses: it loads while the worker sets up
+            generators.prestart(space.generators[0])
         objective = _Objective(study, store, generators, options)
         # Proposals come before `_fill_queue`, so that a round's new templates are what the queue runs next.
         proposals: list[Callable[[optuna.Study, FrozenTrial], None]] = []

@@ -73,7 +73,9 @@ def test_server_killed_mid_trial_resumes_each_document_once(tmp_path: Path) -> N
     recipe = seeded_recipe(store, "summary", generator, max_new_tokens=24, temperature=0.5)
     with GeneratorServers(tmp_path / "logs", serving_plan(max_replicas=2)) as generators:
         assert "-vllm" in generators.identity(generator)[1]  # the engine's version is part of the cache key
-        replicas = generators.embedded_servers(recipe.generator)
+        generators.prestart(recipe.generator)  # launched without waiting, as a worker does at its start
+        replicas = generators.embedded_servers(recipe.generator)  # waits for those, starts none
+        assert generators.starts() == len(replicas.servers)
         server = replicas.servers[0]
 
         def kill_after_first_sample() -> None:
