@@ -11,7 +11,9 @@ reaches the jobs through the environment sbatch exports (`PROMPTSEARCH_DB`), nev
 command line; so does `PYTHONPATH`. A worker ended by scancel or its time limit (SIGTERM) fails its running
 trial at once and queues its re-run, which another worker takes (`study.WorkerCancelled`); one lost to a node
 failure stops sending heartbeats: after the grace period another worker fails its trial and re-runs it once
-(Optuna's `RetryHeartbeatStaleTrialCallback`). Finished trials stay.
+(Optuna's `RetryHeartbeatStaleTrialCallback`). Finished trials stay. A worker job that fails before its loop
+runs (no Python at the job's path, the database out of reach from the node) shows in `study status` as one
+line from its log (`ablation.slurm.failure_line`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import optuna
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
-from promptsearch.ablation.slurm import TERMINAL_STATES, job_states, one_line, run_slurm
+from promptsearch.ablation.slurm import FAILED_STATES, TERMINAL_STATES, failure_line, job_states, one_line, run_slurm
 from promptsearch.errors import UserError
 from promptsearch.pipelines import SlurmJob
 from promptsearch.space import SearchSpace
@@ -121,12 +123,16 @@ def refresh_workers(store: Store, name: str) -> list[StudyWorkerRow]:
 
 
 def describe_workers(store: Store, name: str, study: optuna.Study) -> list[str]:
-    """One line per worker job of the study: job id, Slurm state, the trial it runs (none without Slurm workers)."""
+    """One line per worker job of the study: job id, Slurm state, the trial it runs, and for a failed job why, from
+    its log (none without Slurm workers)."""
     lines = []
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     for w in refresh_workers(store, name):
         current = [f"#{t.number}" for t in running if t.user_attrs.get("slurm_job_id") == w.job_id]
-        lines.append(f"worker {w.worker_index}: job {w.job_id} {w.state}, trial {', '.join(current) or '-'}")
+        line = f"worker {w.worker_index}: job {w.job_id} {w.state}, trial {', '.join(current) or '-'}"
+        if w.state in FAILED_STATES:
+            line += f": {failure_line(Path(w.log_path))}"
+        lines.append(line)
     return lines
 
 

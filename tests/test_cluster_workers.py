@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -175,6 +178,51 @@ def test_scancelled_worker_loses_nothing(
     assert reruns[0].user_attrs["slurm_job_id"] == workers[1].job_id
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 6
     assert len(trials) == 7  # the 6 of the budget, plus the one that failed with its worker
+
+
+@pytest.mark.postgres
+def test_a_worker_job_failing_at_start_is_one_line_in_status(tmp_path: Path, pg_url: str, slurm: str) -> None:
+    """Two ways a worker job dies before its loop runs, each one line in `study status`: no Python where the job
+    script looks for it (a venv missing on the node), and the database out of reach from the node."""
+    from promptsearch.cluster import worker_script
+    from promptsearch.space import load_space
+    from promptsearch.store.models import StudyWorkerRow
+    from promptsearch.study import RunOptions, create_study
+
+    space = _space(tmp_path, None, 2)
+    create_study(space, pg_url)
+    store = Store.open(pg_url)
+    options = RunOptions(db_url=pg_url, workdir=tmp_path / "runs")
+    job = worker_job(load_space(space), {"time": "00:05:00"})
+    unreachable = "postgresql+psycopg://ps:hunter2@127.0.0.1:1/nowhere"
+    cases = [("/no/venv/bin/python", pg_url), (sys.executable, unreachable)]
+    for index, (python, url) in enumerate(cases):
+        log = tmp_path / f"worker-{index}.out"
+        script = tmp_path / f"worker-{index}.sbatch"
+        script.write_text(worker_script("tiny", index, options, job, log).replace(sys.executable, python))
+        env = os.environ | {"PROMPTSEARCH_DB": url}
+        sbatch = subprocess.run(["sbatch", "--parsable", str(script)], env=env, capture_output=True, text=True)
+        assert sbatch.returncode == 0, sbatch.stderr
+        row = StudyWorkerRow(study_name="tiny", worker_index=index, job_id=sbatch.stdout.strip(), log_path=str(log))
+        store.add_study_worker(row)
+    deadline = time.monotonic() + 120
+    workers = store.study_workers("tiny")
+    while time.monotonic() < deadline and any(w.state not in TERMINAL_STATES for w in workers):
+        time.sleep(1)
+        workers = refresh_workers(store, "tiny")
+    status = run_cli("study", "status", "tiny", "--db", pg_url, cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    lines = [line for line in status.stdout.splitlines() if line.startswith("worker ")]
+    assert len(lines) == 2, status.stdout
+    missing, unreached = workers
+    assert re.fullmatch(
+        rf"worker 0: job {missing.job_id} FAILED, trial -: job script line \d+: /no/venv/bin/python: "
+        rf"No such file or directory \(log {re.escape(missing.log_path)}\)",
+        lines[0],
+    ), lines[0]
+    prefix = f"worker 1: job {unreached.job_id} FAILED, trial -: error: cannot reach database "
+    assert lines[1].startswith(prefix + "postgresql+psycopg://ps:***@127.0.0.1:1/nowhere: "), lines[1]
+    assert lines[1].endswith(f"(log {unreached.log_path})") and "hunter2" not in status.stdout
 
 
 def test_worker_resources_come_from_the_space_and_flags_override_them(tmp_path: Path) -> None:
