@@ -53,8 +53,8 @@ SPACE_ATTR = "space"
 # Heartbeats, the stale-trial retry callback and metric names are marked experimental in Optuna 5;
 # they are what studies here rely on, so the warnings only add noise.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-# Set by the CLI's Ctrl-C handler: the worker stops after the current trial even if a library absorbed
-# the KeyboardInterrupt that the handler raised.
+# Set by the CLI's Ctrl-C handler and by `stop_on_signal`: the worker stops after the current trial even if a
+# library absorbed the KeyboardInterrupt that the handler raised.
 STOP_REQUESTED = threading.Event()
 # While set, a stop signal (SIGTERM on Slurm, Ctrl-C) only asks the worker to stop, and it does once this is
 # cleared: from failing stale trials and claiming a slot to the start of the slot's trial, and from the trial's end
@@ -71,7 +71,7 @@ class WorkerCancelled(KeyboardInterrupt):
 
 def stop_on_signal(signum: int) -> None:
     """In a worker's main thread: `signum` (SIGTERM from scancel or a time limit) stops the worker at once, failing
-    the trial it runs (its re-run queued by `run_worker`), or, during the bookkeeping around a trial, when that is
+    the trial it runs (its re-run queued by `_run_slots`), or, during the bookkeeping around a trial, when that is
     done."""
 
     def on_signal(_signum: int, _frame: object) -> None:
@@ -238,7 +238,7 @@ class _Objective:
             heldout=[d.text for d in read_corpus(self.space.heldout).documents],
         )
         self.template_ids: list[int] = study.user_attrs["template_ids"]
-        self.slot = -1  # the budget slot claimed for the next trial (`run_worker`)
+        self.slot = -1  # the budget slot claimed for the next trial (`_run_slots`)
         self.trial_number: int | None = None  # the trial it runs
 
     def trial_dir(self, number: int) -> Path:
@@ -360,7 +360,10 @@ def run_worker(name: str, options: RunOptions, worker_index: int = 0) -> None:
             ),
         ]
         try:
-            _run_slots(study, store, space, objective, [_release_signals, *callbacks], options.heartbeat_seconds)
+            # A worker out of slots checks for a running trial's end this often: seconds after the last trial ends,
+            # it exits (two queries per check), without waiting for a long heartbeat interval.
+            poll = min(options.heartbeat_seconds, 5)
+            _run_slots(study, store, space, objective, [_release_signals, *callbacks], poll)
         finally:
             SIGNALS_HELD.clear()
 
