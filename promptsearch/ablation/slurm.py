@@ -337,15 +337,19 @@ def cancel(ablation: AblationRow, store: Store) -> list[str]:
 
 def failure_line(log: Path) -> str:
     """Why a job failed, in one line from its Slurm output: the last `error:` line (promptsearch's own messages),
-    else the last line written (a shell's "No such file or directory" when the venv is missing, a Python
-    exception); the path of Slurm's spooled copy of the script becomes "job script"."""
+    else the last Python exception (srun's "Exited with exit code 1" comes after it), else the last line written
+    (a shell's "No such file or directory" when the venv is missing); the path of Slurm's spooled copy of the
+    script becomes "job script"."""
     try:
         lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         return f"no log at {log}"
     if not lines:
         return f"nothing in its log {log}"
-    line = ([line for line in lines if line.startswith("error:")] or lines)[-1]
+    errors = [line for line in lines if line.startswith("error:")]
+    # `srun -l` (datatrove's stages) puts the task's rank before each line: "0: ValueError: …"
+    exceptions = [m.group(1) for line in lines if (m := re.match(r"(?:\d+: )?([\w.]*(?:Error|Exception): .*)", line))]
+    line = (errors or exceptions or lines)[-1]
     line = re.sub(r"^\S*slurm_script: line (\d+): ", r"job script line \1: ", line)
     return f"{line} (log {log})"
 
