@@ -8,15 +8,19 @@ in `ps_study_workers` as sbatch returns them; `stop_workers` scancels those stil
 SQLite is refused: the workers are separate processes (on other nodes, on a real cluster), and Optuna hands
 out enqueued trials with SELECT … FOR UPDATE, which SQLite lacks. The database URL, which may hold a password,
 reaches the jobs through the environment sbatch exports (`PROMPTSEARCH_DB`), never through a file or sbatch's
-command line; so does `PYTHONPATH`. A worker ended by scancel, its time limit or a node failure stops sending
-heartbeats: after the grace period another worker fails its trial and re-runs it once (Optuna's
-`RetryHeartbeatStaleTrialCallback`), and finished trials stay.
+command line; so does `PYTHONPATH`. A worker ended by scancel or its time limit (SIGTERM) fails its running
+trial at once and queues its re-run, which another worker takes (`study.WorkerCancelled`); one lost to a node
+failure stops sending heartbeats: after the grace period another worker fails its trial and re-runs it once
+(Optuna's `RetryHeartbeatStaleTrialCallback`). Finished trials stay. A worker job that fails before its loop
+runs (no Python at the job's path, the database out of reach from the node) shows in `study status` as one
+line from its log (`ablation.slurm.failure_line`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -24,13 +28,13 @@ import optuna
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
-from promptsearch.ablation.slurm import TERMINAL_STATES, job_states, one_line, run_slurm
+from promptsearch.ablation.slurm import FAILED_STATES, TERMINAL_STATES, failure_line, job_states, one_line, run_slurm
 from promptsearch.errors import UserError
 from promptsearch.pipelines import SlurmJob
 from promptsearch.space import SearchSpace
 from promptsearch.store import Store
 from promptsearch.store.models import StudyWorkerRow
-from promptsearch.study import RunOptions, prepare_run, run_worker
+from promptsearch.study import RunOptions, WorkerCancelled, prepare_run, run_worker, stop_on_signal
 
 
 def worker_job(space: SearchSpace, overrides: dict[str, object]) -> SlurmJob:
@@ -79,7 +83,7 @@ def submit_workers(name: str, options: RunOptions, job: SlurmJob) -> list[StudyW
     running = [w.job_id for w in refresh_workers(store, name) if w.state not in TERMINAL_STATES]
     if running:
         raise UserError(f"study {name!r} has workers on Slurm still queued or running: {', '.join(running)}")
-    prepare_run(store, name)
+    prepare_run(store, name, options.grace_seconds)
     folder = options.workdir / name / "slurm"
     folder.mkdir(parents=True, exist_ok=True)
     env = os.environ | {"PROMPTSEARCH_DB": options.db_url}
@@ -119,12 +123,16 @@ def refresh_workers(store: Store, name: str) -> list[StudyWorkerRow]:
 
 
 def describe_workers(store: Store, name: str, study: optuna.Study) -> list[str]:
-    """One line per worker job of the study: job id, Slurm state, the trial it runs (none without Slurm workers)."""
+    """One line per worker job of the study: job id, Slurm state, the trial it runs, and for a failed job why, from
+    its log (none without Slurm workers)."""
     lines = []
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     for w in refresh_workers(store, name):
         current = [f"#{t.number}" for t in running if t.user_attrs.get("slurm_job_id") == w.job_id]
-        lines.append(f"worker {w.worker_index}: job {w.job_id} {w.state}, trial {', '.join(current) or '-'}")
+        line = f"worker {w.worker_index}: job {w.job_id} {w.state}, trial {', '.join(current) or '-'}"
+        if w.state in FAILED_STATES:
+            line += f": {failure_line(Path(w.log_path))}"
+        lines.append(line)
     return lines
 
 
@@ -157,11 +165,14 @@ def main(argv: list[str]) -> None:
         heartbeat_seconds=args.heartbeat_seconds,
         grace_seconds=args.grace_seconds,
     )
+    stop_on_signal(signal.SIGTERM)
     try:
         run_worker(args.study, options, args.index)
     except UserError as exc:  # e.g. the database cannot be reached from this node: one line in the job's log
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from exc
+    except WorkerCancelled as exc:  # scancel or the time limit: the job ends, its trial is in the others' hands
+        print(f"worker cancelled (SIGTERM): {exc}", file=sys.stderr)
 
 
 if __name__ == "__main__":

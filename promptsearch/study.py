@@ -2,18 +2,23 @@
 
 The validated space is stored in the study's user attrs, so a study carries its own definition.
 Templates enter as enqueued trials with `template_id` in user attrs; Optuna's sampler picks the
-fixed-shape knobs. A worker killed mid-trial is caught by Optuna's heartbeat and its trial re-run
-once with the same template and params (`RetryHeartbeatStaleTrialCallback`); a trial stopped by
-Ctrl-C is re-enqueued the next time the study starts.
+fixed-shape knobs. Workers claim each trial of the budget as a slot in `ps_trial_slots` before starting it
+(`claim_trial_slot`), so several workers never run more trials than the budget. A worker killed mid-trial
+is caught by Optuna's heartbeat and its trial re-run once with the same template and params
+(`RetryHeartbeatStaleTrialCallback`); a worker cancelled with SIGTERM fails its trial and queues that re-run
+itself (`WorkerCancelled`); a trial stopped by Ctrl-C is re-enqueued the next time the study starts.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import multiprocessing
 import os
+import signal
 import statistics
 import threading
+import time
 import warnings
 from collections import Counter
 from collections.abc import Callable
@@ -38,6 +43,7 @@ from promptsearch.recipe import trial_recipe
 from promptsearch.rephrase import GeneratorServers
 from promptsearch.space import SearchSpace, load_space, study_name_problem
 from promptsearch.store import Store, redact
+from promptsearch.store.database import RETRY_LOST_TRIAL
 from promptsearch.store.models import ProxyCalibrationRow
 from promptsearch.templates import template_pool
 from promptsearch.trial import Corpora, TrialContext, WorkerResources, build_stages, run_trial
@@ -46,9 +52,33 @@ SPACE_ATTR = "space"
 # Heartbeats, the stale-trial retry callback and metric names are marked experimental in Optuna 5;
 # they are what studies here rely on, so the warnings only add noise.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-# Set by the CLI's Ctrl-C handler: the worker stops after the current trial even if a library absorbed
-# the KeyboardInterrupt that the handler raised.
+# Set by the CLI's Ctrl-C handler and by `stop_on_signal`: the worker stops after the current trial even if a
+# library absorbed the KeyboardInterrupt that the handler raised.
 STOP_REQUESTED = threading.Event()
+# While set, a stop signal (SIGTERM on Slurm, Ctrl-C) only asks the worker to stop, and it does once this is
+# cleared: from failing stale trials and claiming a slot to the start of the slot's trial, and from the trial's end
+# until Optuna has recorded it. Raised there, the interrupt could leave a slot claimed without a trial, or a trial
+# RUNNING without a heartbeat, which no worker would ever re-run.
+SIGNALS_HELD = threading.Event()
+
+
+class WorkerCancelled(KeyboardInterrupt):
+    """A stop signal in a worker (`stop_on_signal`). A KeyboardInterrupt, so that library code catching Exception
+    lets it through and Optuna marks a running trial FAIL at once; the worker then queues the trial's re-run itself
+    instead of leaving it to the heartbeat's grace period. Its message says what became of the trial."""
+
+
+def stop_on_signal(signum: int) -> None:
+    """In a worker's main thread: `signum` (SIGTERM from scancel or a time limit) stops the worker at once, failing
+    the trial it runs (its re-run queued by `_run_slots`), or, during the bookkeeping around a trial, when that is
+    done."""
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        STOP_REQUESTED.set()
+        if not SIGNALS_HELD.is_set():
+            raise WorkerCancelled("no trial was running")
+
+    signal.signal(signum, on_signal)
 
 
 @dataclass(frozen=True)
@@ -207,11 +237,29 @@ class _Objective:
             heldout=[d.text for d in read_corpus(self.space.heldout).documents],
         )
         self.template_ids: list[int] = study.user_attrs["template_ids"]
+        self.slot = -1  # the budget slot claimed for the next trial (`_run_slots`)
+        self.trial_number: int | None = None  # the trial it runs
 
     def trial_dir(self, number: int) -> Path:
         return self.options.workdir / self.study.study_name / f"trial-{number}"
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
+        self.store.start_trial_slot(self.study.study_name, self.slot, trial.number)
+        self.trial_number = trial.number
+        SIGNALS_HELD.clear()
+        try:
+            if STOP_REQUESTED.is_set():  # a stop signal held since the slot's claim
+                raise WorkerCancelled("no trial was running")
+            return self._run(trial)
+        except WorkerCancelled:
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
+            raise
+        finally:
+            SIGNALS_HELD.set()
+
+    def _run(self, trial: optuna.Trial) -> list[float]:
         template_id = trial.user_attrs.get("template_id")
         if template_id is None:  # a trial Optuna created itself once the queue ran dry
             template_id = self.template_ids[trial.number % len(self.template_ids)]
@@ -233,42 +281,51 @@ class _Objective:
             resources=self.resources,
             workdir=self.trial_dir(trial.number),
         )
-        try:
-            return run_trial(ctx, self.stages, self.space)
-        except KeyboardInterrupt:
-            trial.set_user_attr("interrupted", True)
-            raise
+        return run_trial(ctx, self.stages, self.space)
 
 
-def _budget_callbacks(space: SearchSpace, store: Store) -> list[Callable[[optuna.Study, FrozenTrial], None]]:
-    # RUNNING counts too: otherwise a worker that finds the queue empty starts a trial beyond the
-    # budget while others are still finishing theirs.
-    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [
-        optuna.study.MaxTrialsCallback(space.budget.trials, states=(*FINISHED, TrialState.RUNNING))
-    ]
-    if space.budget.generated_tokens:
-        limit = space.budget.generated_tokens
-
-        def stop_on_tokens(study: optuna.Study, _: FrozenTrial) -> None:
-            metrics = store.study_metrics(study.study_name).values()
-            used = sum(m.get("rephrase.completion_tokens", 0) for m in metrics)
-            if used >= limit:
-                study.stop()
-
-        callbacks.append(stop_on_tokens)
-    return callbacks
+def _tokens_used_up(space: SearchSpace, store: Store, name: str) -> bool:
+    if not space.budget.generated_tokens:
+        return False
+    used = sum(m.get("rephrase.completion_tokens", 0) for m in store.study_metrics(name).values())
+    return used >= space.budget.generated_tokens
 
 
-def _fill_queue(study: optuna.Study, budget: int) -> None:
-    """Keep one template trial waiting while the budget has room for it."""
-    trials = study.get_trials(deepcopy=False)
-    planned = sum(t.state in (*FINISHED, TrialState.RUNNING, TrialState.WAITING) for t in trials)
-    if planned < budget and not any(t.state == TrialState.WAITING for t in trials):
+def claim_trial_slot(study: optuna.Study, store: Store, budget: int) -> int | None:
+    """A slot for one more trial, or None when the budget is taken. The budget counts trials that did not fail:
+    every FAIL trial (a lost worker's, a Ctrl-C's) gave its slot and adds one more, which its re-run (or a new
+    trial) takes; RUNNING, WAITING-to-run and finished trials each hold theirs. The unique (study, slot) of
+    `ps_trial_slots` makes the claim atomic across workers, where counting trials and then starting one was not:
+    two workers finishing together could both see room for the last trial."""
+    failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+    return store.claim_trial_slot(study.study_name, budget + failed)
+
+
+def _fill_queue(study: optuna.Study) -> None:
+    """With a slot claimed and nothing waiting (a re-run, a proposed template), queue the template least tried."""
+    if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         _enqueue_templates(study, study.user_attrs["template_ids"], 1)
 
 
+def _requeue_cancelled(study: optuna.Study, number: int | None) -> str:
+    """After a SIGTERM: the trial it interrupted is FAIL already (Optuna's handling of a KeyboardInterrupt); queue
+    its re-run now, as the heartbeat would after its grace period. Returns what became of the trial."""
+    failed = [t for t in study.get_trials(states=(TrialState.FAIL,)) if t.number == number]
+    if not failed:
+        return "no trial was running"
+    RETRY_LOST_TRIAL(study, failed[0])
+    return f"trial #{number} failed and is queued for a re-run"
+
+
+def _release_signals(_study: optuna.Study, _trial: FrozenTrial) -> None:
+    """The first callback after a trial, which Optuna has recorded by now: a stop signal held meanwhile acts."""
+    SIGNALS_HELD.clear()
+    if STOP_REQUESTED.is_set():
+        raise WorkerCancelled("no trial was running")
+
+
 def run_worker(name: str, options: RunOptions, worker_index: int = 0) -> None:
-    """One worker process: run trials until the study's budget is used up."""
+    """One worker process: claim a slot of the study's budget, run one trial in it, until the budget is taken."""
     store = Store.open(options.db_url, create_if_empty=False)
     study = _load(store, name, options.heartbeat_seconds, options.grace_seconds)
     space = study_space(study)
@@ -276,46 +333,83 @@ def run_worker(name: str, options: RunOptions, worker_index: int = 0) -> None:
     # seed, and each of several workers gets its own stream.
     study.sampler = optuna.samplers.TPESampler(seed=space.seed + worker_index)
     study.pruner = build_pruner(space.pruner, space.eval_checkpoints())
-    remaining = space.budget.trials - finished_count(study)
-    if remaining <= 0:
+    if finished_count(study) >= space.budget.trials:
         return
     log_dir = options.workdir / name / "logs"
     with GeneratorServers(log_dir) as generators:
         if len(space.generators) == 1:  # the one every trial uses: it loads while the worker sets up
             generators.prestart(space.generators[0])
         objective = _Objective(study, store, generators, options)
-        # Proposals come before `_fill_queue`, so that a round's new templates are what the queue runs next.
+        # Proposals run after a trial, before the next slot's `_fill_queue`: a round's new templates run next.
         proposals: list[Callable[[optuna.Study, FrozenTrial], None]] = []
         if space.proposal.enabled:
             from promptsearch.propose import ProposalLoop  # imports DSPy: only for studies that propose
 
             loop = ProposalLoop(name, store, space, options.workdir, objective.corpora.source, generators)
             proposals.append(loop)
-        study.optimize(
-            objective,
-            n_trials=remaining,
-            catch=(),
-            timeout=space.budget.wall_time_minutes * 60 if space.budget.wall_time_minutes else None,
-            callbacks=[
-                *_budget_callbacks(space, store),
-                *proposals,
-                lambda s, _: _fill_queue(s, space.budget.trials),
-                lambda s, _: s.stop() if STOP_REQUESTED.is_set() else None,
-                lambda s, _: save_note(s, study_note(s, store, objective_noise(s, store))),
-                *(
-                    [
-                        lambda s, t: queue_for_review(
-                            s, store, t, objective.trial_dir(t.number), objective.resources.artifacts
-                        )
-                    ]
-                    if space.human_review
-                    else []
-                ),
-            ],
-        )
+        callbacks = [
+            *proposals,
+            lambda s, _: save_note(s, study_note(s, store, objective_noise(s, store))),
+            *(
+                [
+                    lambda s, t: queue_for_review(
+                        s, store, t, objective.trial_dir(t.number), objective.resources.artifacts
+                    )
+                ]
+                if space.human_review
+                else []
+            ),
+        ]
+        try:
+            # A worker out of slots checks for a running trial's end this often: seconds after the last trial ends,
+            # it exits (two queries per check), without waiting for a long heartbeat interval.
+            poll = min(options.heartbeat_seconds, 5)
+            _run_slots(study, store, space, objective, [_release_signals, *callbacks], poll)
+        finally:
+            SIGNALS_HELD.clear()
+
+
+def _run_slots(
+    study: optuna.Study,
+    store: Store,
+    space: SearchSpace,
+    objective: _Objective,
+    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]],
+    poll_seconds: int,
+) -> None:
+    """Claim a slot, run one trial in it; until the budget is taken (and no running trial may hand a slot back),
+    the wall time or token budget is used, or the worker is asked to stop."""
+    wall = space.budget.wall_time_minutes
+    deadline = time.monotonic() + wall * 60 if wall else None
+    while not (
+        STOP_REQUESTED.is_set()
+        or (deadline is not None and time.monotonic() >= deadline)
+        or _tokens_used_up(space, store, study.study_name)
+    ):
+        SIGNALS_HELD.set()
+        # A silent worker's trial fails here (its re-run queued) before the slots are counted.
+        optuna.storages.fail_stale_trials(study)
+        slot = claim_trial_slot(study, store, space.budget.trials)
+        if slot is None:
+            SIGNALS_HELD.clear()
+            running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+            # A trial started in a slot beats its heartbeat, so it ends or goes stale; one Optuna created but no
+            # objective ever started (its worker interrupted in between) has neither, and is not waited for.
+            if not running & store.slot_trials(study.study_name):
+                return
+            # Every slot is taken, but a running trial may yet fail and hand its slot on: wait for its end.
+            STOP_REQUESTED.wait(poll_seconds)
+            continue
+        _fill_queue(study)
+        objective.slot, objective.trial_number = slot, None
+        try:
+            study.optimize(objective, n_trials=1, catch=(), callbacks=callbacks)
+        except WorkerCancelled as exc:
+            raise WorkerCancelled(_requeue_cancelled(study, objective.trial_number)) from exc
 
 
 def _worker_entry(name: str, options: RunOptions, index: int, errors: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    stop_on_signal(signal.SIGINT)  # Ctrl-C reaches every worker process
     try:
         run_worker(name, options, index)
     except KeyboardInterrupt:
@@ -325,11 +419,13 @@ def _worker_entry(name: str, options: RunOptions, index: int, errors: multiproce
         raise SystemExit(1) from exc
 
 
-def prepare_run(store: Store, name: str) -> optuna.Study:
-    """Before workers start: re-queue trials interrupted by Ctrl-C and keep one template trial waiting."""
+def prepare_run(store: Store, name: str, grace_seconds: int) -> optuna.Study:
+    """Before workers start: re-queue trials interrupted by Ctrl-C, and free the slots of workers that died between
+    claiming a slot and starting its trial (a live worker starts its trial within moments of the claim; one
+    claimed longer than the heartbeat's grace period ago and still without a trial has no worker left)."""
     study = _load(store, name)
     _requeue_interrupted(study)
-    _fill_queue(study, study_space(study).budget.trials)
+    store.release_unstarted_slots(name, dt.datetime.now(dt.UTC) - dt.timedelta(seconds=grace_seconds))
     return study
 
 
@@ -340,7 +436,7 @@ def start_study(name: str, options: RunOptions, on_progress: Callable[[optuna.St
             "SQLite cannot serve several workers: Optuna hands out enqueued trials with SELECT … FOR UPDATE, "
             "which SQLite lacks. Use PostgreSQL (--db postgresql+psycopg://user@host/db) or --workers 1."
         )
-    study = prepare_run(store, name)
+    study = prepare_run(store, name, options.grace_seconds)
     done = threading.Event()
     poller = threading.Thread(target=_poll, args=(study, on_progress, done), daemon=True) if on_progress else None
     if poller:

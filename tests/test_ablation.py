@@ -464,8 +464,9 @@ def test_failed_tokenization_cancels_dependents(slurm: str, promoted_study: dict
     status = _cli(promoted_study, "ablation", "status", "tiny", trial, "--profile", name)
     assert status.returncode == 1
     assert "chain: FAILED" in status.stdout
-    assert f"tokenize-mix-in (job {jobs['tokenize-mix-in'].job_id}) FAILED; last lines of" in status.stdout
-    # the job's own log tail: the tokenizers library refusing the file, then srun's exit
+    # one line saying why (the exception, not srun's exit line after it), then the job's own log tail
+    failed = f"tokenize-mix-in (job {jobs['tokenize-mix-in'].job_id}) FAILED: Exception: expected ident at line 1"
+    assert failed in status.stdout and "last lines of" in status.stdout
     assert "Exception: expected ident at line 1 column 2" in status.stdout
     assert "srun: error" in status.stdout and "Exited with exit code 1" in status.stdout
     assert store.ablation("tiny", int(trial), "cpu-smoke-broken").state == "FAILED"

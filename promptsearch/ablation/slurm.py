@@ -335,6 +335,25 @@ def cancel(ablation: AblationRow, store: Store) -> list[str]:
     return open_ids
 
 
+def failure_line(log: Path) -> str:
+    """Why a job failed, in one line from its Slurm output: the last `error:` line (promptsearch's own messages),
+    else the last Python exception (srun's "Exited with exit code 1" comes after it), else the last line written
+    (a shell's "No such file or directory" when the venv is missing); the path of Slurm's spooled copy of the
+    script becomes "job script"."""
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return f"no log at {log}"
+    if not lines:
+        return f"nothing in its log {log}"
+    errors = [line for line in lines if line.startswith("error:")]
+    # `srun -l` (datatrove's stages) puts the task's rank before each line: "0: ValueError: …"
+    exceptions = [m.group(1) for line in lines if (m := re.match(r"(?:\d+: )?([\w.]*(?:Error|Exception): .*)", line))]
+    line = (errors or exceptions or lines)[-1]
+    line = re.sub(r"^\S*slurm_script: line (\d+): ", r"job script line \1: ", line)
+    return f"{line} (log {log})"
+
+
 def log_tail(row: AblationJobRow, lines: int = 20) -> tuple[str, str]:
     """(path, last lines) of the job's Slurm output; for an array, the first task file that failed."""
     paths = sorted(glob.glob(row.log_glob))

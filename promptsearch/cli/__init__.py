@@ -250,10 +250,11 @@ def _ctrl_c_stops_the_study() -> Iterator[None]:
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    from promptsearch.study import STOP_REQUESTED
+    from promptsearch.study import SIGNALS_HELD, STOP_REQUESTED
 
     STOP_REQUESTED.set()
-    raise KeyboardInterrupt
+    if not SIGNALS_HELD.is_set():  # else the worker stops as soon as its slot bookkeeping is done
+        raise KeyboardInterrupt
 
 
 @study_app.command("stop")

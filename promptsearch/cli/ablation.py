@@ -94,7 +94,7 @@ def ablation_status(
 ) -> None:
     """Show the chain's jobs and states (squeue, then sacct / sacct -c); a failed job's log tail. Exit 1 if
     the chain failed or was cancelled."""
-    from promptsearch.ablation.slurm import FAILED_STATES, TERMINAL_STATES, log_tail, refresh
+    from promptsearch.ablation.slurm import FAILED_STATES, TERMINAL_STATES, failure_line, log_tail, refresh
     from promptsearch.cost import cost_comparison
     from promptsearch.study import open_study
 
@@ -123,7 +123,8 @@ def ablation_status(
     for r in rows:
         if r.state in FAILED_STATES:
             path, tail = log_tail(r)
-            console.print(f"{r.stage} (job {r.job_id}) {r.state}; last lines of {path}:", highlight=False)
+            console.print(f"{r.stage} (job {r.job_id}) {r.state}: {failure_line(Path(path))}", highlight=False)
+            console.print(f"last lines of {path}:", highlight=False)
             console.print(tail or "(empty)", markup=False, highlight=False)
     if wait and any(r.state not in TERMINAL_STATES for r in rows):
         raise UserError(f"jobs still running after {timeout:.0f} s")

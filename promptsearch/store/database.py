@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import warnings
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,11 @@ VERSION_TABLE = "promptsearch_alembic_version"  # Optuna's own migrations use `a
 DEFAULT_URL = "sqlite:///promptsearch.db"
 SQLITE_TIMEOUT_SECONDS = 60  # how long a statement waits for another process's lock before failing
 LOCK_NOTICE_SECONDS = 2.0  # a statement still waiting after this says so on stderr
+# Queues a lost trial's re-run (same params and user attrs, `failed_trial` in its system attrs): called by the
+# heartbeat for a worker that went silent, and by a worker cancelled with SIGTERM for its own trial.
+with warnings.catch_warnings():  # experimental in Optuna 5, and what studies here rely on
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    RETRY_LOST_TRIAL = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
 
 
 def redact(url: str) -> str:
@@ -177,7 +183,7 @@ def _refuse_damaged(engine: Engine, url: str) -> None:
 def optuna_storage(
     url: str, heartbeat_interval: int | None = None, grace_period: int | None = None
 ) -> optuna.storages.RDBStorage:
-    callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3) if heartbeat_interval else None
+    callback = RETRY_LOST_TRIAL if heartbeat_interval else None
     return optuna.storages.RDBStorage(
         url,
         engine_kwargs=_storage_engine_kwargs(url),

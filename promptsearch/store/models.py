@@ -210,3 +210,18 @@ class StudyWorkerRow(Base):
     log_path: Mapped[str] = mapped_column(Text)
     submitted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
+
+
+class TrialSlotRow(Base):
+    """A claim on one trial of a study's budget, inserted by a worker before it starts that trial; the unique
+    (study, slot) lets two workers that reach the last slot at the same moment never both win it. Each slot runs
+    exactly one trial (`trial_number`, set as it starts); a trial that fails gives its slot's place in the budget
+    to one more slot, which its re-run takes (`promptsearch.study.claim_trial_slot`)."""
+
+    __tablename__ = "ps_trial_slots"
+    __table_args__ = (UniqueConstraint("study_name", "slot"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_name: Mapped[str] = mapped_column(String(200), index=True)
+    slot: Mapped[int] = mapped_column(Integer)
+    trial_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    claimed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)

@@ -5,12 +5,13 @@ In: a database URL (`Store.open` checks its schema first). Out: rows of `prompts
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import optuna
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -31,6 +32,7 @@ from promptsearch.store.models import (
     TemplateRow,
     TrialMetricRow,
     TrialOutputRow,
+    TrialSlotRow,
 )
 
 
@@ -302,9 +304,63 @@ class Store:
     def update_study_worker(self, row_id: int, **fields: Any) -> None:
         self._update(StudyWorkerRow, row_id, fields)
 
+    # -- trial slots (the study's budget, claimed one trial at a time)
+    def claim_trial_slot(self, study: str, limit: int) -> int | None:
+        """The lowest slot below `limit` this call inserted, or None when all are taken. Two workers may pick the
+        same free slot; the unique (study, slot) lets one insert win and the other try the next one."""
+        with self.session() as s:
+            taken = set(s.scalars(select(TrialSlotRow.slot).where(TrialSlotRow.study_name == study)))
+        for slot in range(limit):
+            if slot in taken:
+                continue
+            try:
+                self.add(TrialSlotRow(study_name=study, slot=slot))
+            except IntegrityError:
+                continue
+            return slot
+        return None
+
+    def start_trial_slot(self, study: str, slot: int, trial_number: int) -> None:
+        with self.session() as s:
+            s.execute(
+                update(TrialSlotRow)
+                .where(TrialSlotRow.study_name == study, TrialSlotRow.slot == slot)
+                .values(trial_number=trial_number)
+            )
+
+    def slot_trials(self, study: str) -> set[int]:
+        """The numbers of the trials started in a slot."""
+        with self.session() as s:
+            query = select(TrialSlotRow.trial_number).where(
+                TrialSlotRow.study_name == study, TrialSlotRow.trial_number.is_not(None)
+            )
+            return {n for n in s.scalars(query) if n is not None}
+
+    def release_unstarted_slots(self, study: str, claimed_before: dt.datetime) -> int:
+        """Delete slots claimed before `claimed_before` that never started a trial (their worker died between
+        claim and start); returns how many."""
+        with self.session() as s:
+            result = s.execute(
+                delete(TrialSlotRow).where(
+                    TrialSlotRow.study_name == study,
+                    TrialSlotRow.trial_number.is_(None),
+                    TrialSlotRow.claimed_at < claimed_before,
+                )
+            )
+            return int(result.rowcount)
+
     def delete_study_rows(self, study: str) -> None:
         with self.session() as s:
-            for table in (TrialOutputRow, TrialMetricRow, ProxyRunRow, ProposalRoundRow, ProposalRow, StudyWorkerRow):
+            tables = (
+                TrialOutputRow,
+                TrialMetricRow,
+                ProxyRunRow,
+                ProposalRoundRow,
+                ProposalRow,
+                StudyWorkerRow,
+                TrialSlotRow,
+            )
+            for table in tables:
                 s.query(table).filter(table.study_name == study).delete()
             ablation_ids = select(AblationRow.id).where(AblationRow.study_name == study)
             s.query(AblationJobRow).filter(AblationJobRow.ablation_id.in_(ablation_ids)).delete()
