@@ -11,6 +11,7 @@ tasks are scored as cloze multiple choice with `acc_norm` and `prob_norm` (conti
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -49,6 +50,67 @@ def _offline_lighteval(local_only: bool) -> None:
         Registry.load_all_task_configs = staticmethod(custom_only)  # type: ignore[method-assign]
 
 
+def gold_scored(metrics: list[Any]) -> list[Any]:
+    """`metrics` (lighteval 0.13 log-likelihood metrics) with two fixes, for every task promptsearch defines
+    (the proxy's local tasks here, the benchmark suite in `promptsearch.suite`):
+    - its transformers backend pads each document's continuation tokens with -1 and token normalization counts
+      the padding, so every choice is divided by the longest one's length (huggingface/lighteval#1170; fixes
+      open as #1180, #1290): count only real tokens. Should the backend still drop rows (the same issue's
+      IndexError, prevented by `keep_every_choice_row`), refuse with one line rather than normalize by a guess;
+    - `Probability` returns the highest probability among all choices (it is meant for tasks whose choices are
+      all gold answers): give it the gold choices only, so `prob_norm*` is the gold continuation's."""
+    from lighteval.metrics.metrics_sample import Probability
+
+    for metric in metrics:
+        computation = metric.sample_level_fn
+        gold_only = isinstance(computation, Probability)
+        computation.compute = _fixed_compute(computation.compute, gold_only)
+    return metrics
+
+
+def _fixed_compute(compute: Any, gold_only: bool) -> Any:
+    def fixed(doc: Any, model_response: Any, **kwargs: Any) -> Any:
+        rows = [[int(t) for t in row if int(t) != -1] for row in model_response.output_tokens]
+        if len(rows) < len(doc.choices):
+            raise ValueError(
+                f"{doc.task_name}: lighteval returned {len(rows)} token lists for {len(doc.choices)} choices "
+                "(huggingface/lighteval#1170); token normalization needs one per choice"
+            )
+        model_response.output_tokens = rows
+        if gold_only:
+            golds = [doc.gold_index] if isinstance(doc.gold_index, int) else list(doc.gold_index)
+            doc = copy.copy(doc)
+            doc.choices = [doc.choices[i] for i in golds]
+            model_response = copy.copy(model_response)
+            model_response.logprobs = [model_response.logprobs[i] for i in golds]
+            model_response.output_tokens = [rows[i] for i in golds]
+        return compute(doc, model_response, **kwargs)
+
+    return fixed
+
+
+def keep_every_choice_row() -> None:
+    """The other half of huggingface/lighteval#1170: after gathering, 0.13's transformers backend slices a
+    document's continuation tokens `[:num_choices][:len_choice]`, dropping rows whenever every choice is shorter
+    (in tokens) than the number of choices. Its only `pad_sequence` call pads those rows with -1: pad them to at
+    least as many columns as rows, so the slice keeps them all (`gold_scored` strips the -1s again)."""
+    import torch.nn.functional as F
+    from lighteval.models.transformers import transformers_model as backend
+
+    original = backend.pad_sequence
+    if getattr(original, "keeps_every_row", False):
+        return
+
+    def pad_sequence(sequences: Any, batch_first: bool = False, padding_value: float = 0.0, **kwargs: Any) -> Any:
+        padded = original(sequences, batch_first=batch_first, padding_value=padding_value, **kwargs)
+        if batch_first and padding_value == -1 and padded.dim() == 2 and padded.shape[1] < padded.shape[0]:
+            padded = F.pad(padded, (0, padded.shape[0] - padded.shape[1]), value=-1)
+        return padded
+
+    pad_sequence.keeps_every_row = True  # type: ignore[attr-defined]
+    backend.pad_sequence = pad_sequence
+
+
 def _local_task(name: str, folder: Path) -> Any:
     from lighteval.metrics.dynamic_metrics import LogLikelihoodAccMetric, ProbabilityMetric
     from lighteval.metrics.normalizations import LogProbCharNorm
@@ -72,12 +134,14 @@ def _local_task(name: str, folder: Path) -> Any:
         evaluation_splits=["test"],
         few_shots_split=None,
         few_shots_select=None,
-        # Character normalization: token normalization is wrong in 0.13's transformers backend (padding is
-        # counted, and an IndexError when choices are shorter than their number: huggingface/lighteval#1170).
-        metrics=[
-            LogLikelihoodAccMetric(normalization=LogProbCharNorm()),
-            ProbabilityMetric(normalization=LogProbCharNorm()),
-        ],
+        # Character normalization, kept from before `gold_scored` fixed token normalization: the scores keep
+        # their names (`acc_norm`, `prob_norm`) and meaning across stored studies.
+        metrics=gold_scored(
+            [
+                LogLikelihoodAccMetric(normalization=LogProbCharNorm()),
+                ProbabilityMetric(normalization=LogProbCharNorm()),
+            ]
+        ),
     )
 
 
@@ -116,6 +180,7 @@ def evaluate_checkpoint(
     if len(local) == len(tasks):
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     _offline_lighteval(local_only=len(local) == len(tasks))
+    keep_every_choice_row()  # `gold_scored` needs one token row per choice
     from lighteval.logging.evaluation_tracker import EvaluationTracker
     from lighteval.models.transformers.transformers_model import TransformersModelConfig
     from lighteval.pipeline import ParallelismManager, Pipeline, PipelineParameters

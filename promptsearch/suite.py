@@ -24,7 +24,6 @@ they stay in the table (requests resolve) but fail with one line naming them whe
 
 # No `from __future__ import annotations`: lighteval loads this file by path without registering it in
 # sys.modules, and dataclasses cannot resolve string annotations then.
-import copy
 import gzip
 import importlib.metadata
 import importlib.util
@@ -408,73 +407,17 @@ class SuiteTaskUnavailable(RuntimeError):
 
 
 def _metrics(generative: bool) -> list[Any]:
-    """`prob_norm_token` always, `acc_norm_token` with more than one choice; both read token counts with
-    lighteval's -1 padding removed (see `_without_padding`)."""
+    """`prob_norm_token` always, `acc_norm_token` with more than one choice; both with lighteval 0.13's
+    log-likelihood metrics fixed (`lighteval_tasks.gold_scored`)."""
     from lighteval.metrics.dynamic_metrics import LogLikelihoodAccMetric, ProbabilityMetric
     from lighteval.metrics.normalizations import LogProbTokenNorm
+
+    from promptsearch.lighteval_tasks import gold_scored
 
     metrics = [ProbabilityMetric(normalization=LogProbTokenNorm())]
     if not generative:
         metrics.append(LogLikelihoodAccMetric(normalization=LogProbTokenNorm()))
-    for metric in metrics:
-        metric.sample_level_fn = _without_padding(metric.sample_level_fn)
-    return metrics
-
-
-def _without_padding(computation: Any) -> Any:
-    """Two fixes to lighteval 0.13's log-likelihood metrics, applied to the suite's tasks only:
-    - its transformers backend pads each document's continuation tokens with -1 and token normalization counts
-      the padding, so every choice is divided by the longest one's length (huggingface/lighteval#1170; fixes
-      open as #1180, #1290): count only real tokens. Should the backend still drop rows (the same issue's
-      IndexError, prevented by `_keep_every_choice_row`), refuse with one line rather than normalize by a guess;
-    - `Probability` returns the highest probability among all choices (it is meant for tasks whose choices are
-      all gold answers): give it the gold choices only, so `prob_norm_token` is the gold continuation's."""
-    from lighteval.metrics.metrics_sample import Probability
-
-    compute = computation.compute
-    gold_only = isinstance(computation, Probability)
-
-    def strip(doc: Any, model_response: Any, **kwargs: Any) -> Any:
-        rows = [[int(t) for t in row if int(t) != -1] for row in model_response.output_tokens]
-        if len(rows) < len(doc.choices):
-            raise ValueError(
-                f"{doc.task_name}: lighteval returned {len(rows)} token lists for {len(doc.choices)} choices "
-                "(huggingface/lighteval#1170); token normalization needs one per choice"
-            )
-        model_response.output_tokens = rows
-        if gold_only:
-            golds = [doc.gold_index] if isinstance(doc.gold_index, int) else list(doc.gold_index)
-            doc = copy.copy(doc)
-            doc.choices = [doc.choices[i] for i in golds]
-            model_response = copy.copy(model_response)
-            model_response.logprobs = [model_response.logprobs[i] for i in golds]
-            model_response.output_tokens = [rows[i] for i in golds]
-        return compute(doc, model_response, **kwargs)
-
-    computation.compute = strip
-    return computation
-
-
-def _keep_every_choice_row() -> None:
-    """The other half of huggingface/lighteval#1170: after gathering, 0.13's transformers backend slices a
-    document's continuation tokens `[:num_choices][:len_choice]`, dropping rows whenever every choice is shorter
-    (in tokens) than the number of choices. Its only `pad_sequence` call pads those rows with -1: pad them to at
-    least as many columns as rows, so the slice keeps them all (`_without_padding` strips the -1s again)."""
-    import torch.nn.functional as F
-    from lighteval.models.transformers import transformers_model as backend
-
-    original = backend.pad_sequence
-    if getattr(original, "keeps_every_row", False):
-        return
-
-    def pad_sequence(sequences: Any, batch_first: bool = False, padding_value: float = 0.0, **kwargs: Any) -> Any:
-        padded = original(sequences, batch_first=batch_first, padding_value=padding_value, **kwargs)
-        if batch_first and padding_value == -1 and padded.dim() == 2 and padded.shape[1] < padded.shape[0]:
-            padded = F.pad(padded, (0, padded.shape[0] - padded.shape[1]), value=-1)
-        return padded
-
-    pad_sequence.keeps_every_row = True  # type: ignore[attr-defined]
-    backend.pad_sequence = pad_sequence
+    return gold_scored(metrics)
 
 
 def _doc_prompt(task: SuiteTask, unavailable: str | None) -> Callable[[dict[str, Any], str], Any]:
@@ -523,8 +466,10 @@ def task_config(task: SuiteTask, offline: bool) -> Any:
 
 def tasks_table(offline: bool | None = None) -> list[Any]:
     """The suite's `LightevalTaskConfig`s; `offline=None` asks `hub_reachable()`."""
+    from promptsearch.lighteval_tasks import keep_every_choice_row
+
     offline = not hub_reachable() if offline is None else offline
-    _keep_every_choice_row()
+    keep_every_choice_row()
     return [task_config(task, offline) for task in SUITE]
 
 

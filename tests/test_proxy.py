@@ -1,6 +1,7 @@
 """The proxy: real tokenization and training at small sizes."""
 
 import json
+import math
 import re
 import statistics
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 from conftest import DATA, news
 from tokenizers import Tokenizer
 
+from promptsearch import lighteval_tasks
 from promptsearch.cloze import build_cloze_items
 from promptsearch.corpus import read_corpus
 from promptsearch.proxy import Mixture, TokenStream, calibrate, corpus_tokenizer, run_proxy
@@ -87,3 +89,21 @@ def test_lighteval_tasks_score_the_final_checkpoint(tmp_path: Path) -> None:
     (results_file,) = (tmp_path / "run" / "lighteval" / "results").rglob("results_*.json")
     assert {"source_cloze|0", "local_mc|0"} <= set(json.loads(results_file.read_text())["results"])
     assert result.seconds["lighteval"] > 0
+
+
+def test_local_tasks_report_the_gold_continuations_probability(tmp_path: Path) -> None:
+    """lighteval 0.13's `Probability` returns the most probable choice's probability; the proxy's local tasks
+    report the gold's: here the gold " ab" at -3.0 (exp(-3.0 / 3) per character), the other choice more likely."""
+    from lighteval.models.model_output import ModelResponse
+    from lighteval.tasks.requests import Doc
+
+    lighteval_tasks.keep_every_choice_row()
+    config = lighteval_tasks._local_task("local", tmp_path)
+    metrics = {m.metric_name: m.sample_level_fn for m in config.metrics}
+    doc = Doc(task_name="local|0", query="q", choices=[" ab", " cdef"], gold_index=0)
+
+    def response() -> ModelResponse:  # as lighteval's backend returns it: token rows padded with -1
+        return ModelResponse(logprobs=[-3.0, -1.0], output_tokens=[[5, -1], [6, 7]])
+
+    assert metrics["prob_norm"].compute(doc=doc, model_response=response()) == pytest.approx(math.exp(-3.0 / 3))
+    assert metrics["acc_norm"].compute(doc=doc, model_response=response()) == 0  # -1.0 per char against -0.2

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from promptsearch import suite
+from promptsearch.lighteval_tasks import keep_every_choice_row
 
 OFFLINE = [
     "arc_cf:easy",
@@ -108,7 +109,7 @@ def test_every_choice_keeps_its_token_row() -> None:
     import torch
     from lighteval.models.transformers import transformers_model as backend
 
-    suite._keep_every_choice_row()
+    keep_every_choice_row()
     rows = [torch.tensor([11]), torch.tensor([12]), torch.tensor([13, 14]), torch.tensor([15]), torch.tensor([16])]
     padded = backend.pad_sequence(rows, batch_first=True, padding_value=-1)
     assert padded.shape == (5, 5) and len(padded[:5][: padded.shape[1]]) == 5
