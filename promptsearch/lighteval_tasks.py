@@ -4,21 +4,26 @@ In: a Hugging Face-format checkpoint, the profile's `lighteval_tasks` and the do
 rephrased. Out: `{"lighteval.<task>.<metric>": value}` and lighteval's own results JSON under `out_dir`.
 
 Task kinds: `source_cloze` (the knowledge cloze items of the rephrased documents, written as a local
-JSONL task), `file` (a local multiple-choice JSONL: rows of `query`, `choices`, `gold`) and `hub`
-(a lighteval built-in task such as `arc:easy`, for users with network or a warm HF cache). Local
-tasks are scored as cloze multiple choice with `acc_norm` and `prob_norm` (continuous).
+JSONL task), `sciq` (SciQ's questions, closed book, whose support passages were among the rephrased
+documents: `benchmark_data.sciq_questions`), `file` (a local multiple-choice JSONL: rows of `query`,
+`choices`, `gold`) and `hub` (a lighteval built-in task such as `arc:easy`, for users with network or a
+warm HF cache). Local tasks are scored as cloze multiple choice with `acc_norm`, and two continuous
+scores of the gold continuation: `prob_norm` (its probability per character) and `gold_bpb` (its bits
+per byte, lower is better).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import shutil
 import types
 from pathlib import Path
 from typing import Any
 
+from promptsearch.benchmark_data import sciq_questions
 from promptsearch.cloze import ClozeItem, build_cloze_items
 from promptsearch.proxy_profile import LightevalTaskSpec
 
@@ -111,6 +116,28 @@ def keep_every_choice_row() -> None:
     backend.pad_sequence = pad_sequence
 
 
+def gold_bpb_metric() -> Any:
+    """The gold continuation's bits per byte, -log2 P(gold | query) / its UTF-8 bytes (leading space included):
+    OLMES's `bpb`, the continuous metric DataDecide found predictive at small scale; lower is better."""
+    import numpy as np
+    from lighteval.metrics.metrics_sample import SampleLevelComputation
+    from lighteval.metrics.utils.metric_utils import SampleLevelMetric
+    from lighteval.tasks.requests import SamplingMethod
+
+    class GoldBitsPerByte(SampleLevelComputation):
+        def compute(self, doc: Any, model_response: Any, **kwargs: Any) -> float:
+            golds = [doc.gold_index] if isinstance(doc.gold_index, int) else list(doc.gold_index)
+            return min(-model_response.logprobs[i] / math.log(2) / len(doc.choices[i].encode("utf-8")) for i in golds)
+
+    return SampleLevelMetric(
+        metric_name="gold_bpb",
+        sample_level_fn=GoldBitsPerByte(),
+        category=SamplingMethod.LOGPROBS,
+        corpus_level_fn=np.mean,
+        higher_is_better=False,
+    )
+
+
 def _local_task(name: str, folder: Path) -> Any:
     from lighteval.metrics.dynamic_metrics import LogLikelihoodAccMetric, ProbabilityMetric
     from lighteval.metrics.normalizations import LogProbCharNorm
@@ -140,6 +167,7 @@ def _local_task(name: str, folder: Path) -> Any:
             [
                 LogLikelihoodAccMetric(normalization=LogProbCharNorm()),
                 ProbabilityMetric(normalization=LogProbCharNorm()),
+                gold_bpb_metric(),
             ]
         ),
     )
@@ -170,7 +198,7 @@ def evaluate_checkpoint(
     seed: int,
     max_samples: int | None = None,
 ) -> dict[str, float]:
-    """Run `tasks` on `checkpoint`; `source_cloze` tasks are built from `knowledge_sources`."""
+    """Run `tasks` on `checkpoint`; `source_cloze` and `sciq` tasks are built from `knowledge_sources`."""
     import datasets
 
     # The CLI's progress bar owns the terminal: no datasets or tqdm bars (lighteval's come from tqdm).
@@ -190,6 +218,8 @@ def evaluate_checkpoint(
         folder = out_dir / "data" / task.name
         if task.kind == "source_cloze":
             write_task_file(folder, build_cloze_items(knowledge_sources, seed=seed))
+        elif task.kind == "sciq":
+            write_task_file(folder, sciq_questions(knowledge_sources, seed=seed))
         else:  # lighteval loads a folder whose file names give the splits
             folder.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(task.path or "", folder / "test.jsonl")

@@ -64,9 +64,11 @@ class LightevalTaskSpec(StrictModel):
     """A lighteval task scored on the proxy's final checkpoint (`promptsearch/lighteval_tasks.py`)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_:-]+$")
-    kind: Literal["source_cloze", "file", "hub"] = Field(
-        description="source_cloze: cloze items of the rephrased documents; file: a local multiple-choice "
-        "JSONL (query, choices, gold); hub: a lighteval built-in task, e.g. arc:easy (needs network or cache)"
+    kind: Literal["source_cloze", "sciq", "file", "hub"] = Field(
+        description="source_cloze: cloze items of the rephrased documents; sciq: SciQ's questions, closed book, "
+        "whose support passages were among the rephrased documents (source: the embedded corpus sciq); file: a "
+        "local multiple-choice JSONL (query, choices, gold); hub: a lighteval built-in task, e.g. arc:easy "
+        "(needs network or cache)"
     )
     path: str | None = Field(None, description="the JSONL file (kind: file), relative to the profile")
     fewshot: int = Field(0, ge=0)

