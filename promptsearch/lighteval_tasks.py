@@ -189,45 +189,35 @@ def write_task_file(folder: Path, items: list[ClozeItem]) -> Path:
     return write_jsonl(folder / "test.jsonl", rows)
 
 
-def evaluate_checkpoint(
+def run_pipeline(
     checkpoint: Path,
-    tasks: list[LightevalTaskSpec],
-    knowledge_sources: list[str],
+    configs: list[Any],
+    requests: list[tuple[str, int]],
     out_dir: Path,
     device: str,
-    seed: int,
-    max_samples: int | None = None,
-) -> dict[str, float]:
-    """Run `tasks` on `checkpoint`; `source_cloze` and `sciq` tasks are built from `knowledge_sources`."""
+    max_samples: int | None,
+    local_only: bool,
+) -> dict[str, dict[str, float]]:
+    """lighteval's Pipeline on `checkpoint` for `requests` (task, few-shot count), the tasks it does not know
+    given as `configs` (`local_only`: all of them, their data on disk, no network); results (lighteval's JSON
+    under `out_dir` too) by task name, without the stderr rows."""
     import datasets
 
     # The CLI's progress bar owns the terminal: no datasets or tqdm bars (lighteval's come from tqdm).
     datasets.disable_progress_bars()
     os.environ["TQDM_DISABLE"] = "1"
-    local = [t for t in tasks if t.kind != "hub"]
-    if len(local) == len(tasks):
+    if local_only:
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    _offline_lighteval(local_only=len(local) == len(tasks))
+    _offline_lighteval(local_only)
     keep_every_choice_row()  # `gold_scored` needs one token row per choice
     from lighteval.logging.evaluation_tracker import EvaluationTracker
     from lighteval.models.transformers.transformers_model import TransformersModelConfig
     from lighteval.pipeline import ParallelismManager, Pipeline, PipelineParameters
 
-    configs = []
-    for task in local:
-        folder = out_dir / "data" / task.name
-        if task.kind == "source_cloze":
-            write_task_file(folder, build_cloze_items(knowledge_sources, seed=seed))
-        elif task.kind == "sciq":
-            write_task_file(folder, sciq_questions(knowledge_sources, seed=seed))
-        else:  # lighteval loads a folder whose file names give the splits
-            folder.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(task.path or "", folder / "test.jsonl")
-        configs.append(_local_task(task.name, folder))
     module = types.ModuleType("promptsearch_lighteval_tasks")
     module.TASKS_TABLE = configs  # type: ignore[attr-defined]
     pipeline = Pipeline(
-        tasks=",".join(f"{t.name}|{t.fewshot}" for t in tasks),
+        tasks=",".join(f"{name}|{fewshot}" for name, fewshot in requests),
         pipeline_parameters=PipelineParameters(
             launcher_type=ParallelismManager.ACCELERATE,
             custom_tasks_directory=module,  # type: ignore[arg-type]  # the registry also takes a module
@@ -239,11 +229,38 @@ def evaluate_checkpoint(
     pipeline.evaluate()
     pipeline.save_and_push_results()
     results = pipeline.get_results()["results"]
-    scores = {}
-    for task in tasks:
+    by_task = {}
+    for name, fewshot in requests:
         # lighteval keys results by task and shot count, joined by ":" or "|" depending on the version
-        key = next(k for k in results if k in (f"{task.name}:{task.fewshot}", f"{task.name}|{task.fewshot}"))
-        for metric, value in results[key].items():
-            if not metric.endswith("_stderr"):
-                scores[f"lighteval.{task.name}.{metric}"] = float(value)
-    return scores
+        key = next(k for k in results if k in (f"{name}:{fewshot}", f"{name}|{fewshot}"))
+        by_task[name] = {m: float(v) for m, v in results[key].items() if not m.endswith("_stderr")}
+    return by_task
+
+
+def evaluate_checkpoint(
+    checkpoint: Path,
+    tasks: list[LightevalTaskSpec],
+    knowledge_sources: list[str],
+    out_dir: Path,
+    device: str,
+    seed: int,
+    max_samples: int | None = None,
+) -> dict[str, float]:
+    """Run `tasks` on `checkpoint`; `source_cloze` and `sciq` tasks are built from `knowledge_sources`."""
+    local = [t for t in tasks if t.kind != "hub"]
+    configs = []
+    for task in local:
+        folder = out_dir / "data" / task.name
+        if task.kind == "source_cloze":
+            write_task_file(folder, build_cloze_items(knowledge_sources, seed=seed))
+        elif task.kind == "sciq":
+            write_task_file(folder, sciq_questions(knowledge_sources, seed=seed))
+        else:  # lighteval loads a folder whose file names give the splits
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(task.path or "", folder / "test.jsonl")
+        configs.append(_local_task(task.name, folder))
+    requests = [(t.name, t.fewshot) for t in tasks]
+    results = run_pipeline(checkpoint, configs, requests, out_dir, device, max_samples, len(local) == len(tasks))
+    return {
+        f"lighteval.{name}.{metric}": value for name, metrics in results.items() for metric, value in metrics.items()
+    }

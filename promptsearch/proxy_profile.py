@@ -80,6 +80,17 @@ class LightevalTaskSpec(StrictModel):
         return self
 
 
+class SuiteEvalSpec(StrictModel):
+    """The benchmark suite (`promptsearch/suite.py`: FinePhrase's tasks, offline copies when the Hub is out of
+    reach) scored through lighteval at every eval checkpoint: `suite.<task|category|macro|micro>.<metric>`."""
+
+    tasks: list[str] = Field(
+        min_length=1, description="suite task names, e.g. arc_cf:easy, mmlu_redux_cf (checked by the space)"
+    )
+    num_fewshot: int = Field(3, ge=0)
+    max_samples: int | None = Field(1000, ge=1, description="items scored per task at most (FinePhrase: 1,000)")
+
+
 class ProxyProfile(StrictModel):
     """A proxy rung: a small Llama trained with torch on the trial's mixture, then evaluated."""
 
@@ -103,6 +114,9 @@ class ProxyProfile(StrictModel):
         default_factory=list, description="benchmark tasks run with lighteval on the final checkpoint"
     )
     lighteval_max_samples: int | None = Field(None, ge=1, description="items scored per lighteval task at most")
+    suite: SuiteEvalSpec | None = Field(
+        None, description="benchmark suite tasks scored at every eval checkpoint (slow: off in the small profiles)"
+    )
     cost_estimate_minutes: float | None = None
 
     @model_validator(mode="after")

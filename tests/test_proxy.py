@@ -15,7 +15,7 @@ from promptsearch import lighteval_tasks
 from promptsearch.cloze import build_cloze_items
 from promptsearch.corpus import read_corpus
 from promptsearch.proxy import Mixture, TokenStream, calibrate, corpus_tokenizer, run_proxy
-from promptsearch.proxy_profile import LightevalTaskSpec, load_proxy_profile
+from promptsearch.proxy_profile import LightevalTaskSpec, SuiteEvalSpec, load_proxy_profile
 from promptsearch.space import CorpusSpec
 
 
@@ -139,3 +139,33 @@ def test_local_tasks_report_the_gold_continuations_probability(tmp_path: Path) -
     assert metrics["acc_norm"].compute(doc=doc, model_response=response()) == 0  # -1.0 per char against -0.2
     # the gold's bits per byte: 3.0 nats over its 3 bytes
     assert metrics["gold_bpb"].compute(doc=doc, model_response=response()) == pytest.approx(3.0 / math.log(2) / 3)
+
+
+def test_suite_tasks_are_scored_at_every_eval_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A profile's `suite` runs the benchmark suite's offline tasks through lighteval at each eval checkpoint:
+    per task, per category, macro and micro, in the checkpoint's scores (what the trial records and reports as
+    `proxy.rung<r>.ck<k>.*`) and the run's final scores."""
+    monkeypatch.setenv("PROMPTSEARCH_SUITE_SOURCE", "offline")
+    monkeypatch.setenv("PROMPTSEARCH_CACHE", str(tmp_path / "cache"))
+    profile = load_proxy_profile(DATA / "proxy-micro-checkpoints.yaml")
+    tasks = ["arc_cf:easy", "openbookqa_cf", "xcsqa_cf"]  # GK; RES twice, so macro and micro differ
+    profile = profile.model_copy(
+        update={"eval_checkpoints": 2, "suite": SuiteEvalSpec(tasks=tasks, num_fewshot=3, max_samples=8)}
+    )
+    source, raw, heldout = _corpora()
+    result = run_proxy(Mixture(source, raw, heldout, source, 0.5), profile, tmp_path / "run", 0)
+    assert [c.index for c in result.checkpoints] == [1, 2]
+    for checkpoint in result.checkpoints:
+        scores = checkpoint.scores
+        for metric in ("prob_norm_token", "acc_norm_token", "gold_bpb"):
+            per_task = [scores[f"suite.{task}.{metric}"] for task in tasks]
+            res = (per_task[1] + per_task[2]) / 2
+            assert scores[f"suite.RES.{metric}"] == pytest.approx(res)
+            assert scores[f"suite.macro.{metric}"] == pytest.approx((per_task[0] + res) / 2)
+            assert scores[f"suite.micro.{metric}"] == pytest.approx(sum(per_task) / 3)
+        assert all(scores[f"suite.{task}.gold_bpb"] > 0 for task in tasks)
+        assert all(0 < scores[f"suite.{task}.prob_norm_token"] < 1 for task in tasks)
+    assert {k: v for k, v in result.scores.items() if k.startswith("suite.")} == {
+        k: v for k, v in result.checkpoints[-1].scores.items() if k.startswith("suite.")
+    }
+    assert len(list((tmp_path / "run" / "suite").rglob("results_*.json"))) == 2  # lighteval's own, per checkpoint
