@@ -24,7 +24,6 @@ from promptsearch.pipelines import SlurmJob
 from promptsearch.proxy_profile import PROXY_SCORES, load_proxy_profile, proxy_profile_path
 from promptsearch.pruning import PrunerSpec, check_pruner
 from promptsearch.recipe import GeneratorSpec, Recipe, Sampling, TemplateLike
-from promptsearch.suite import check_task_names
 from promptsearch.templates import TemplatePoolSpec, load_template_file
 
 if TYPE_CHECKING:
@@ -480,6 +479,9 @@ def _file_checks(space: SearchSpace, base: Path, document: YamlDocument) -> list
                 problems.extend((loc, f"{path.name}: {m}") for m in exc.messages)
                 continue
             if profile.suite is not None:
+                # Only here: the suite's table imports lighteval, which every other command can do without.
+                from promptsearch.suite import check_task_names
+
                 try:
                     check_task_names(profile.suite.tasks)
                 except UserError as exc:
