@@ -36,7 +36,11 @@ def _offline_lighteval(local_only: bool) -> None:
     - Building the task registry imports every built-in task module; one downloads tinyBenchmarks.pkl
       from GitHub at import and another lists Hub models (huggingface/lighteval#802, offline runs):
       when every task is local, the registry holds only ours.
+    - The pipeline imports litellm, which fetches its model price list from GitHub three times (~7 s of
+      retries) before falling back to its bundled copy: when every task is local, it uses the copy at once.
     """
+    if local_only:  # before the first import of litellm, which reads it then
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import xxhash
     from lighteval.logging import info_loggers
     from lighteval.tasks.registry import Registry
@@ -161,15 +165,17 @@ def _local_task(name: str, folder: Path) -> Any:
         evaluation_splits=["test"],
         few_shots_split=None,
         few_shots_select=None,
-        # Character normalization, kept from before `gold_scored` fixed token normalization: the scores keep
-        # their names (`acc_norm`, `prob_norm`) and meaning across stored studies.
-        metrics=gold_scored(
-            [
-                LogLikelihoodAccMetric(normalization=LogProbCharNorm()),
-                ProbabilityMetric(normalization=LogProbCharNorm()),
-                gold_bpb_metric(),
-            ]
-        ),
+        # Character normalization, as before `gold_scored` fixed token normalization: the scores keep their
+        # names (`acc_norm`, `prob_norm`), which spaces weight and stored studies hold.
+        metrics=[
+            *gold_scored(
+                [
+                    LogLikelihoodAccMetric(normalization=LogProbCharNorm()),
+                    ProbabilityMetric(normalization=LogProbCharNorm()),
+                ]
+            ),
+            gold_bpb_metric(),
+        ],
     )
 
 

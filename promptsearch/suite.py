@@ -486,15 +486,6 @@ def suite_scores(results: dict[str, dict[str, float]]) -> dict[str, float]:
     return scores
 
 
-def __getattr__(name: str) -> Any:
-    """`TASKS_TABLE` is built when lighteval first asks for it (`hasattr`), not when this module is imported."""
-    if name == "TASKS_TABLE":
-        table = tasks_table()
-        globals()["TASKS_TABLE"] = table
-        return table
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def evaluate_suite(checkpoint: Path, spec: SuiteEvalSpec, out_dir: Path, device: str) -> dict[str, float]:
     """The spec's tasks (the Hub when reachable, else the offline copies) on a Hugging Face-format `checkpoint`
     through lighteval: per task, per category, macro and micro (`suite_scores`)."""
@@ -504,3 +495,12 @@ def evaluate_suite(checkpoint: Path, spec: SuiteEvalSpec, out_dir: Path, device:
     configs = tasks_table(offline, spec.tasks)
     requests = [(config.name, spec.num_fewshot) for config in configs]
     return suite_scores(run_pipeline(checkpoint, configs, requests, out_dir, device, spec.max_samples, offline))
+
+
+def __getattr__(name: str) -> Any:
+    """`TASKS_TABLE` is built when lighteval first asks for it (`hasattr`), not when this module is imported."""
+    if name == "TASKS_TABLE":
+        table = tasks_table()
+        globals()["TASKS_TABLE"] = table
+        return table
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

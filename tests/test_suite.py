@@ -90,7 +90,7 @@ def test_token_normalization_counts_real_tokens_only() -> None:
     from lighteval.models.model_output import ModelResponse
     from lighteval.tasks.requests import Doc
 
-    prob, acc = suite._metrics(generative=False)
+    prob, acc, _gold_bpb = suite._metrics(generative=False)
     doc = Doc(task_name="t|3", query="q", choices=[" a b", " c d e"], gold_index=0)
 
     def response() -> ModelResponse:  # as the backend returns it: row 0 padded to row 1's length
