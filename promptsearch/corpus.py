@@ -20,10 +20,11 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.readers import HuggingFaceDatasetReader, JsonlReader, ParquetReader
 from datatrove.pipeline.readers.base import BaseDiskReader
 
+from promptsearch.benchmark_data import sciq_corpus_file
 from promptsearch.errors import UserError
 from promptsearch.measure import OutputRecord
 from promptsearch.resources import lee_corpus_file
-from promptsearch.space import CorpusSpec
+from promptsearch.space import EMBEDDED_CORPORA, CorpusSpec
 
 
 class BadRow(UserError):
@@ -158,6 +159,11 @@ def truncate_at_newline(text: str, max_chars: int) -> str:
 def corpus_reader(spec: CorpusSpec, limit: int = -1, skip: int = 0) -> BaseDiskReader | HuggingFaceDatasetReader:
     """The datatrove reader for a corpus; `read_corpus` applies skip/limit itself, after filtering."""
     common: dict[str, Any] = {"text_key": spec.text_key, "id_key": spec.id_key, "limit": limit, "skip": skip}
+    if spec.format == "embedded" and spec.path == "sciq":
+        path = sciq_corpus_file()
+        return StrictJsonlReader(
+            str(path.parent), glob_pattern=_exact_file_glob(path.name), recursive=False, limit=limit, skip=skip
+        )
     if spec.format == "embedded":
         path = lee_corpus_file(spec.path)
         return TextReader(
@@ -258,7 +264,7 @@ def input_corpus(
     path: str, input_format: str, text_key: str, limit: int | None, skip_bad_rows: bool = False
 ) -> CorpusSpec:
     """The corpus `generate --input` names; `input_format="auto"` guesses it from the path: JSON Lines,
-    Parquet, the embedded Lee corpus, else plain-text files."""
+    Parquet, the embedded corpora (Lee, SciQ), else plain-text files."""
     if input_format == "auto":
         name = path.lower()
         input_format = (
@@ -267,7 +273,7 @@ def input_corpus(
             else "parquet"
             if name.endswith(".parquet")
             else "embedded"
-            if path in ("lee_background", "lee")
+            if path in EMBEDDED_CORPORA
             else "text"
         )
     return CorpusSpec(format=input_format, path=path, text_key=text_key, limit=limit, skip_bad_rows=skip_bad_rows)

@@ -4,20 +4,26 @@ In: a Hugging Face-format checkpoint, the profile's `lighteval_tasks` and the do
 rephrased. Out: `{"lighteval.<task>.<metric>": value}` and lighteval's own results JSON under `out_dir`.
 
 Task kinds: `source_cloze` (the knowledge cloze items of the rephrased documents, written as a local
-JSONL task), `file` (a local multiple-choice JSONL: rows of `query`, `choices`, `gold`) and `hub`
-(a lighteval built-in task such as `arc:easy`, for users with network or a warm HF cache). Local
-tasks are scored as cloze multiple choice with `acc_norm` and `prob_norm` (continuous).
+JSONL task), `sciq` (SciQ's questions, closed book, whose support passages were among the rephrased
+documents: `benchmark_data.sciq_questions`), `file` (a local multiple-choice JSONL: rows of `query`,
+`choices`, `gold`) and `hub` (a lighteval built-in task such as `arc:easy`, for users with network or a
+warm HF cache). Local tasks are scored as cloze multiple choice with `acc_norm`, and two continuous
+scores of the gold continuation: `prob_norm` (its probability per character) and `gold_bpb` (its bits
+per byte, lower is better).
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
 import shutil
 import types
 from pathlib import Path
 from typing import Any
 
+from promptsearch.benchmark_data import sciq_questions
 from promptsearch.cloze import ClozeItem, build_cloze_items
 from promptsearch.proxy_profile import LightevalTaskSpec
 
@@ -30,7 +36,11 @@ def _offline_lighteval(local_only: bool) -> None:
     - Building the task registry imports every built-in task module; one downloads tinyBenchmarks.pkl
       from GitHub at import and another lists Hub models (huggingface/lighteval#802, offline runs):
       when every task is local, the registry holds only ours.
+    - The pipeline imports litellm, which fetches its model price list from GitHub three times (~7 s of
+      retries) before falling back to its bundled copy: when every task is local, it uses the copy at once.
     """
+    if local_only:  # before the first import of litellm, which reads it then
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import xxhash
     from lighteval.logging import info_loggers
     from lighteval.tasks.registry import Registry
@@ -47,6 +57,89 @@ def _offline_lighteval(local_only: bool) -> None:
             return Registry._extract_configs(Registry.create_custom_tasks_module(custom_tasks))
 
         Registry.load_all_task_configs = staticmethod(custom_only)  # type: ignore[method-assign]
+
+
+def gold_scored(metrics: list[Any]) -> list[Any]:
+    """`metrics` (lighteval 0.13 log-likelihood metrics) with two fixes, for every task promptsearch defines
+    (the proxy's local tasks here, the benchmark suite in `promptsearch.suite`):
+    - its transformers backend pads each document's continuation tokens with -1 and token normalization counts
+      the padding, so every choice is divided by the longest one's length (huggingface/lighteval#1170; fixes
+      open as #1180, #1290): count only real tokens. Should the backend still drop rows (the same issue's
+      IndexError, prevented by `keep_every_choice_row`), refuse with one line rather than normalize by a guess;
+    - `Probability` returns the highest probability among all choices (it is meant for tasks whose choices are
+      all gold answers): give it the gold choices only, so `prob_norm*` is the gold continuation's."""
+    from lighteval.metrics.metrics_sample import Probability
+
+    for metric in metrics:
+        computation = metric.sample_level_fn
+        gold_only = isinstance(computation, Probability)
+        computation.compute = _fixed_compute(computation.compute, gold_only)
+    return metrics
+
+
+def _fixed_compute(compute: Any, gold_only: bool) -> Any:
+    def fixed(doc: Any, model_response: Any, **kwargs: Any) -> Any:
+        rows = [[int(t) for t in row if int(t) != -1] for row in model_response.output_tokens]
+        if len(rows) < len(doc.choices):
+            raise ValueError(
+                f"{doc.task_name}: lighteval returned {len(rows)} token lists for {len(doc.choices)} choices "
+                "(huggingface/lighteval#1170); token normalization needs one per choice"
+            )
+        model_response.output_tokens = rows
+        if gold_only:
+            golds = [doc.gold_index] if isinstance(doc.gold_index, int) else list(doc.gold_index)
+            doc = copy.copy(doc)
+            doc.choices = [doc.choices[i] for i in golds]
+            model_response = copy.copy(model_response)
+            model_response.logprobs = [model_response.logprobs[i] for i in golds]
+            model_response.output_tokens = [rows[i] for i in golds]
+        return compute(doc, model_response, **kwargs)
+
+    return fixed
+
+
+def keep_every_choice_row() -> None:
+    """The other half of huggingface/lighteval#1170: after gathering, 0.13's transformers backend slices a
+    document's continuation tokens `[:num_choices][:len_choice]`, dropping rows whenever every choice is shorter
+    (in tokens) than the number of choices. Its only `pad_sequence` call pads those rows with -1: pad them to at
+    least as many columns as rows, so the slice keeps them all (`gold_scored` strips the -1s again)."""
+    import torch.nn.functional as F
+    from lighteval.models.transformers import transformers_model as backend
+
+    original = backend.pad_sequence
+    if getattr(original, "keeps_every_row", False):
+        return
+
+    def pad_sequence(sequences: Any, batch_first: bool = False, padding_value: float = 0.0, **kwargs: Any) -> Any:
+        padded = original(sequences, batch_first=batch_first, padding_value=padding_value, **kwargs)
+        if batch_first and padding_value == -1 and padded.dim() == 2 and padded.shape[1] < padded.shape[0]:
+            padded = F.pad(padded, (0, padded.shape[0] - padded.shape[1]), value=-1)
+        return padded
+
+    pad_sequence.keeps_every_row = True  # type: ignore[attr-defined]
+    backend.pad_sequence = pad_sequence
+
+
+def gold_bpb_metric() -> Any:
+    """The gold continuation's bits per byte, -log2 P(gold | query) / its UTF-8 bytes (leading space included):
+    OLMES's `bpb`, the continuous metric DataDecide found predictive at small scale; lower is better."""
+    import numpy as np
+    from lighteval.metrics.metrics_sample import SampleLevelComputation
+    from lighteval.metrics.utils.metric_utils import SampleLevelMetric
+    from lighteval.tasks.requests import SamplingMethod
+
+    class GoldBitsPerByte(SampleLevelComputation):
+        def compute(self, doc: Any, model_response: Any, **kwargs: Any) -> float:
+            golds = [doc.gold_index] if isinstance(doc.gold_index, int) else list(doc.gold_index)
+            return min(-model_response.logprobs[i] / math.log(2) / len(doc.choices[i].encode("utf-8")) for i in golds)
+
+    return SampleLevelMetric(
+        metric_name="gold_bpb",
+        sample_level_fn=GoldBitsPerByte(),
+        category=SamplingMethod.LOGPROBS,
+        corpus_level_fn=np.mean,
+        higher_is_better=False,
+    )
 
 
 def _local_task(name: str, folder: Path) -> Any:
@@ -72,11 +165,16 @@ def _local_task(name: str, folder: Path) -> Any:
         evaluation_splits=["test"],
         few_shots_split=None,
         few_shots_select=None,
-        # Character normalization: token normalization is wrong in 0.13's transformers backend (padding is
-        # counted, and an IndexError when choices are shorter than their number: huggingface/lighteval#1170).
+        # Character normalization, as before `gold_scored` fixed token normalization: the scores keep their
+        # names (`acc_norm`, `prob_norm`), which spaces weight and stored studies hold.
         metrics=[
-            LogLikelihoodAccMetric(normalization=LogProbCharNorm()),
-            ProbabilityMetric(normalization=LogProbCharNorm()),
+            *gold_scored(
+                [
+                    LogLikelihoodAccMetric(normalization=LogProbCharNorm()),
+                    ProbabilityMetric(normalization=LogProbCharNorm()),
+                ]
+            ),
+            gold_bpb_metric(),
         ],
     )
 
@@ -97,42 +195,35 @@ def write_task_file(folder: Path, items: list[ClozeItem]) -> Path:
     return write_jsonl(folder / "test.jsonl", rows)
 
 
-def evaluate_checkpoint(
+def run_pipeline(
     checkpoint: Path,
-    tasks: list[LightevalTaskSpec],
-    knowledge_sources: list[str],
+    configs: list[Any],
+    requests: list[tuple[str, int]],
     out_dir: Path,
     device: str,
-    seed: int,
-    max_samples: int | None = None,
-) -> dict[str, float]:
-    """Run `tasks` on `checkpoint`; `source_cloze` tasks are built from `knowledge_sources`."""
+    max_samples: int | None,
+    local_only: bool,
+) -> dict[str, dict[str, float]]:
+    """lighteval's Pipeline on `checkpoint` for `requests` (task, few-shot count), the tasks it does not know
+    given as `configs` (`local_only`: all of them, their data on disk, no network); results (lighteval's JSON
+    under `out_dir` too) by task name, without the stderr rows."""
     import datasets
 
     # The CLI's progress bar owns the terminal: no datasets or tqdm bars (lighteval's come from tqdm).
     datasets.disable_progress_bars()
     os.environ["TQDM_DISABLE"] = "1"
-    local = [t for t in tasks if t.kind != "hub"]
-    if len(local) == len(tasks):
+    if local_only:
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    _offline_lighteval(local_only=len(local) == len(tasks))
+    _offline_lighteval(local_only)
+    keep_every_choice_row()  # `gold_scored` needs one token row per choice
     from lighteval.logging.evaluation_tracker import EvaluationTracker
     from lighteval.models.transformers.transformers_model import TransformersModelConfig
     from lighteval.pipeline import ParallelismManager, Pipeline, PipelineParameters
 
-    configs = []
-    for task in local:
-        folder = out_dir / "data" / task.name
-        if task.kind == "source_cloze":
-            write_task_file(folder, build_cloze_items(knowledge_sources, seed=seed))
-        else:  # lighteval loads a folder whose file names give the splits
-            folder.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(task.path or "", folder / "test.jsonl")
-        configs.append(_local_task(task.name, folder))
     module = types.ModuleType("promptsearch_lighteval_tasks")
     module.TASKS_TABLE = configs  # type: ignore[attr-defined]
     pipeline = Pipeline(
-        tasks=",".join(f"{t.name}|{t.fewshot}" for t in tasks),
+        tasks=",".join(f"{name}|{fewshot}" for name, fewshot in requests),
         pipeline_parameters=PipelineParameters(
             launcher_type=ParallelismManager.ACCELERATE,
             custom_tasks_directory=module,  # type: ignore[arg-type]  # the registry also takes a module
@@ -144,11 +235,38 @@ def evaluate_checkpoint(
     pipeline.evaluate()
     pipeline.save_and_push_results()
     results = pipeline.get_results()["results"]
-    scores = {}
-    for task in tasks:
+    by_task = {}
+    for name, fewshot in requests:
         # lighteval keys results by task and shot count, joined by ":" or "|" depending on the version
-        key = next(k for k in results if k in (f"{task.name}:{task.fewshot}", f"{task.name}|{task.fewshot}"))
-        for metric, value in results[key].items():
-            if not metric.endswith("_stderr"):
-                scores[f"lighteval.{task.name}.{metric}"] = float(value)
-    return scores
+        key = next(k for k in results if k in (f"{name}:{fewshot}", f"{name}|{fewshot}"))
+        by_task[name] = {m: float(v) for m, v in results[key].items() if not m.endswith("_stderr")}
+    return by_task
+
+
+def evaluate_checkpoint(
+    checkpoint: Path,
+    tasks: list[LightevalTaskSpec],
+    knowledge_sources: list[str],
+    out_dir: Path,
+    device: str,
+    seed: int,
+    max_samples: int | None = None,
+) -> dict[str, float]:
+    """Run `tasks` on `checkpoint`; `source_cloze` and `sciq` tasks are built from `knowledge_sources`."""
+    local = [t for t in tasks if t.kind != "hub"]
+    configs = []
+    for task in local:
+        folder = out_dir / "data" / task.name
+        if task.kind == "source_cloze":
+            write_task_file(folder, build_cloze_items(knowledge_sources, seed=seed))
+        elif task.kind == "sciq":
+            write_task_file(folder, sciq_questions(knowledge_sources, seed=seed))
+        else:  # lighteval loads a folder whose file names give the splits
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(task.path or "", folder / "test.jsonl")
+        configs.append(_local_task(task.name, folder))
+    requests = [(t.name, t.fewshot) for t in tasks]
+    results = run_pipeline(checkpoint, configs, requests, out_dir, device, max_samples, len(local) == len(tasks))
+    return {
+        f"lighteval.{name}.{metric}": value for name, metrics in results.items() for metric, value in metrics.items()
+    }

@@ -45,7 +45,7 @@ class EvalCheckpoint:
 
     index: int  # 1-based, out of the profile's eval_checkpoints
     train_tokens: int  # tokens trained on so far
-    scores: dict[str, float]  # heldout_bpb, knowledge_bpb, knowledge_acc, knowledge_prob
+    scores: dict[str, float]  # heldout_bpb, knowledge_bpb, knowledge_acc, knowledge_prob (+ suite.* if asked)
     item_probs: list[float]  # prob_norm_token per cloze item, in item order
     document_bpb: list[float]  # knowledge_bpb per rephrased document that fits heldout_tokens, in order
 
@@ -257,6 +257,16 @@ def train_llama(
     return model, losses, steps
 
 
+def save_checkpoint(model: Any, tokenizer_path: Path, folder: Path) -> None:
+    """The model and its tokenizer in Hugging Face format, as lighteval and the ablation converter load them."""
+    from transformers import PreTrainedTokenizerFast
+    from transformers.utils.logging import disable_progress_bar
+
+    disable_progress_bar()
+    model.save_pretrained(folder)
+    PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_path), eos_token=EOS).save_pretrained(folder)
+
+
 def run_proxy(
     mixture: Mixture,
     profile: ProxyProfile,
@@ -269,8 +279,6 @@ def run_proxy(
     import torch
     from datatrove.utils.dataset import DatatroveFolderDataset
     from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
-    from transformers.utils.logging import disable_progress_bar
 
     seconds: dict[str, float] = {}
     started = time.monotonic()
@@ -314,6 +322,12 @@ def run_proxy(
         knowledge_bpb, document_bpb = sources.bits_per_byte(model, seq, device)
         cloze, item_probs = score_cloze(model, tokenizer, items, device, seq + 1)
         scores = {"heldout_bpb": heldout_bpb, "knowledge_bpb": knowledge_bpb} | cloze
+        if profile.suite is not None:
+            from promptsearch.suite import evaluate_suite
+
+            folder = workdir / "suite" / f"ck{index}"
+            save_checkpoint(model, tokenizer_path, folder / "model")
+            scores |= evaluate_suite(folder / "model", profile.suite, folder, device)
         train_tokens = step * profile.train.batch_size * seq
         checkpoints.append(EvalCheckpoint(index, train_tokens, scores, item_probs, document_bpb))
         seconds["eval"] += time.monotonic() - eval_start
@@ -334,9 +348,7 @@ def run_proxy(
     seconds["train"] = time.monotonic() - train_start - seconds["eval"]
 
     checkpoint = workdir / "checkpoint"
-    disable_progress_bar()
-    model.save_pretrained(checkpoint)
-    PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_path), eos_token=EOS).save_pretrained(checkpoint)
+    save_checkpoint(model, tokenizer_path, checkpoint)
     scores = dict(checkpoints[-1].scores)
     if profile.lighteval_tasks:
         from promptsearch.lighteval_tasks import evaluate_checkpoint

@@ -64,9 +64,11 @@ class LightevalTaskSpec(StrictModel):
     """A lighteval task scored on the proxy's final checkpoint (`promptsearch/lighteval_tasks.py`)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_:-]+$")
-    kind: Literal["source_cloze", "file", "hub"] = Field(
-        description="source_cloze: cloze items of the rephrased documents; file: a local multiple-choice "
-        "JSONL (query, choices, gold); hub: a lighteval built-in task, e.g. arc:easy (needs network or cache)"
+    kind: Literal["source_cloze", "sciq", "file", "hub"] = Field(
+        description="source_cloze: cloze items of the rephrased documents; sciq: SciQ's questions, closed book, "
+        "whose support passages were among the rephrased documents (source: the embedded corpus sciq); file: a "
+        "local multiple-choice JSONL (query, choices, gold); hub: a lighteval built-in task, e.g. arc:easy "
+        "(needs network or cache)"
     )
     path: str | None = Field(None, description="the JSONL file (kind: file), relative to the profile")
     fewshot: int = Field(0, ge=0)
@@ -76,6 +78,17 @@ class LightevalTaskSpec(StrictModel):
         if (self.kind == "file") != (self.path is not None):
             raise ValueError("`path` is set for kind: file, and only for it")
         return self
+
+
+class SuiteEvalSpec(StrictModel):
+    """The benchmark suite (`promptsearch/suite.py`: FinePhrase's tasks, offline copies when the Hub is out of
+    reach) scored through lighteval at every eval checkpoint: `suite.<task|category|macro|micro>.<metric>`."""
+
+    tasks: list[str] = Field(
+        min_length=1, description="suite task names, e.g. arc_cf:easy, mmlu_redux_cf (checked by the space)"
+    )
+    num_fewshot: int = Field(3, ge=0)
+    max_samples: int | None = Field(1000, ge=1, description="items scored per task at most (FinePhrase: 1,000)")
 
 
 class ProxyProfile(StrictModel):
@@ -101,6 +114,9 @@ class ProxyProfile(StrictModel):
         default_factory=list, description="benchmark tasks run with lighteval on the final checkpoint"
     )
     lighteval_max_samples: int | None = Field(None, ge=1, description="items scored per lighteval task at most")
+    suite: SuiteEvalSpec | None = Field(
+        None, description="benchmark suite tasks scored at every eval checkpoint (slow: off in the small profiles)"
+    )
     cost_estimate_minutes: float | None = None
 
     @model_validator(mode="after")

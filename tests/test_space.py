@@ -120,3 +120,30 @@ def test_wilcoxon_needs_an_objective_it_can_pair(tmp_path: Path, metric: str, di
         with pytest.raises(SpaceError) as err:
             load_space(path)
         assert any("wilcoxon compares rephrased documents" in m for m in err.value.messages)
+
+
+def test_sciq_source_and_suite_weights_are_checked_against_the_profile(tmp_path: Path) -> None:
+    """The SciQ passages are a source a space can name; suite task names and `suite.*` weights are checked
+    against the proxy profile when the space is loaded, before any trial trains."""
+    space = yaml.safe_load((REPO / "search_spaces" / "quickstart.yaml").read_text())
+    space |= {
+        "source": {"format": "embedded", "path": "sciq", "limit": 12},
+        "proxy_weights": {"knowledge_bpb": -1.0, "suite.macro.gold_bpb": -1.0},
+        "proxy": "profile.yaml",
+    }
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    profile = yaml.safe_load((REPO / "proxies" / "cpu-tiny.yaml").read_text())
+    (tmp_path / "profile.yaml").write_text(yaml.safe_dump(profile))
+    with pytest.raises(SpaceError) as err:
+        load_space(path)
+    assert any("profile.yaml scores no suite (no `suite:`)" in m for m in err.value.messages)
+    profile |= {"suite": {"tasks": ["arc_cf:easy", "arc:easy"]}, "lighteval_tasks": [{"name": "sciq", "kind": "sciq"}]}
+    (tmp_path / "profile.yaml").write_text(yaml.safe_dump(profile))
+    with pytest.raises(SpaceError) as err:
+        load_space(path)
+    assert any("suite.tasks: unknown suite task(s) arc:easy (known: arc_cf:easy" in m for m in err.value.messages)
+    profile["suite"]["tasks"] = ["arc_cf:easy", "piqa_cf"]
+    (tmp_path / "profile.yaml").write_text(yaml.safe_dump(profile))
+    loaded = load_space(path)
+    assert loaded.source.path == "sciq" and loaded.proxy_weights["suite.macro.gold_bpb"] == -1.0

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from promptsearch import suite
+from promptsearch.errors import UserError
+from promptsearch.lighteval_tasks import keep_every_choice_row
 
 OFFLINE = [
     "arc_cf:easy",
@@ -88,7 +90,7 @@ def test_token_normalization_counts_real_tokens_only() -> None:
     from lighteval.models.model_output import ModelResponse
     from lighteval.tasks.requests import Doc
 
-    prob, acc = suite._metrics(generative=False)
+    prob, acc, _gold_bpb = suite._metrics(generative=False)
     doc = Doc(task_name="t|3", query="q", choices=[" a b", " c d e"], gold_index=0)
 
     def response() -> ModelResponse:  # as the backend returns it: row 0 padded to row 1's length
@@ -108,8 +110,30 @@ def test_every_choice_keeps_its_token_row() -> None:
     import torch
     from lighteval.models.transformers import transformers_model as backend
 
-    suite._keep_every_choice_row()
+    keep_every_choice_row()
     rows = [torch.tensor([11]), torch.tensor([12]), torch.tensor([13, 14]), torch.tensor([15]), torch.tensor([16])]
     padded = backend.pad_sequence(rows, batch_first=True, padding_value=-1)
     assert padded.shape == (5, 5) and len(padded[:5][: padded.shape[1]]) == 5
     assert padded[2].tolist() == [13, 14, -1, -1, -1]
+
+
+def test_suite_scores_aggregate_as_finephrase() -> None:
+    """Per task (MMLU's subjects averaged), per category, macro = mean of the category means, micro = mean of the
+    tasks; a metric only over the tasks that report it (GSM8K, generative, has no accuracy)."""
+    results = {
+        "arc_cf:easy": {"acc_norm_token": 0.5, "gold_bpb": 2.0},
+        "mmlu_redux_cf:anatomy": {"acc_norm_token": 0.2, "gold_bpb": 3.0},
+        "mmlu_redux_cf:virology": {"acc_norm_token": 0.4, "gold_bpb": 5.0},
+        "piqa_cf": {"acc_norm_token": 0.6, "gold_bpb": 1.0},
+        "gsm8k_cf": {"gold_bpb": 0.5},
+    }
+    scores = suite.suite_scores(results)
+    assert scores["suite.mmlu_redux_cf.gold_bpb"] == pytest.approx(4.0)
+    assert scores["suite.GK.gold_bpb"] == pytest.approx(3.0)  # arc 2.0, mmlu 4.0
+    assert scores["suite.macro.gold_bpb"] == pytest.approx((3.0 + 1.0 + 0.5) / 3)  # GK, RES, MATH
+    assert scores["suite.micro.gold_bpb"] == pytest.approx((2.0 + 4.0 + 1.0 + 0.5) / 4)
+    assert scores["suite.macro.acc_norm_token"] == pytest.approx((0.4 + 0.6) / 2)  # no MATH accuracy
+    assert scores["suite.micro.acc_norm_token"] == pytest.approx((0.5 + 0.3 + 0.6) / 3)
+    assert "suite.gsm8k_cf.acc_norm_token" not in scores and "suite.MATH.acc_norm_token" not in scores
+    with pytest.raises(UserError, match=r"^unknown suite task\(s\) arc:easy \(known: arc_cf:easy, mmlu_redux_cf,"):
+        suite.check_task_names(["arc_cf:easy", "arc:easy"])
