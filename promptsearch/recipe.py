@@ -4,9 +4,9 @@ In: a trial's knobs (template, generator, sampling, best-of-N, selection rule, m
 recipe file written by `promptsearch export`.
 Out: a `Recipe`, which trials run, `export` writes, `generate` and the ablation bundle read.
 
-This module is a leaf of the package: it depends on nothing but the config loader (and the seeds'
-placeholder), so everything
-that reads recipes can import it without pulling in the study machinery.
+This module is a leaf of the package: it depends on nothing but the config loader, the seeds' placeholder
+and template checks and the endpoint wait's setting, so everything that reads recipes can import it without
+pulling in the study machinery.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from promptsearch.config import SEED_LIMIT, StrictModel, YamlDocument, http_url_problem, load_model
+from promptsearch.endpoint import ReadyTimeoutSeconds
 from promptsearch.errors import UserError
-from promptsearch.seeds import PLACEHOLDER
+from promptsearch.seeds import template_problem
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -46,9 +47,7 @@ class GeneratorSpec(StrictModel):
     concurrency: int = Field(32, ge=1, le=4096)
     serving: dict[str, int | float | str | bool] = Field(default_factory=dict)
     speculative: dict[str, int | float | str] | None = None
-    ready_timeout_seconds: float = Field(
-        60, gt=0, le=3600, description="endpoint: how long to wait for the URL to answer before the trial fails"
-    )
+    ready_timeout_seconds: ReadyTimeoutSeconds = 60  # endpoint: a trial fails after this long without an answer
 
     @model_validator(mode="after")
     def _backend_fields(self) -> GeneratorSpec:
@@ -106,9 +105,10 @@ class Recipe(StrictModel):
     seed: int = Field(ge=0, lt=SEED_LIMIT)
 
     @model_validator(mode="after")
-    def _one_document_slot(self) -> Recipe:
-        if (count := self.template_text.count(PLACEHOLDER)) != 1:
-            raise ValueError(f"template_text must contain {PLACEHOLDER} exactly once (found {count})")
+    def _usable_template(self) -> Recipe:
+        # the checks a template file gets: an unknown placeholder would go out to the generator verbatim
+        if problem := template_problem(self.template_text):
+            raise ValueError(f"template_text: {problem}")
         return self
 
     @classmethod

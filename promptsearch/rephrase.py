@@ -17,7 +17,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from datatrove.pipeline.writers import JsonlWriter
 from promptsearch.config import api_key_from_env
 from promptsearch.corpus import truncate_at_newline
 from promptsearch.embedded import LocalModel, ServerReplicas, ServingPlan, embedded_model, serving_plan
+from promptsearch.endpoint import wait_for_endpoint
 from promptsearch.errors import UserError
 from promptsearch.pipelines import run_inference_ranks
 from promptsearch.recipe import GeneratorSpec, Recipe, Sampling
@@ -136,7 +136,9 @@ class GeneratorServers:
         if generator.backend == "endpoint":
             _export_api_key(generator)
             if reachable_here:
-                wait_for_endpoint(generator)
+                wait_for_endpoint(
+                    str(generator.endpoint_url), f"generator {generator.name}", generator.ready_timeout_seconds
+                )
             return [
                 InferenceConfig(
                     server_type="endpoint",
@@ -150,40 +152,6 @@ class GeneratorServers:
                 )
             ]
         return [vllm_inference_config(generator, common)]
-
-
-ENDPOINT_NOTICE_SECONDS = 5.0  # a wait for an endpoint longer than this says so on stderr
-
-
-def wait_for_endpoint(generator: GeneratorSpec) -> None:
-    """Return once something answers HTTP at the generator's URL (any status: an endpoint that wants a key
-    still answers); after `ready_timeout_seconds` of connection errors raise a `UserError` naming the URL.
-    A wait of more than `ENDPOINT_NOTICE_SECONDS` says so on stderr."""
-    import httpx
-
-    url = str(generator.endpoint_url).rstrip("/")
-    start = time.monotonic()
-    deadline = start + generator.ready_timeout_seconds
-    noticed = False
-    while True:
-        try:
-            httpx.get(f"{url}/v1/models", timeout=max(0.5, min(5.0, deadline - time.monotonic())))
-            return
-        except httpx.TransportError as exc:
-            problem = str(exc) or type(exc).__name__
-        if time.monotonic() >= deadline:
-            raise UserError(
-                f"generator {generator.name}: nothing answers at {url} ({problem}; waited "
-                f"{generator.ready_timeout_seconds:g} s, `ready_timeout_seconds` sets the wait)"
-            )
-        if not noticed and time.monotonic() - start >= ENDPOINT_NOTICE_SECONDS:
-            print(
-                f"waiting for generator {generator.name} at {url} (up to {generator.ready_timeout_seconds:g} s)",
-                file=sys.stderr,
-                flush=True,
-            )
-            noticed = True
-        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
 def common_inference_settings(generator: GeneratorSpec, rollouts_in_flight: int) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from pydantic import Field, field_validator, model_validator
 
 from promptsearch.config import SEED_LIMIT, StrictModel, YamlDocument, http_url_problem, resolve_relative
+from promptsearch.endpoint import ReadyTimeoutSeconds
 from promptsearch.errors import SpaceError, UserError
 from promptsearch.pipelines import SlurmJob
 from promptsearch.proxy_profile import PROXY_SCORES, load_proxy_profile, proxy_profile_path
@@ -215,6 +216,7 @@ class ProposerLMSpec(StrictModel):
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(96, ge=8, le=8192)
     timeout_seconds: float = Field(180, gt=0)
+    ready_timeout_seconds: ReadyTimeoutSeconds = 60  # endpoint: a round is skipped after this long without an answer
     adapter: Literal["plain", "chat"] = Field(
         "plain", description="plain: one user message a 135M model can follow; chat: DSPy's ChatAdapter"
     )

@@ -105,6 +105,8 @@ class RephraseStage:
     def run(self, ctx: TrialContext) -> None:
         if (predicted := self.predicted_seconds(ctx)) is not None:
             ctx.trial.set_user_attr("rephrase.predicted_seconds", predicted)
+        if skipped := ctx.corpora.source_skipped:  # before generating: `study start` shows them while it runs
+            ctx.record("rephrase", {f"source_{reason}": count for reason, count in skipped.items()})
         result = rephrase(ctx.corpora.source, ctx.recipe, ctx.store, ctx.resources.generators, ctx.workdir)
         outputs: list[tuple[str, str, bool]] = []
         openings: Counter[str] = Counter()
@@ -140,7 +142,6 @@ class RephraseStage:
                 if result.requests_made
                 else 0.0,
                 "server_restarts": result.server_restarts,
-                **{f"source_{reason}": count for reason, count in ctx.corpora.source_skipped.items()},
                 **device_hours(ctx.recipe.generator, result.wall_seconds if result.requests_made else 0.0),
             },
         )

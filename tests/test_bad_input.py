@@ -20,11 +20,12 @@ import yaml
 from conftest import DATA, REPO, run_cli, write_space
 
 from promptsearch.corpus import read_corpus
+from promptsearch.endpoint import wait_for_endpoint
 from promptsearch.errors import UserError
+from promptsearch.propose.lm import ProposerLM
 from promptsearch.recipe import GeneratorSpec, Recipe, Sampling
-from promptsearch.rephrase import wait_for_endpoint
 from promptsearch.seeds import SEED_TEMPLATES
-from promptsearch.space import CorpusSpec
+from promptsearch.space import CorpusSpec, ProposerLMSpec
 from promptsearch.store import Store, upgrade
 from promptsearch.study import create_study
 
@@ -249,6 +250,7 @@ RECIPE_MISTAKES = [
     ("negative tokens", {"sampling": {"max_new_tokens": -5}}, "recipe.sampling.max_new_tokens: Input should be"),
     ("mix 7", {"mix_ratio": 7}, "recipe.mix_ratio: Input should be less than or equal to 1"),
     ("no slot", {"template_text": "Rewrite it."}, "must contain {document} exactly once (found 0)"),
+    ("unknown placeholder", {"template_text": "Rewrite {document} for {who}."}, "unknown placeholder(s) {who}"),
 ]
 
 
@@ -326,16 +328,25 @@ def test_a_create_that_fails_part_way_is_rolled_back(tmp_path: Path, monkeypatch
 # ------------------------------------------------------------------------------------ silent waits
 
 
-def _locked_database(tmp_path: Path) -> tuple[str, sqlite3.Connection]:
+def _locked_database(tmp_path: Path, reader: bool = False) -> tuple[str, sqlite3.Connection]:
+    """A database another connection holds: exclusively (a statement waits), or as a reader in a transaction
+    (a write goes through, its COMMIT waits for the reader)."""
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     upgrade(url)
     lock = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None, check_same_thread=False)
-    lock.execute("BEGIN EXCLUSIVE")
+    if reader:
+        lock.execute("BEGIN")
+        lock.execute("SELECT * FROM ps_templates").fetchall()
+    else:
+        lock.execute("BEGIN EXCLUSIVE")
     return url, lock
 
 
-def test_a_locked_database_says_it_is_waiting_within_5_s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    url, lock = _locked_database(tmp_path)
+@pytest.mark.parametrize("reader", [False, True], ids=["statement waits", "commit waits"])
+def test_a_locked_database_says_it_is_waiting_within_5_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reader: bool
+) -> None:
+    url, lock = _locked_database(tmp_path, reader)
     space = write_space(tmp_path / "space.yaml", None)
     said: list[tuple[float, str]] = []
 
@@ -375,17 +386,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _endpoint(url: str, seconds: float) -> GeneratorSpec:
-    return GeneratorSpec(name="remote", backend="endpoint", model="m", endpoint_url=url, ready_timeout_seconds=seconds)
-
-
 def test_an_endpoint_with_nothing_listening_fails_within_its_bound() -> None:
     url = f"http://127.0.0.1:{_free_port()}"
     start = time.monotonic()
     with pytest.raises(UserError, match=rf"generator remote: nothing answers at {url} .*waited 2 s"):
-        wait_for_endpoint(_endpoint(url, 2))
+        wait_for_endpoint(url, "generator remote", 2)
     assert time.monotonic() - start < 10
     assert GeneratorSpec(name="g", backend="endpoint", model="m", endpoint_url=url).ready_timeout_seconds <= 60
+
+
+def test_the_proposer_endpoint_is_waited_for_within_its_bound(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{_free_port()}"
+    spec = ProposerLMSpec(backend="endpoint", model="m", endpoint_url=url, ready_timeout_seconds=2)
+    start = time.monotonic()
+    with pytest.raises(UserError, match=rf"proposal.lm: nothing answers at {url} .*waited 2 s"):
+        ProposerLM(spec, tmp_path / "cache", tmp_path / "logs").lm()
+    assert time.monotonic() - start < 10 and ProposerLMSpec().ready_timeout_seconds <= 60
 
 
 def test_an_endpoint_that_answers_anything_is_ready(tmp_path: Path) -> None:
@@ -393,17 +409,20 @@ def test_an_endpoint_that_answers_anything_is_ready(tmp_path: Path) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         start = time.monotonic()
-        wait_for_endpoint(_endpoint(f"http://127.0.0.1:{server.server_port}", 30))
+        wait_for_endpoint(f"http://127.0.0.1:{server.server_port}", "generator remote", 30)
         assert time.monotonic() - start < 5
     finally:
         server.shutdown()
 
 
 def test_a_trial_on_a_silent_endpoint_fails_in_one_line_naming_the_url(tmp_path: Path) -> None:
+    """Also: the source's skipped documents are shown while the study runs (the trial never finishes)."""
     url = f"http://127.0.0.1:{_free_port()}"
+    (tmp_path / "docs.jsonl").write_text('{"text": "A document about a bushfire."}\n{"text": ""}\n')
     space = write_space(
         tmp_path / "space.yaml",
         None,
+        source={"format": "jsonl", "path": "docs.jsonl"},
         generators=[
             {"name": "remote", "backend": "endpoint", "model": "m", "endpoint_url": url, "ready_timeout_seconds": 3}
         ],
@@ -416,6 +435,7 @@ def test_a_trial_on_a_silent_endpoint_fails_in_one_line_naming_the_url(tmp_path:
     assert result.returncode == 1 and time.monotonic() - start < 60
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and f"nothing answers at {url}" in errors[0], result.stderr
+    assert "source documents skipped: 1 empty" in result.stdout, result.stdout
 
 
 # ----------------------------------------------------------------- skipped source documents, shown
@@ -493,6 +513,19 @@ def test_a_slurm_time_limit_that_is_not_one_is_named(generate_folder: Path) -> N
     result = run_cli(*args, "--executor", "slurm", "--time", "soon", cwd=generate_folder, timeout=120)
     assert result.returncode == 1 and "Slurm settings: --time 'soon'" in result.stderr, result.stderr
     assert "errors.pydantic.dev" not in result.stderr
+
+
+def test_a_slurm_generate_says_which_rows_it_skipped(tmp_path: Path, slurm: str) -> None:
+    url = f"http://127.0.0.1:{_free_port()}"  # only the nodes need to reach it; the job is cancelled unrun
+    generator = {"name": "remote", "backend": "endpoint", "model": "m", "endpoint_url": url}
+    write_space(tmp_path / "space.yaml", None, generators=[generator])
+    (tmp_path / "in.jsonl").write_text('{"text": "a document"}\n{"text": ""}\n')
+    args = ("generate", "--input", "in.jsonl", "--output", "out", "--space", "space.yaml", "--template", "faq")
+    result = run_cli(*args, "--executor", "slurm", "--partition", slurm, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.split("submitted Slurm job ")[1].split()[0]
+    subprocess.run(["scancel", job_id], check=True)
+    assert "(1 datatrove task(s); skipped 1 empty)" in result.stdout, result.stdout
 
 
 def test_a_dashboard_port_in_use_is_refused_before_it_says_it_listens(tmp_path: Path) -> None:

@@ -204,10 +204,17 @@ def study_start(
     started = time.monotonic()
     with _study_progress() as progress:
         task = progress.add_task(f"study {name}", total=total, completed=finished_count(existing))
+        skipped_shown = False
 
         def update(current: optuna.Study) -> None:
+            nonlocal skipped_shown
             done = min(total, finished_count(current))
             progress.update(task, completed=done, description=f"study {name} [{running_stages(current)}]")
+            if not skipped_shown:  # once, as soon as a trial has read the source (its rephrase stage records it)
+                attrs = {t.number: t.user_attrs for t in current.get_trials(deepcopy=False)}
+                if skipped := describe_skipped(source_skipped(attrs)):
+                    progress.console.print(skipped)
+                    skipped_shown = True
 
         with _ctrl_c_stops_the_study():
             start_study(name, options, on_progress=update)

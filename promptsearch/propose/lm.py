@@ -14,6 +14,7 @@ import dspy
 
 from promptsearch.config import api_key_from_env
 from promptsearch.embedded import EMBEDDED_MODEL_ID, ServerSettings, TransformersServer, embedded_model
+from promptsearch.endpoint import wait_for_endpoint
 from promptsearch.recipe import Sampling
 from promptsearch.rephrase import sampling_variant
 from promptsearch.space import ProposerLMSpec
@@ -59,6 +60,8 @@ class ProposerLM:
             base, served = self._server.start(), str(folder)
         else:
             base, served = str(spec.endpoint_url), spec.model
+            # dspy.LM would wait up to timeout_seconds per call in silence on a URL that never answers
+            wait_for_endpoint(base, "proposal.lm", spec.ready_timeout_seconds)
         # DSPy's cache key covers the model string and request but not api_base: one cache folder per model
         # and revision keeps an endpoint serving a new revision under the same name from reading old answers.
         identity = hashlib.sha256(self.name.encode()).hexdigest()[:16]

@@ -8,6 +8,7 @@ Passwords never reach a message: `redact` masks them.
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import threading
 from functools import cache
@@ -30,7 +31,7 @@ from promptsearch.resources import bundled_dir
 VERSION_TABLE = "promptsearch_alembic_version"  # Optuna's own migrations use `alembic_version`
 DEFAULT_URL = "sqlite:///promptsearch.db"
 SQLITE_TIMEOUT_SECONDS = 60  # how long a statement waits for another process's lock before failing
-LOCK_NOTICE_SECONDS = 2.0  # a statement still waiting after this says so on stderr
+LOCK_NOTICE_SECONDS = 2.0  # a statement or COMMIT still waiting after this says so on stderr
 
 
 def redact(url: str) -> str:
@@ -71,36 +72,63 @@ def _engine(url: str) -> Engine:
         raise UserError(f"cannot use database URL {redact(url)}: {exc}") from exc
 
 
-def _say_waiting(url: str) -> None:
-    print(
-        f"waiting for database {redact(url)}: another process holds its lock "
-        f"(giving up after {SQLITE_TIMEOUT_SECONDS} s)",
-        file=sys.stderr,
-        flush=True,
-    )
+class _LockNotice:
+    """While a statement or COMMIT waits longer than LOCK_NOTICE_SECONDS, say so once on stderr."""
+
+    def __init__(self, database: str):
+        self.database = database
+
+    def __enter__(self) -> None:
+        self.timer = threading.Timer(LOCK_NOTICE_SECONDS, self._say_waiting)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.timer.cancel()
+
+    def _say_waiting(self) -> None:
+        print(
+            f"waiting for database sqlite:///{self.database}: another process holds its lock "
+            f"(giving up after {SQLITE_TIMEOUT_SECONDS} s)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
-def _start_lock_notice(conn: Any, *_args: Any) -> None:
-    if conn.dialect.name != "sqlite":
-        return
-    timer = threading.Timer(LOCK_NOTICE_SECONDS, _say_waiting, (str(conn.engine.url),))
-    timer.daemon = True
-    conn.info["ps_lock_notice"] = timer
-    timer.start()
+class _NoticingCursor(sqlite3.Cursor):
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        with _LockNotice(self.connection.database):  # type: ignore[attr-defined]
+            return super().execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        with _LockNotice(self.connection.database):  # type: ignore[attr-defined]
+            return super().executemany(sql, parameters)
 
 
-def _stop_lock_notice(conn: Any, *_args: Any) -> None:
-    timer = conn.info.pop("ps_lock_notice", None) if conn is not None else None
-    if timer is not None:
-        timer.cancel()
+class _NoticingConnection(sqlite3.Connection):
+    """A sqlite3 connection whose waits for another process's lock are not silent. A statement waits for it
+    (a write), and so does a COMMIT (for readers to finish): SQLAlchemy's cursor events see only the first."""
+
+    def __init__(self, database: str, *args: Any, **kwargs: Any):
+        super().__init__(database, *args, **kwargs)
+        self.database = database
+
+    def cursor(self, factory: Any = None) -> sqlite3.Cursor:  # type: ignore[override]
+        return super().cursor(factory or _NoticingCursor)
+
+    def commit(self) -> None:
+        with _LockNotice(self.database):
+            super().commit()
 
 
-# SQLite waits silently for another process's lock (up to SQLITE_TIMEOUT_SECONDS): a statement still running
-# after LOCK_NOTICE_SECONDS says so on stderr. On every engine, Optuna's storage included (its constructor
-# already runs statements).
-event.listen(Engine, "before_cursor_execute", _start_lock_notice)
-event.listen(Engine, "after_cursor_execute", _stop_lock_notice)
-event.listen(Engine, "handle_error", lambda context: _stop_lock_notice(context.connection))
+def _notice_sqlite_locks(dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> None:
+    if dialect.name == "sqlite" and dialect.driver == "pysqlite":
+        params["factory"] = _NoticingConnection
+
+
+# SQLite waits silently for another process's lock (up to SQLITE_TIMEOUT_SECONDS). On every engine: ours,
+# Optuna's storage (whose constructor already runs statements) and Alembic's.
+event.listen(Engine, "do_connect", _notice_sqlite_locks)
 
 
 def open_engine(url: str, create_if_empty: bool = True) -> Engine:
