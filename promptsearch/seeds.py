@@ -35,8 +35,11 @@ def template_hash(text: str) -> str:
 
 
 def template_problem(text: str) -> str | None:
-    """Why `text` cannot be a template (too long, not exactly one document slot, another placeholder), or
+    """Why `text` cannot be a template (binary, too long, not exactly one document slot, another placeholder), or
     None. The one check for template files, proposals and recipe files alike."""
+    control = next((i for i, c in enumerate(text) if ord(c) < 32 and c not in "\t\n\r"), None)
+    if control is not None:
+        return f"template holds a control character ({text[control]!r} at character {control}): is it a binary file?"
     if len(text) > MAX_TEMPLATE_CHARS:
         return f"template is {len(text)} characters (limit {MAX_TEMPLATE_CHARS})"
     if (count := text.count(PLACEHOLDER)) != 1:

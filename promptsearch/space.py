@@ -24,7 +24,7 @@ from promptsearch.errors import SpaceError, UserError
 from promptsearch.pipelines import SlurmJob
 from promptsearch.proxy_profile import PROXY_SCORES, load_proxy_profile, proxy_profile_path
 from promptsearch.pruning import PrunerSpec, check_pruner
-from promptsearch.recipe import GeneratorSpec, Recipe, Sampling, TemplateLike
+from promptsearch.recipe import GeneratorSpec, Recipe, Sampling, SelectionRule, TemplateLike
 from promptsearch.templates import TemplatePoolSpec, load_template_file
 
 if TYPE_CHECKING:
@@ -316,7 +316,7 @@ class SearchSpace(StrictModel):
     generators: list[GeneratorSpec] = Field(min_length=1)
     sampling: SamplingSpace = SamplingSpace()
     best_of_n: list[int] = Field(default_factory=lambda: [1])
-    selection: list[Literal["fidelity", "format", "novelty", "length"]] = Field(
+    selection: list[SelectionRule] = Field(
         default_factory=lambda: ["fidelity"], min_length=1, description="best-of-N selection rules to search"
     )
     mix_ratio: FloatRange = FloatRange(low=0.5, high=0.5)

@@ -96,6 +96,8 @@ def generate(
 
     if output_format not in ("jsonl", "parquet"):
         raise UserError(f"--format must be jsonl or parquet (got {output_format!r})")
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output} is a file; give a folder (it gets data/, checkpoints/ and logs/)")
     knobs = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens, "best_of_n": best_of_n}
     chosen = chosen_recipe(recipe, space, template, generator, **knobs)
     corpus = input_corpus(input, input_format, text_key, limit, skip_bad_rows)
