@@ -22,10 +22,11 @@ from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.readers import HuggingFaceDatasetReader, JsonlReader, ParquetReader
 from datatrove.pipeline.readers.base import BaseDiskReader
 
-from promptsearch.errors import UserError
+from promptsearch.config import YamlDocument
+from promptsearch.errors import SpaceError, UserError
 from promptsearch.measure import OutputRecord
 from promptsearch.resources import lee_corpus_file
-from promptsearch.space import CorpusSpec
+from promptsearch.space import CorpusSpec, SearchSpace
 
 
 class BadRow(UserError):
@@ -285,6 +286,22 @@ def scan_corpus(spec: CorpusSpec) -> Corpus:
     """Read `spec` as `read_corpus` does without keeping the documents: a bad row, or no usable document,
     is an error before any work starts; `usable` and `skipped` say what a run will read."""
     return _read(spec, keep=False)
+
+
+def check_space_corpora(space: SearchSpace, path: Path) -> None:
+    """Read a space's local corpora as its study will, so a corpus with no usable document (a `skip` past its
+    end, a damaged row) is found by `space validate` and `study create`, not at `study start`. Hub datasets
+    are left to the study: reading them needs the network."""
+    problems = []
+    for name in ("source", "mix_in", "heldout"):
+        spec: CorpusSpec = getattr(space, name)
+        if spec.format != "hub":
+            try:
+                scan_corpus(spec)
+            except UserError as exc:
+                problems.append(YamlDocument(path).located((name,), str(exc)))
+    if problems:
+        raise SpaceError(str(path), problems)
 
 
 def input_corpus(

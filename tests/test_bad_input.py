@@ -104,6 +104,42 @@ def test_a_bad_row_stops_metrics_with_file_and_line(tmp_path: Path, bad: bytes, 
     assert summary["rows"] == 5000 and summary["skipped_rows"] == {key: 1}
 
 
+DAMAGED_FILES = [
+    ("plain text named .gz", "data.jsonl.gz", b"".join(_rows(3)), "data.jsonl.gz: cannot be read (Not a gzipped file"),
+    ("truncated gzip", "data.jsonl.gz", gzip.compress(b"".join(_rows(50)))[:-20], "data.jsonl.gz: cannot be read"),
+    ("parquet without the column", "data.parquet", None, "data.parquet: no column 'text' (its columns: body"),
+    ("parquet of numbers", "data.parquet", 5, "data.parquet: column 'text' holds int values, not text"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"), [d[1:] for d in DAMAGED_FILES], ids=[d[0] for d in DAMAGED_FILES]
+)
+def test_a_damaged_file_is_named_in_one_line(tmp_path: Path, name: str, content: bytes | int | None, message: str):
+    if isinstance(content, bytes):
+        (tmp_path / name).write_bytes(content)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        column = {"body": ["a", "b"]} if content is None else {"text": [content, content]}
+        pq.write_table(pa.table(column | {"source_text": ["x", "y"]}), tmp_path / name)
+    result = _metrics(tmp_path, name)
+    assert result.returncode == 1 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_generate_drops_the_documents_its_scan_counted_as_skipped() -> None:
+    """The pipeline's own reader yields blank and binary texts: `UsableDocuments` drops them as the scan did."""
+    from datatrove.data import Document
+
+    from promptsearch.corpus import UsableDocuments
+
+    texts = ["A document.", "   ", "\x00\x01 binary", "Another one."]
+    kept = UsableDocuments().run(iter(Document(text=t, id=str(i)) for i, t in enumerate(texts)))
+    assert [d.text for d in kept] == ["A document.", "Another one."]
+
+
 def test_a_bad_row_in_a_gzipped_file_is_found_too(tmp_path: Path) -> None:
     rows = _rows(20)
     rows.insert(3, BAD_LINES[0][1])
@@ -127,6 +163,18 @@ def test_study_sources_read_strictly_or_skip_and_count(tmp_path: Path) -> None:
 def generate_folder(tmp_path: Path) -> Path:
     write_space(tmp_path / "space.yaml", None)
     return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [(("--input-format", "xml"), "--input-format must be auto or one of"), (("--output", "in.jsonl"), "is a file")],
+)
+def test_generate_refuses_a_bad_option_value_in_one_line(generate_folder: Path, option: tuple[str, str], message: str):
+    (generate_folder / "in.jsonl").write_text('{"text": "a document"}\n')
+    args = ("generate", "--input", "in.jsonl", "--output", "out", "--space", "space.yaml", "--template", "faq")
+    result = run_cli(*args, *option, cwd=generate_folder, timeout=120)
+    assert result.returncode == 1 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 GENERATE_INPUTS = [
@@ -165,6 +213,7 @@ TEMPLATE_FILES = [
     ("unknown.txt", "Rewrite {document} for {audience}.", "unknown placeholder(s) {audience}"),
     ("latin1.txt", "Caf\xe9: rewrite {document}.".encode("latin-1"), "not UTF-8"),
     ("long.txt", "Rewrite {document}. " + "x" * 5000, "(limit 4000)"),
+    ("binary.txt", b"\x00\x01{document}\x02", "control character"),
 ]
 
 SPACE_MISTAKES = [
@@ -193,6 +242,11 @@ SPACE_MISTAKES = [
         "promotion.profile: ablation profile not found",
     ),
     ("proxy as promotion profile", {"promotion": {"profile": "cpu-tiny"}}, "is not an ablation profile"),
+    (
+        "skip past the end",
+        {"mix_in": {"format": "embedded", "path": "lee", "skip": 10**6}},
+        "mix_in: corpus embedded:lee yielded no usable documents after skipping the first 1000000",
+    ),
 ]
 
 
@@ -251,6 +305,10 @@ RECIPE_MISTAKES = [
     ("mix 7", {"mix_ratio": 7}, "recipe.mix_ratio: Input should be less than or equal to 1"),
     ("no slot", {"template_text": "Rewrite it."}, "must contain {document} exactly once (found 0)"),
     ("unknown placeholder", {"template_text": "Rewrite {document} for {who}."}, "unknown placeholder(s) {who}"),
+    ("unknown selection", {"selection": "random"}, "recipe.selection: Input should be 'fidelity'"),
+    ("top_k overflow", {"sampling": {"top_k": 10**20}}, "recipe.sampling.top_k: Input should be less than"),
+    ("hash not the text's", {"template_hash": "0" * 64}, "template_hash does not match template_text"),
+    ("empty generator name", {"generator": {"name": ""}}, "recipe.generator.name: String should have at least"),
 ]
 
 
@@ -483,6 +541,12 @@ DATABASES = [
     ("not sqlite", "not sqlite", "cannot reach database", "file is not a database"),
     ("dropped tables", "DROP TABLE ps_trial_metrics;", "is damaged", "ps_trial_metrics are missing"),
     ("newer schema", "UPDATE promptsearch_alembic_version SET version_num = '0099';", "a newer promptsearch", "0099"),
+    (
+        "two schema rows",
+        "INSERT INTO promptsearch_alembic_version VALUES ('0001');",
+        "is damaged",
+        "records several schema revisions",
+    ),
 ]
 
 

@@ -68,9 +68,11 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks."
 @space_app.command("validate")
 def space_validate(file: Path) -> None:
     """Check a search-space file; print every mistake with its YAML path and line."""
+    from promptsearch.corpus import check_space_corpora
     from promptsearch.space import load_space
 
     space = load_space(file)
+    check_space_corpora(space, file)
     console.print(
         f"{file}: ok — study {space.name!r}, {len(space.generators)} generator(s), "
         f"{len(space.templates.seeds) + len(space.templates.files)} template(s), "

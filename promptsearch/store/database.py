@@ -147,7 +147,7 @@ def open_engine(url: str, create_if_empty: bool = True) -> Engine:
     engine = _engine(url)
     try:
         with engine.connect() as conn:
-            current = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+            current = _current_revision(conn, url)
             # A database with no promptsearch tables yet (new, or holding only Optuna's) gets them.
             empty = not any(t.startswith("ps_") for t in inspect(conn).get_table_names())
     except DatabaseError as exc:  # OperationalError (cannot connect) included; "file is not a database"
@@ -168,6 +168,17 @@ def open_engine(url: str, create_if_empty: bool = True) -> Engine:
             )
     _refuse_damaged(engine, url)
     return engine
+
+
+def _current_revision(conn: Any, url: str) -> str | None:
+    """The promptsearch schema revision the database records (None: no promptsearch tables yet)."""
+    try:
+        return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+    except AlembicError as exc:  # several rows: a version table no migration writes
+        raise UserError(
+            f"database {redact(url)} is damaged: its table {VERSION_TABLE} records several schema revisions "
+            f"({exc}); restore it from a backup or use a new database"
+        ) from exc
 
 
 def _refuse_newer(url: str, current: str) -> None:
@@ -226,7 +237,7 @@ def upgrade(url: str, revision: str = "head") -> str:
     engine = _engine(url)
     try:
         with engine.connect() as conn:
-            current = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+            current = _current_revision(conn, url)
     except DatabaseError as exc:
         raise UserError(f"cannot reach database {redact(url)}: {exc.orig}") from exc
     if current is not None:
