@@ -245,7 +245,7 @@ SPACE_MISTAKES = [
     (
         "skip past the end",
         {"mix_in": {"format": "embedded", "path": "lee", "skip": 10**6}},
-        "mix_in: corpus embedded:lee yielded no usable documents after skipping the first 1000000",
+        "after skipping the first 1000000",
     ),
 ]
 
@@ -277,6 +277,8 @@ PROXY_MISTAKES = [
     ("heads", {"num_heads": 5}, "hidden_size 32 is not divisible by num_heads 5"),
     ("kv heads", {"num_kv_heads": 3}, "num_heads 2 is not divisible by num_kv_heads 3"),
     ("batch", {"batch_size": 100000}, "not one training step"),
+    ("overflowing width", {"hidden_size": 10**20}, "hidden_size: Input should be less than or equal to 65536"),
+    ("diverging learning rate", {"learning_rate": 1e20}, "learning_rate: Input should be less than or equal to 1"),
 ]
 
 

@@ -69,8 +69,10 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks."
 def space_validate(file: Path) -> None:
     """Check a search-space file; print every mistake with its YAML path and line."""
     from promptsearch.corpus import check_space_corpora
+    from promptsearch.logs import warnings_only
     from promptsearch.space import load_space
 
+    warnings_only()  # reading the corpora: datatrove's INFO lines are not for this terminal
     space = load_space(file)
     check_space_corpora(space, file)
     console.print(
@@ -144,8 +146,10 @@ def study_create(
     ] = None,
 ) -> None:
     """Create a study from a search-space file and enqueue its templates."""
+    from promptsearch.logs import warnings_only
     from promptsearch.study import create_study
 
+    warnings_only()  # as in `space validate`: the corpora are read
     study = create_study(space_file, db, name)
     console.print(f"created study {study.study_name!r} in {describe_db(db)}")
 
