@@ -542,6 +542,7 @@ def _database(tmp_path: Path, change: str) -> str:
 DATABASES = [
     ("not sqlite", "not sqlite", "cannot reach database", "file is not a database"),
     ("dropped tables", "DROP TABLE ps_trial_metrics;", "is damaged", "ps_trial_metrics are missing"),
+    ("dropped Optuna table", "DROP TABLE trials;", "is damaged", "table(s) trials are missing"),
     ("newer schema", "UPDATE promptsearch_alembic_version SET version_num = '0099';", "a newer promptsearch", "0099"),
     (
         "two schema rows",

@@ -151,7 +151,7 @@ def open_engine(url: str, create_if_empty: bool = True) -> Engine:
             # A database with no promptsearch tables yet (new, or holding only Optuna's) gets them.
             empty = not any(t.startswith("ps_") for t in inspect(conn).get_table_names())
     except DatabaseError as exc:  # OperationalError (cannot connect) included; "file is not a database"
-        raise UserError(f"cannot reach database {redact(url)}: {exc.orig}") from exc
+        raise UserError(f"cannot reach database {redact(url)}: {_one_line(exc.orig)}") from exc
     head = _head_revision()
     if current != head:
         if current is None and empty and create_if_empty:
@@ -168,6 +168,11 @@ def open_engine(url: str, create_if_empty: bool = True) -> Engine:
             )
     _refuse_damaged(engine, url)
     return engine
+
+
+def _one_line(error: object) -> str:
+    """A driver's message on one line (psycopg's span several)."""
+    return " ".join(str(error).split())
 
 
 def _current_revision(conn: Any, url: str) -> str | None:
@@ -205,10 +210,14 @@ def missing_tables(engine: Engine) -> list[str]:
     return sorted(expected - present)
 
 
-def _refuse_damaged(engine: Engine, url: str) -> None:
-    if missing := missing_tables(engine):
+def _refuse_damaged(engine: Engine, url: str, optuna_only: bool = False) -> None:
+    """Refuse a database missing tables its schema says it has (`optuna_only`: Optuna's, whatever promptsearch
+    revision it is at: promptsearch's own come with its migrations)."""
+    missing = [t for t in missing_tables(engine) if not (optuna_only and t.startswith("ps_"))]
+    if missing:
+        schema = "it was set up" if optuna_only else f"its schema says {_head_revision()}"
         raise UserError(
-            f"database {redact(url)} is damaged: its schema says {_head_revision()} but table(s) "
+            f"database {redact(url)} is damaged: {schema} but table(s) "
             f"{', '.join(missing)} are missing; restore it from a backup or use a new database"
         )
 
@@ -217,13 +226,16 @@ def optuna_storage(
     url: str, heartbeat_interval: int | None = None, grace_period: int | None = None
 ) -> optuna.storages.RDBStorage:
     callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3) if heartbeat_interval else None
-    return optuna.storages.RDBStorage(
-        url,
-        engine_kwargs=_storage_engine_kwargs(url),
-        heartbeat_interval=heartbeat_interval,
-        grace_period=grace_period,
-        heartbeat_stale_trial_callback=callback,
-    )
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=_storage_engine_kwargs(url),
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=callback,
+        )
+    except RuntimeError as exc:  # Optuna's own schema check: its message says which versions
+        raise UserError(f"database {redact(url)}: {exc}") from exc
 
 
 def _storage_engine_kwargs(url: str) -> dict[str, Any]:
@@ -239,12 +251,26 @@ def upgrade(url: str, revision: str = "head") -> str:
         with engine.connect() as conn:
             current = _current_revision(conn, url)
     except DatabaseError as exc:
-        raise UserError(f"cannot reach database {redact(url)}: {exc.orig}") from exc
+        raise UserError(f"cannot reach database {redact(url)}: {_one_line(exc.orig)}") from exc
     if current is not None:
         _refuse_newer(url, current)
-    command.upgrade(_alembic_config(url), revision)
+        # Optuna's storage would recreate a dropped table of its own, empty, and report success
+        _refuse_damaged(engine, url, optuna_only=True)
+    try:
+        command.upgrade(_alembic_config(url), revision)
+    except DatabaseError as exc:  # e.g. a table that exists although the recorded revision says it does not
+        raise UserError(
+            f"database {redact(url)} is damaged: its tables do not match its recorded schema {current} "
+            f"({_one_line(exc.orig)}); restore it from a backup or use a new database"
+        ) from exc
     storage = optuna.storages.RDBStorage(url, engine_kwargs=_storage_engine_kwargs(url), skip_compatibility_check=True)
-    current, head = storage.get_current_version(), storage.get_head_version()
+    try:
+        current, head = storage.get_current_version(), storage.get_head_version()
+    except AlembicError as exc:  # a revision of Optuna's schema this Optuna does not know
+        raise UserError(
+            f"database {redact(url)}: its Optuna tables were written by another Optuna than {optuna.__version__} "
+            f"({exc}); use that version, or a new database"
+        ) from exc
     if current != head:
         storage.upgrade()
     if revision == "head":
