@@ -265,14 +265,13 @@ def upgrade(url: str, revision: str = "head") -> str:
         ) from exc
     storage = optuna.storages.RDBStorage(url, engine_kwargs=_storage_engine_kwargs(url), skip_compatibility_check=True)
     try:
-        current, head = storage.get_current_version(), storage.get_head_version()
+        if storage.get_current_version() != storage.get_head_version():
+            storage.upgrade()
     except AlembicError as exc:  # a revision of Optuna's schema this Optuna does not know
         raise UserError(
             f"database {redact(url)}: its Optuna tables were written by another Optuna than {optuna.__version__} "
             f"({exc}); use that version, or a new database"
         ) from exc
-    if current != head:
-        storage.upgrade()
     if revision == "head":
         _refuse_damaged(engine, url)
     return _head_revision()
