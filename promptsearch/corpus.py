@@ -9,22 +9,25 @@ the (source, output) rows of an existing synthetic dataset for `promptsearch met
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from glob import escape as glob_escape
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.readers import HuggingFaceDatasetReader, JsonlReader, ParquetReader
 from datatrove.pipeline.readers.base import BaseDiskReader
 
 from promptsearch.benchmark_data import sciq_corpus_file
-from promptsearch.errors import UserError
+from promptsearch.config import YamlDocument
+from promptsearch.errors import SpaceError, UserError
 from promptsearch.measure import OutputRecord
 from promptsearch.resources import lee_corpus_file
-from promptsearch.space import EMBEDDED_CORPORA, CorpusSpec
+from promptsearch.space import EMBEDDED_CORPORA, CorpusSpec, SearchSpace
 
 
 class BadRow(UserError):
@@ -53,6 +56,12 @@ class StrictJsonlReader(JsonlReader):
         self.skipped[key] += 1
 
     def read_file(self, filepath: str) -> DocumentsPipeline:
+        try:
+            yield from self._rows(filepath)
+        except (OSError, EOFError, zlib.error) as exc:  # not gzip, cut short, damaged
+            raise BadRow(f"{self.data_folder.resolve_paths(filepath)}: cannot be read ({exc})") from exc
+
+    def _rows(self, filepath: str) -> DocumentsPipeline:
         import orjson
 
         with self.data_folder.open(filepath, "rb", compression=self.compression) as f:
@@ -91,15 +100,26 @@ class StrictJsonlReader(JsonlReader):
 
 
 class StrictParquetReader(ParquetReader):
-    """datatrove's Parquet reader; a file that is not Parquet (or is damaged) is a `BadRow` naming it."""
+    """datatrove's Parquet reader; a file that is not Parquet (or is damaged), has no text column or holds
+    something other than text in it is a `BadRow` naming it (datatrove's warns once per row, or fails later)."""
 
     def read_file(self, filepath: str) -> DocumentsPipeline:
+        import pyarrow.parquet as pq
         from pyarrow import ArrowException
 
+        where = self.data_folder.resolve_paths(filepath)
         try:
-            yield from super().read_file(filepath)
+            with self.data_folder.open(filepath, "rb") as f:
+                columns = pq.read_schema(f).names
+            if self.text_key not in columns:
+                raise BadRow(f"{where}: no column {self.text_key!r} (its columns: {', '.join(columns)})")
+            for document in super().read_file(filepath):
+                if not isinstance(document.text, str):
+                    kind = type(document.text).__name__
+                    raise BadRow(f"{where}: column {self.text_key!r} holds {kind} values, not text")
+                yield document
         except ArrowException as exc:
-            raise BadRow(f"{self.data_folder.resolve_paths(filepath)}: not a readable Parquet file ({exc})") from exc
+            raise BadRow(f"{where}: not a readable Parquet file ({exc})") from exc
 
 
 def _exact_file_glob(name: str) -> str:
@@ -195,8 +215,25 @@ def corpus_reader(spec: CorpusSpec, limit: int = -1, skip: int = 0) -> BaseDiskR
     return TextReader(folder, per="file", glob_pattern=glob or "**/*.txt", recursive=recursive, limit=limit, skip=skip)
 
 
-def _is_binary(text: str) -> bool:
-    return "\x00" in text or sum(not (c.isprintable() or c.isspace()) for c in text[:2000]) > 20
+def unusable_reason(text: str) -> str | None:
+    """Why a document cannot be rephrased ("empty", "binary"), or None."""
+    text = text.strip()
+    if not text:
+        return "empty"
+    if "\x00" in text or sum(not (c.isprintable() or c.isspace()) for c in text[:2000]) > 20:
+        return "binary"
+    return None
+
+
+class UsableDocuments(BaseFilter):
+    """The documents `read_corpus` keeps, as a pipeline step: a `generate` run drops what its scan counted
+    as skipped, so the summary it printed is what the run did."""
+
+    name = "usable documents"
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        reason = unusable_reason(doc.text or "")
+        return True if reason is None else (False, reason)
 
 
 def _usable(corpus: Corpus, documents: Iterator[Document], spec: CorpusSpec) -> Iterator[Document]:
@@ -204,11 +241,8 @@ def _usable(corpus: Corpus, documents: Iterator[Document], spec: CorpusSpec) -> 
     position = 0
     for document in documents:
         text = (document.text or "").strip()
-        if not text:
-            corpus.skipped["empty"] += 1
-            continue
-        if _is_binary(text):
-            corpus.skipped["binary"] += 1
+        if reason := unusable_reason(text):
+            corpus.skipped[reason] += 1
             continue
         position += 1
         if position <= spec.skip:
@@ -260,6 +294,22 @@ def scan_corpus(spec: CorpusSpec) -> Corpus:
     return _read(spec, keep=False)
 
 
+def check_space_corpora(space: SearchSpace, path: Path) -> None:
+    """Read a space's local corpora as its study will, so a corpus with no usable document (a `skip` past its
+    end, a damaged row) is found by `space validate` and `study create`, not at `study start`. Hub datasets
+    are left to the study: reading them needs the network."""
+    problems = []
+    for name in ("source", "mix_in", "heldout"):
+        spec: CorpusSpec = getattr(space, name)
+        if spec.format != "hub":
+            try:
+                scan_corpus(spec)
+            except UserError as exc:
+                problems.append(YamlDocument(path).located((name,), str(exc)))
+    if problems:
+        raise SpaceError(str(path), problems)
+
+
 def input_corpus(
     path: str, input_format: str, text_key: str, limit: int | None, skip_bad_rows: bool = False
 ) -> CorpusSpec:
@@ -276,6 +326,8 @@ def input_corpus(
             if path in EMBEDDED_CORPORA
             else "text"
         )
+    if input_format not in (formats := get_args(CorpusSpec.model_fields["format"].annotation)):
+        raise UserError(f"--input-format must be auto or one of {', '.join(formats)} (got {input_format!r})")
     return CorpusSpec(format=input_format, path=path, text_key=text_key, limit=limit, skip_bad_rows=skip_bad_rows)
 
 

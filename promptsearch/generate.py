@@ -21,7 +21,7 @@ from datatrove.pipeline.inference.run_inference import InferenceConfig, Inferenc
 from datatrove.pipeline.writers import JsonlWriter, ParquetWriter
 from pydantic import ValidationError
 
-from promptsearch.corpus import corpus_reader
+from promptsearch.corpus import UsableDocuments, corpus_reader
 from promptsearch.errors import UserError
 from promptsearch.measure import select_sample
 from promptsearch.pipelines import SlurmJob, run_local_pipeline, slurm_executor
@@ -176,7 +176,7 @@ def inference_pipeline(
         records_per_chunk=records_per_chunk,
         skip_bad_requests=True,
     )
-    return [corpus_reader(source, limit=limit, skip=source.skip), runner]
+    return [corpus_reader(source, limit=limit, skip=source.skip), UsableDocuments(), runner]
 
 
 def _dataset_pipeline(

@@ -29,13 +29,14 @@ class TokenizerSpec(StrictModel):
 
 
 class DecoderShape(StrictModel):
-    """The shape of a Llama-style decoder, shared by proxy models and full-ablation models."""
+    """The shape of a Llama-style decoder, shared by proxy models and full-ablation models. The upper bounds are
+    far above any model trained here: past them a size overflows torch's shapes mid-trial instead of failing here."""
 
-    hidden_size: int = Field(ge=16)
-    num_layers: int = Field(ge=1)
-    num_heads: int = Field(ge=1)
-    num_kv_heads: int = Field(ge=1)
-    intermediate_size: int = Field(ge=16)
+    hidden_size: int = Field(ge=16, le=65536)
+    num_layers: int = Field(ge=1, le=1024)
+    num_heads: int = Field(ge=1, le=1024)
+    num_kv_heads: int = Field(ge=1, le=1024)
+    intermediate_size: int = Field(ge=16, le=262144)
 
     @model_validator(mode="after")
     def _heads(self) -> DecoderShape:
@@ -47,13 +48,13 @@ class DecoderShape(StrictModel):
 
 
 class ProxyModelSpec(DecoderShape):
-    seq_len: int = Field(ge=16)
+    seq_len: int = Field(ge=16, le=131072)
 
 
 class ProxyTrainSpec(StrictModel):
     tokens: int = Field(ge=1000, description="training tokens (steps = tokens / (batch_size * seq_len))")
     batch_size: int = Field(ge=1)
-    learning_rate: float = Field(gt=0)
+    learning_rate: float = Field(gt=0, le=1)  # AdamW above 1 diverges at once: every score would be NaN
     warmup_fraction: float = Field(0.05, ge=0, le=0.5)
     decay_fraction: float = Field(0.2, ge=0, le=1)
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="the decay ends at this share of the peak rate")

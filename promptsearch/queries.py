@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -184,9 +186,10 @@ def study_status(study: optuna.Study, store: Store) -> StudyStatus:
 SKIPPED_PREFIX = "rephrase.source_"  # `trial.RephraseStage` records the source's skipped documents by reason
 
 
-def source_skipped(metrics: dict[int, dict[str, float]]) -> dict[str, int]:
+def source_skipped(metrics: Mapping[int, Mapping[str, Any]]) -> dict[str, int]:
     """Source documents skipped by reason (empty, binary, not_utf8, not_json, truncated, …), as the latest
-    trial that read the source recorded them (every trial of a study reads the same source)."""
+    trial that read the source recorded them (every trial of a study reads the same source). `metrics` are
+    the metrics table's, or the trials' user attrs (which hold a copy) while a study runs."""
     for number in sorted(metrics, reverse=True):
         found = {
             k.removeprefix(SKIPPED_PREFIX): int(v) for k, v in metrics[number].items() if k.startswith(SKIPPED_PREFIX)

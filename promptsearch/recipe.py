@@ -4,9 +4,9 @@ In: a trial's knobs (template, generator, sampling, best-of-N, selection rule, m
 recipe file written by `promptsearch export`.
 Out: a `Recipe`, which trials run, `export` writes, `generate` and the ablation bundle read.
 
-This module is a leaf of the package: it depends on nothing but the config loader (and the seeds'
-placeholder), so everything
-that reads recipes can import it without pulling in the study machinery.
+This module is a leaf of the package: it depends on nothing but the config loader, the seeds' placeholder
+and template checks and the endpoint wait's setting, so everything that reads recipes can import it without
+pulling in the study machinery.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from promptsearch import seeds
 from promptsearch.config import SEED_LIMIT, StrictModel, YamlDocument, http_url_problem, load_model
+from promptsearch.endpoint import ReadyTimeoutSeconds
 from promptsearch.errors import UserError
-from promptsearch.seeds import PLACEHOLDER
+from promptsearch.seeds import template_problem
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -37,9 +39,9 @@ class GeneratorSpec(StrictModel):
       at request time and never stored.
     """
 
-    name: str
+    name: str = Field(min_length=1)
     backend: Literal["embedded", "vllm", "endpoint"]
-    model: str
+    model: str = Field(min_length=1)
     revision: str | None = None
     endpoint_url: str | None = None
     api_key_env: str | None = None
@@ -47,9 +49,7 @@ class GeneratorSpec(StrictModel):
     concurrency: int = Field(32, ge=1, le=4096)
     serving: dict[str, int | float | str | bool] = Field(default_factory=dict)
     speculative: dict[str, int | float | str] | None = None
-    ready_timeout_seconds: float = Field(
-        60, gt=0, le=3600, description="endpoint: how long to wait for the URL to answer before the trial fails"
-    )
+    ready_timeout_seconds: ReadyTimeoutSeconds = 60  # endpoint: a trial fails after this long without an answer
 
     @model_validator(mode="after")
     def _backend_fields(self) -> GeneratorSpec:
@@ -69,7 +69,7 @@ class Sampling(StrictModel):
     temperature: float = Field(ge=0, le=2)
     top_p: float = Field(gt=0, le=1)
     max_new_tokens: int = Field(ge=1, le=32768)
-    top_k: int = Field(0, ge=0)
+    top_k: int = Field(0, ge=0, le=1_000_000)  # 0 is off; above any vocabulary it overflows servers' int fields
 
     def request_fields(self) -> dict[str, Any]:
         """What a generation request carries for these settings (also part of the cache key); top_k only
@@ -84,6 +84,9 @@ class Sampling(StrictModel):
         return fields
 
 
+SelectionRule = Literal["fidelity", "format", "novelty", "length"]  # best-of-N rules (`measure.select_sample`)
+
+
 class TemplateLike(Protocol):
     name: str
     family: str
@@ -95,21 +98,26 @@ class Recipe(StrictModel):
     """One concrete point of the space: everything needed to regenerate a trial's data."""
 
     template_id: int
-    template_name: str
+    template_name: str = Field(min_length=1)
     template_family: str = ""
     template_text: str
     template_hash: str
     generator: GeneratorSpec
     sampling: Sampling
     best_of_n: int = Field(ge=1, le=64)
-    selection: str = "fidelity"
+    selection: SelectionRule = "fidelity"
     mix_ratio: float = Field(ge=0, le=1)
     seed: int = Field(ge=0, lt=SEED_LIMIT)
 
     @model_validator(mode="after")
-    def _one_document_slot(self) -> Recipe:
-        if (count := self.template_text.count(PLACEHOLDER)) != 1:
-            raise ValueError(f"template_text must contain {PLACEHOLDER} exactly once (found {count})")
+    def _usable_template(self) -> Recipe:
+        # the checks a template file gets: an unknown placeholder would go out to the generator verbatim
+        if problem := template_problem(self.template_text):
+            raise ValueError(f"template_text: {problem}")
+        # rows and the generation cache record the hash as the text's provenance: a hand-edited text must not
+        # go out under its old template's hash
+        if self.template_hash != (expected := seeds.template_hash(self.template_text)):
+            raise ValueError(f"template_hash does not match template_text (whose hash is {expected})")
         return self
 
     @classmethod

@@ -38,6 +38,7 @@ from promptsearch.embedded import (
     embedded_model,
     serving_plan,
 )
+from promptsearch.endpoint import wait_for_endpoint
 from promptsearch.errors import UserError
 from promptsearch.pipelines import run_inference_ranks
 from promptsearch.recipe import GeneratorSpec, Recipe
@@ -176,7 +177,9 @@ class GeneratorServers:
         if generator.backend == "endpoint":
             _export_api_key(generator)
             if reachable_here:
-                wait_for_endpoint(generator)
+                wait_for_endpoint(
+                    str(generator.endpoint_url), f"generator {generator.name}", generator.ready_timeout_seconds
+                )
             return [
                 InferenceConfig(
                     server_type="endpoint",
@@ -199,40 +202,6 @@ def _vllm_command_on_path() -> None:
     bin_dir = Path(sys.executable).parent
     if shutil.which("vllm") is None and (bin_dir / "vllm").is_file():
         os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
-
-
-ENDPOINT_NOTICE_SECONDS = 5.0  # a wait for an endpoint longer than this says so on stderr
-
-
-def wait_for_endpoint(generator: GeneratorSpec) -> None:
-    """Return once something answers HTTP at the generator's URL (any status: an endpoint that wants a key
-    still answers); after `ready_timeout_seconds` of connection errors raise a `UserError` naming the URL.
-    A wait of more than `ENDPOINT_NOTICE_SECONDS` says so on stderr."""
-    import httpx
-
-    url = str(generator.endpoint_url).rstrip("/")
-    start = time.monotonic()
-    deadline = start + generator.ready_timeout_seconds
-    noticed = False
-    while True:
-        try:
-            httpx.get(f"{url}/v1/models", timeout=max(0.5, min(5.0, deadline - time.monotonic())))
-            return
-        except httpx.TransportError as exc:
-            problem = str(exc) or type(exc).__name__
-        if time.monotonic() >= deadline:
-            raise UserError(
-                f"generator {generator.name}: nothing answers at {url} ({problem}; waited "
-                f"{generator.ready_timeout_seconds:g} s, `ready_timeout_seconds` sets the wait)"
-            )
-        if not noticed and time.monotonic() - start >= ENDPOINT_NOTICE_SECONDS:
-            print(
-                f"waiting for generator {generator.name} at {url} (up to {generator.ready_timeout_seconds:g} s)",
-                file=sys.stderr,
-                flush=True,
-            )
-            noticed = True
-        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
 def common_inference_settings(generator: GeneratorSpec, rollouts_in_flight: int) -> dict[str, Any]:

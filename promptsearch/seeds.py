@@ -4,15 +4,19 @@ In: nothing. Out: `SEED_TEMPLATES`, name → `TemplateSpec` (name, family, text 
 
 Each seed is one user message, instruction first and document last, ending with an "output only"
 rule, as in the FinePhrase study's prompts. This module is a leaf: the search-space schema checks
-seed names against it, and `templates` builds the pool from it.
+seed names against it, `templates` builds the pool from it, and `template_problem` is the check every
+template (file, proposal, recipe) passes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 PLACEHOLDER = "{document}"
+MAX_TEMPLATE_CHARS = 4000
+_ANY_PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,21 @@ class TemplateSpec:
 
 def template_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def template_problem(text: str) -> str | None:
+    """Why `text` cannot be a template (binary, too long, not exactly one document slot, another placeholder), or
+    None. The one check for template files, proposals and recipe files alike."""
+    control = next((i for i, c in enumerate(text) if ord(c) < 32 and c not in "\t\n\r"), None)
+    if control is not None:
+        return f"template holds a control character ({text[control]!r} at character {control}): is it a binary file?"
+    if len(text) > MAX_TEMPLATE_CHARS:
+        return f"template is {len(text)} characters (limit {MAX_TEMPLATE_CHARS})"
+    if (count := text.count(PLACEHOLDER)) != 1:
+        return f"template must contain {PLACEHOLDER} exactly once (found {count})"
+    if unknown := sorted({m for m in _ANY_PLACEHOLDER.findall(text) if m != PLACEHOLDER}):
+        return f"unknown placeholder(s) {', '.join(unknown)}"
+    return None
 
 
 def compose(instruction: str, rule: str) -> str:

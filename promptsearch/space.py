@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from pydantic import Field, field_validator, model_validator
 
 from promptsearch.config import SEED_LIMIT, StrictModel, YamlDocument, http_url_problem, resolve_relative
+from promptsearch.endpoint import ReadyTimeoutSeconds
 from promptsearch.errors import SpaceError, UserError
 from promptsearch.pipelines import SlurmJob
 from promptsearch.proxy_profile import PROXY_SCORES, load_proxy_profile, proxy_profile_path
 from promptsearch.pruning import PrunerSpec, check_pruner
-from promptsearch.recipe import GeneratorSpec, Recipe, Sampling, TemplateLike
+from promptsearch.recipe import GeneratorSpec, Recipe, Sampling, SelectionRule, TemplateLike
 from promptsearch.templates import TemplatePoolSpec, load_template_file
 
 if TYPE_CHECKING:
@@ -220,6 +221,7 @@ class ProposerLMSpec(StrictModel):
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(96, ge=8, le=8192)
     timeout_seconds: float = Field(180, gt=0)
+    ready_timeout_seconds: ReadyTimeoutSeconds = 60  # endpoint: a round is skipped after this long without an answer
     adapter: Literal["plain", "chat"] = Field(
         "plain", description="plain: one user message a 135M model can follow; chat: DSPy's ChatAdapter"
     )
@@ -319,7 +321,7 @@ class SearchSpace(StrictModel):
     generators: list[GeneratorSpec] = Field(min_length=1)
     sampling: SamplingSpace = SamplingSpace()
     best_of_n: list[int] = Field(default_factory=lambda: [1])
-    selection: list[Literal["fidelity", "format", "novelty", "length"]] = Field(
+    selection: list[SelectionRule] = Field(
         default_factory=lambda: ["fidelity"], min_length=1, description="best-of-N selection rules to search"
     )
     mix_ratio: FloatRange = FloatRange(low=0.5, high=0.5)

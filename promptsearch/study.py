@@ -31,7 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 from optuna_dashboard import save_note
 from sqlalchemy.engine import make_url
 
-from promptsearch.corpus import read_corpus
+from promptsearch.corpus import check_space_corpora, read_corpus
 from promptsearch.dashboard import queue_for_review, review_study_name, study_note, trial_note
 from promptsearch.errors import UserError
 from promptsearch.measure import Embedder, QualityClassifier
@@ -139,6 +139,7 @@ def create_study(space_file: Path, db_url: str, name: str | None = None) -> optu
     if name:
         space = space.model_copy(update={"name": name})
     # Everything that reads files or can be refused is done before the study exists.
+    check_space_corpora(space, space_file)
     pool = template_pool(space.templates)
     pruner = build_pruner(space.pruner, space.eval_checkpoints())
     store = Store.open(db_url)

@@ -16,10 +16,8 @@ from pydantic import Field, field_validator, model_validator
 
 from promptsearch.config import StrictModel
 from promptsearch.errors import UserError
-from promptsearch.seeds import PLACEHOLDER, SEED_TEMPLATES, TemplateSpec
+from promptsearch.seeds import PLACEHOLDER, SEED_TEMPLATES, TemplateSpec, template_problem
 
-MAX_TEMPLATE_CHARS = 4000
-_ANY_PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 OUTPUT_RULE = re.compile(r"\boutput only\b", re.IGNORECASE)
 
 
@@ -60,14 +58,8 @@ def split_template(text: str) -> tuple[str, str]:
 
 def validate_template(text: str, origin: str) -> None:
     """Raise `UserError` naming `origin` when a template cannot be used."""
-    if len(text) > MAX_TEMPLATE_CHARS:
-        raise UserError(f"{origin}: template is {len(text)} characters (limit {MAX_TEMPLATE_CHARS})")
-    count = text.count(PLACEHOLDER)
-    if count != 1:
-        raise UserError(f"{origin}: template must contain {PLACEHOLDER} exactly once (found {count})")
-    unknown = sorted({m for m in _ANY_PLACEHOLDER.findall(text) if m != PLACEHOLDER})
-    if unknown:
-        raise UserError(f"{origin}: unknown placeholder(s) {', '.join(unknown)}")
+    if problem := template_problem(text):
+        raise UserError(f"{origin}: {problem}")
 
 
 def load_template_file(path: Path, placeholder: str) -> TemplateSpec:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from datatrove.data import Document
 from optuna.artifacts import FileSystemArtifactStore
 
 from promptsearch.cost import device_hours, predicted_rephrase_seconds
+from promptsearch.errors import UserError
 from promptsearch.measure import Embedder, OutputRecord, QualityClassifier, measure, most_common_opening, select_sample
 from promptsearch.plots import save_measure_artifacts, save_proxy_curve, save_sample_artifacts
 from promptsearch.proxy import EvalCheckpoint, Mixture, TooLittleData, run_proxy, weighted_score
@@ -73,7 +75,11 @@ class TrialContext:
 
     def record(self, stage: str, metrics: dict[str, float]) -> None:
         """Store metrics, immediately: in the metrics table (their source of truth), with a copy in Optuna's
-        user attrs for the dashboard. The only place a trial's metrics are written."""
+        user attrs for the dashboard. The only place a trial's metrics are written. A NaN (a proxy whose training
+        diverged) fails the trial in one line naming it, instead of as a database error on SQLite."""
+        if nan := sorted(name for name, value in metrics.items() if math.isnan(value)):
+            hint = " (its training diverged: lower the proxy profile's train.learning_rate)" if stage == "proxy" else ""
+            raise UserError(f"trial {self.trial.number}: {stage} gave NaN for {', '.join(nan)}{hint}")
         self.metrics |= {f"{stage}.{k}": v for k, v in metrics.items()}
         self.store.record_metrics(
             self.study_name, self.trial.number, stage, {f"{stage}.{k}": v for k, v in metrics.items()}
@@ -105,6 +111,8 @@ class RephraseStage:
     def run(self, ctx: TrialContext) -> None:
         if (predicted := self.predicted_seconds(ctx)) is not None:
             ctx.trial.set_user_attr("rephrase.predicted_seconds", predicted)
+        if skipped := ctx.corpora.source_skipped:  # before generating: `study start` shows them while it runs
+            ctx.record("rephrase", {f"source_{reason}": count for reason, count in skipped.items()})
         result = rephrase(ctx.corpora.source, ctx.recipe, ctx.store, ctx.resources.generators, ctx.workdir)
         outputs: list[tuple[str, str, bool]] = []
         openings: Counter[str] = Counter()
@@ -141,7 +149,6 @@ class RephraseStage:
                 else 0.0,
                 "server_starts": result.server_starts,
                 "server_restarts": result.server_restarts,
-                **{f"source_{reason}": count for reason, count in ctx.corpora.source_skipped.items()},
                 **device_hours(ctx.recipe.generator, result.wall_seconds if result.requests_made else 0.0),
             },
         )

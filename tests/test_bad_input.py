@@ -20,11 +20,12 @@ import yaml
 from conftest import DATA, REPO, run_cli, write_space
 
 from promptsearch.corpus import read_corpus
+from promptsearch.endpoint import wait_for_endpoint
 from promptsearch.errors import UserError
+from promptsearch.propose.lm import ProposerLM
 from promptsearch.recipe import GeneratorSpec, Recipe, Sampling
-from promptsearch.rephrase import wait_for_endpoint
 from promptsearch.seeds import SEED_TEMPLATES
-from promptsearch.space import CorpusSpec
+from promptsearch.space import CorpusSpec, ProposerLMSpec
 from promptsearch.store import Store, upgrade
 from promptsearch.study import create_study
 
@@ -103,6 +104,42 @@ def test_a_bad_row_stops_metrics_with_file_and_line(tmp_path: Path, bad: bytes, 
     assert summary["rows"] == 5000 and summary["skipped_rows"] == {key: 1}
 
 
+DAMAGED_FILES = [
+    ("plain text named .gz", "data.jsonl.gz", b"".join(_rows(3)), "data.jsonl.gz: cannot be read (Not a gzipped file"),
+    ("truncated gzip", "data.jsonl.gz", gzip.compress(b"".join(_rows(50)))[:-20], "data.jsonl.gz: cannot be read"),
+    ("parquet without the column", "data.parquet", None, "data.parquet: no column 'text' (its columns: body"),
+    ("parquet of numbers", "data.parquet", 5, "data.parquet: column 'text' holds int values, not text"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"), [d[1:] for d in DAMAGED_FILES], ids=[d[0] for d in DAMAGED_FILES]
+)
+def test_a_damaged_file_is_named_in_one_line(tmp_path: Path, name: str, content: bytes | int | None, message: str):
+    if isinstance(content, bytes):
+        (tmp_path / name).write_bytes(content)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        column = {"body": ["a", "b"]} if content is None else {"text": [content, content]}
+        pq.write_table(pa.table(column | {"source_text": ["x", "y"]}), tmp_path / name)
+    result = _metrics(tmp_path, name)
+    assert result.returncode == 1 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_generate_drops_the_documents_its_scan_counted_as_skipped() -> None:
+    """The pipeline's own reader yields blank and binary texts: `UsableDocuments` drops them as the scan did."""
+    from datatrove.data import Document
+
+    from promptsearch.corpus import UsableDocuments
+
+    texts = ["A document.", "   ", "\x00\x01 binary", "Another one."]
+    kept = UsableDocuments().run(iter(Document(text=t, id=str(i)) for i, t in enumerate(texts)))
+    assert [d.text for d in kept] == ["A document.", "Another one."]
+
+
 def test_a_bad_row_in_a_gzipped_file_is_found_too(tmp_path: Path) -> None:
     rows = _rows(20)
     rows.insert(3, BAD_LINES[0][1])
@@ -126,6 +163,18 @@ def test_study_sources_read_strictly_or_skip_and_count(tmp_path: Path) -> None:
 def generate_folder(tmp_path: Path) -> Path:
     write_space(tmp_path / "space.yaml", None)
     return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [(("--input-format", "xml"), "--input-format must be auto or one of"), (("--output", "in.jsonl"), "is a file")],
+)
+def test_generate_refuses_a_bad_option_value_in_one_line(generate_folder: Path, option: tuple[str, str], message: str):
+    (generate_folder / "in.jsonl").write_text('{"text": "a document"}\n')
+    args = ("generate", "--input", "in.jsonl", "--output", "out", "--space", "space.yaml", "--template", "faq")
+    result = run_cli(*args, *option, cwd=generate_folder, timeout=120)
+    assert result.returncode == 1 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 GENERATE_INPUTS = [
@@ -164,6 +213,7 @@ TEMPLATE_FILES = [
     ("unknown.txt", "Rewrite {document} for {audience}.", "unknown placeholder(s) {audience}"),
     ("latin1.txt", "Caf\xe9: rewrite {document}.".encode("latin-1"), "not UTF-8"),
     ("long.txt", "Rewrite {document}. " + "x" * 5000, "(limit 4000)"),
+    ("binary.txt", b"\x00\x01{document}\x02", "control character"),
 ]
 
 SPACE_MISTAKES = [
@@ -192,6 +242,11 @@ SPACE_MISTAKES = [
         "promotion.profile: ablation profile not found",
     ),
     ("proxy as promotion profile", {"promotion": {"profile": "cpu-tiny"}}, "is not an ablation profile"),
+    (
+        "skip past the end",
+        {"mix_in": {"format": "embedded", "path": "lee", "skip": 10**6}},
+        "after skipping the first 1000000",
+    ),
 ]
 
 
@@ -222,6 +277,8 @@ PROXY_MISTAKES = [
     ("heads", {"num_heads": 5}, "hidden_size 32 is not divisible by num_heads 5"),
     ("kv heads", {"num_kv_heads": 3}, "num_heads 2 is not divisible by num_kv_heads 3"),
     ("batch", {"batch_size": 100000}, "not one training step"),
+    ("overflowing width", {"hidden_size": 10**20}, "hidden_size: Input should be less than or equal to 65536"),
+    ("diverging learning rate", {"learning_rate": 1e20}, "learning_rate: Input should be less than or equal to 1"),
 ]
 
 
@@ -249,6 +306,11 @@ RECIPE_MISTAKES = [
     ("negative tokens", {"sampling": {"max_new_tokens": -5}}, "recipe.sampling.max_new_tokens: Input should be"),
     ("mix 7", {"mix_ratio": 7}, "recipe.mix_ratio: Input should be less than or equal to 1"),
     ("no slot", {"template_text": "Rewrite it."}, "must contain {document} exactly once (found 0)"),
+    ("unknown placeholder", {"template_text": "Rewrite {document} for {who}."}, "unknown placeholder(s) {who}"),
+    ("unknown selection", {"selection": "random"}, "recipe.selection: Input should be 'fidelity'"),
+    ("top_k overflow", {"sampling": {"top_k": 10**20}}, "recipe.sampling.top_k: Input should be less than"),
+    ("hash not the text's", {"template_hash": "0" * 64}, "template_hash does not match template_text"),
+    ("empty generator name", {"generator": {"name": ""}}, "recipe.generator.name: String should have at least"),
 ]
 
 
@@ -326,16 +388,25 @@ def test_a_create_that_fails_part_way_is_rolled_back(tmp_path: Path, monkeypatch
 # ------------------------------------------------------------------------------------ silent waits
 
 
-def _locked_database(tmp_path: Path) -> tuple[str, sqlite3.Connection]:
+def _locked_database(tmp_path: Path, reader: bool = False) -> tuple[str, sqlite3.Connection]:
+    """A database another connection holds: exclusively (a statement waits), or as a reader in a transaction
+    (a write goes through, its COMMIT waits for the reader)."""
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     upgrade(url)
     lock = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None, check_same_thread=False)
-    lock.execute("BEGIN EXCLUSIVE")
+    if reader:
+        lock.execute("BEGIN")
+        lock.execute("SELECT * FROM ps_templates").fetchall()
+    else:
+        lock.execute("BEGIN EXCLUSIVE")
     return url, lock
 
 
-def test_a_locked_database_says_it_is_waiting_within_5_s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    url, lock = _locked_database(tmp_path)
+@pytest.mark.parametrize("reader", [False, True], ids=["statement waits", "commit waits"])
+def test_a_locked_database_says_it_is_waiting_within_5_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reader: bool
+) -> None:
+    url, lock = _locked_database(tmp_path, reader)
     space = write_space(tmp_path / "space.yaml", None)
     said: list[tuple[float, str]] = []
 
@@ -375,17 +446,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _endpoint(url: str, seconds: float) -> GeneratorSpec:
-    return GeneratorSpec(name="remote", backend="endpoint", model="m", endpoint_url=url, ready_timeout_seconds=seconds)
-
-
 def test_an_endpoint_with_nothing_listening_fails_within_its_bound() -> None:
     url = f"http://127.0.0.1:{_free_port()}"
     start = time.monotonic()
     with pytest.raises(UserError, match=rf"generator remote: nothing answers at {url} .*waited 2 s"):
-        wait_for_endpoint(_endpoint(url, 2))
+        wait_for_endpoint(url, "generator remote", 2)
     assert time.monotonic() - start < 10
     assert GeneratorSpec(name="g", backend="endpoint", model="m", endpoint_url=url).ready_timeout_seconds <= 60
+
+
+def test_the_proposer_endpoint_is_waited_for_within_its_bound(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{_free_port()}"
+    spec = ProposerLMSpec(backend="endpoint", model="m", endpoint_url=url, ready_timeout_seconds=2)
+    start = time.monotonic()
+    with pytest.raises(UserError, match=rf"proposal.lm: nothing answers at {url} .*waited 2 s"):
+        ProposerLM(spec, tmp_path / "cache", tmp_path / "logs").lm()
+    assert time.monotonic() - start < 10 and ProposerLMSpec().ready_timeout_seconds <= 60
 
 
 def test_an_endpoint_that_answers_anything_is_ready(tmp_path: Path) -> None:
@@ -393,17 +469,20 @@ def test_an_endpoint_that_answers_anything_is_ready(tmp_path: Path) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         start = time.monotonic()
-        wait_for_endpoint(_endpoint(f"http://127.0.0.1:{server.server_port}", 30))
+        wait_for_endpoint(f"http://127.0.0.1:{server.server_port}", "generator remote", 30)
         assert time.monotonic() - start < 5
     finally:
         server.shutdown()
 
 
 def test_a_trial_on_a_silent_endpoint_fails_in_one_line_naming_the_url(tmp_path: Path) -> None:
+    """Also: the source's skipped documents are shown while the study runs (the trial never finishes)."""
     url = f"http://127.0.0.1:{_free_port()}"
+    (tmp_path / "docs.jsonl").write_text('{"text": "A document about a bushfire."}\n{"text": ""}\n')
     space = write_space(
         tmp_path / "space.yaml",
         None,
+        source={"format": "jsonl", "path": "docs.jsonl"},
         generators=[
             {"name": "remote", "backend": "endpoint", "model": "m", "endpoint_url": url, "ready_timeout_seconds": 3}
         ],
@@ -416,6 +495,7 @@ def test_a_trial_on_a_silent_endpoint_fails_in_one_line_naming_the_url(tmp_path:
     assert result.returncode == 1 and time.monotonic() - start < 60
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and f"nothing answers at {url}" in errors[0], result.stderr
+    assert "source documents skipped: 1 empty" in result.stdout, result.stdout
 
 
 # ----------------------------------------------------------------- skipped source documents, shown
@@ -462,7 +542,14 @@ def _database(tmp_path: Path, change: str) -> str:
 DATABASES = [
     ("not sqlite", "not sqlite", "cannot reach database", "file is not a database"),
     ("dropped tables", "DROP TABLE ps_trial_metrics;", "is damaged", "ps_trial_metrics are missing"),
+    ("dropped Optuna table", "DROP TABLE trials;", "is damaged", "table(s) trials are missing"),
     ("newer schema", "UPDATE promptsearch_alembic_version SET version_num = '0099';", "a newer promptsearch", "0099"),
+    (
+        "two schema rows",
+        "INSERT INTO promptsearch_alembic_version VALUES ('0001');",
+        "is damaged",
+        "records several schema revisions",
+    ),
 ]
 
 
@@ -493,6 +580,19 @@ def test_a_slurm_time_limit_that_is_not_one_is_named(generate_folder: Path) -> N
     result = run_cli(*args, "--executor", "slurm", "--time", "soon", cwd=generate_folder, timeout=120)
     assert result.returncode == 1 and "Slurm settings: --time 'soon'" in result.stderr, result.stderr
     assert "errors.pydantic.dev" not in result.stderr
+
+
+def test_a_slurm_generate_says_which_rows_it_skipped(tmp_path: Path, slurm: str) -> None:
+    url = f"http://127.0.0.1:{_free_port()}"  # only the nodes need to reach it; the job is cancelled unrun
+    generator = {"name": "remote", "backend": "endpoint", "model": "m", "endpoint_url": url}
+    write_space(tmp_path / "space.yaml", None, generators=[generator])
+    (tmp_path / "in.jsonl").write_text('{"text": "a document"}\n{"text": ""}\n')
+    args = ("generate", "--input", "in.jsonl", "--output", "out", "--space", "space.yaml", "--template", "faq")
+    result = run_cli(*args, "--executor", "slurm", "--partition", slurm, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.split("submitted Slurm job ")[1].split()[0]
+    subprocess.run(["scancel", job_id], check=True)
+    assert "(1 datatrove task(s); skipped 1 empty)" in result.stdout, result.stdout
 
 
 def test_a_dashboard_port_in_use_is_refused_before_it_says_it_listens(tmp_path: Path) -> None:

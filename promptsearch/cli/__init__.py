@@ -68,9 +68,13 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks."
 @space_app.command("validate")
 def space_validate(file: Path) -> None:
     """Check a search-space file; print every mistake with its YAML path and line."""
+    from promptsearch.corpus import check_space_corpora
+    from promptsearch.logs import warnings_only
     from promptsearch.space import load_space
 
+    warnings_only()  # reading the corpora: datatrove's INFO lines are not for this terminal
     space = load_space(file)
+    check_space_corpora(space, file)
     console.print(
         f"{file}: ok — study {space.name!r}, {len(space.generators)} generator(s), "
         f"{len(space.templates.seeds) + len(space.templates.files)} template(s), "
@@ -142,8 +146,10 @@ def study_create(
     ] = None,
 ) -> None:
     """Create a study from a search-space file and enqueue its templates."""
+    from promptsearch.logs import warnings_only
     from promptsearch.study import create_study
 
+    warnings_only()  # as in `space validate`: the corpora are read
     study = create_study(space_file, db, name)
     console.print(f"created study {study.study_name!r} in {describe_db(db)}")
 
@@ -204,10 +210,17 @@ def study_start(
     started = time.monotonic()
     with _study_progress() as progress:
         task = progress.add_task(f"study {name}", total=total, completed=finished_count(existing))
+        skipped_shown = False
 
         def update(current: optuna.Study) -> None:
+            nonlocal skipped_shown
             done = min(total, finished_count(current))
             progress.update(task, completed=done, description=f"study {name} [{running_stages(current)}]")
+            if not skipped_shown:  # once, as soon as a trial has read the source (its rephrase stage records it)
+                attrs = {t.number: t.user_attrs for t in current.get_trials(deepcopy=False)}
+                if skipped := describe_skipped(source_skipped(attrs)):
+                    progress.console.print(skipped)
+                    skipped_shown = True
 
         with _ctrl_c_stops_the_study():
             start_study(name, options, on_progress=update)

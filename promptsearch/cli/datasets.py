@@ -96,18 +96,20 @@ def generate(
 
     if output_format not in ("jsonl", "parquet"):
         raise UserError(f"--format must be jsonl or parquet (got {output_format!r})")
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output} is a file; give a folder (it gets data/, checkpoints/ and logs/)")
     knobs = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens, "best_of_n": best_of_n}
     chosen = chosen_recipe(recipe, space, template, generator, **knobs)
     corpus = input_corpus(input, input_format, text_key, limit, skip_bad_rows)
     # The whole input is read once before any model loads: a bad row, or nothing usable, stops here.
     warnings_only()
     scanned = scan_corpus(corpus) if corpus.format in ("jsonl", "parquet", "text") else None
+    note = _skipped_note(scanned.skipped) if scanned is not None else ""
     quiet_libraries(output)
     if executor == "slurm":
         slurm = {"partition": partition, "time": time_limit, "tasks": tasks, "cpus_per_task": cpus_per_task}
-        _generate_on_slurm(
-            chosen, corpus, output, slurm | {"gpus_per_node": gpus_per_node}, venv, output_format, chunk_size
-        )
+        settings = slurm | {"gpus_per_node": gpus_per_node}
+        _generate_on_slurm(chosen, corpus, output, settings, venv, output_format, chunk_size, note)
         return
     if executor != "local":
         raise UserError(f"--executor must be local or slurm (got {executor!r})")
@@ -128,7 +130,6 @@ def generate(
             records_per_chunk=chunk_size,
             on_document=lambda: progress.advance(task),
         )
-    note = _skipped_note(scanned.skipped) if scanned is not None else ""
     console.print(f"wrote {output / 'data'} (template {chosen.template_name}, generator {chosen.generator.name}{note})")
 
 
@@ -140,7 +141,9 @@ def _generate_on_slurm(
     venv: str | None,
     output_format: str,
     chunk_size: int,
+    note: str,
 ) -> None:
+    """Submit the job array; `note` is the skipped-row summary of the scan before submitting."""
     from promptsearch.generate import slurm_job, submit_dataset_job
     from promptsearch.rephrase import GeneratorServers
 
@@ -151,9 +154,9 @@ def _generate_on_slurm(
             recipe, corpus, output.resolve(), generators, job, activate, output_format, chunk_size
         )
     if job_id == "-1":
-        console.print(f"every task of {output} has already completed; nothing submitted")
+        console.print(f"every task of {output} has already completed; nothing submitted{note}")
     else:
         console.print(
-            f"submitted Slurm job {job_id} ({job.tasks} datatrove task(s)); logs in {output / 'logs'}; "
+            f"submitted Slurm job {job_id} ({job.tasks} datatrove task(s){note}); logs in {output / 'logs'}; "
             "run the same command again to resume what did not finish"
         )

@@ -13,6 +13,7 @@ from pathlib import Path
 import dspy
 
 from promptsearch.config import api_key_from_env
+from promptsearch.endpoint import wait_for_endpoint
 from promptsearch.recipe import GeneratorSpec
 from promptsearch.rephrase import GeneratorServers
 from promptsearch.space import ProposerLMSpec
@@ -49,6 +50,8 @@ class ProposerLM:
             base, served = self.generators.embedded_endpoint(EMBEDDED_PROPOSER)
         else:
             base, served = str(spec.endpoint_url), spec.model
+            # dspy.LM would wait up to timeout_seconds per call in silence on a URL that never answers
+            wait_for_endpoint(base, "proposal.lm", spec.ready_timeout_seconds)
         # DSPy's cache key covers the model string and request but not api_base: one cache folder per model
         # and revision keeps an endpoint serving a new revision under the same name from reading old answers.
         identity = hashlib.sha256(self.name.encode()).hexdigest()[:16]

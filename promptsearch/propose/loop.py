@@ -15,6 +15,7 @@ from dspy.utils.exceptions import AdapterParseError, LMTimeoutError, LMTransport
 from loguru import logger
 from optuna.trial import FrozenTrial, TrialState
 
+from promptsearch.errors import UserError
 from promptsearch.measure import Embedder
 from promptsearch.objectives import FINISHED
 from promptsearch.propose.feedback import Parent, choose_parents, feedback_text, most_collapsed
@@ -92,6 +93,9 @@ class ProposalLoop:
         error = ""
         try:
             self.run_round(study, round_index)
+        except UserError as exc:  # e.g. the proposer's endpoint never answered: one line, not a traceback
+            logger.error(f"proposal round {round_index} of {self.study_name} skipped: {exc}")
+            error = str(exc)
         except Exception as exc:  # the study goes on with the pool it has
             logger.exception(f"proposal round {round_index} of {self.study_name} failed")
             error = f"{type(exc).__name__}: {exc}"

@@ -8,6 +8,7 @@ Passwords never reach a message: `redact` masks them.
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import threading
 import warnings
@@ -31,7 +32,7 @@ from promptsearch.resources import bundled_dir
 VERSION_TABLE = "promptsearch_alembic_version"  # Optuna's own migrations use `alembic_version`
 DEFAULT_URL = "sqlite:///promptsearch.db"
 SQLITE_TIMEOUT_SECONDS = 60  # how long a statement waits for another process's lock before failing
-LOCK_NOTICE_SECONDS = 2.0  # a statement still waiting after this says so on stderr
+LOCK_NOTICE_SECONDS = 2.0  # a statement or COMMIT still waiting after this says so on stderr
 # Queues a lost trial's re-run (same params and user attrs, `failed_trial` in its system attrs): called by the
 # heartbeat for a worker that went silent, and by a worker cancelled with SIGTERM for its own trial.
 with warnings.catch_warnings():  # experimental in Optuna 5, and what studies here rely on
@@ -77,36 +78,63 @@ def _engine(url: str) -> Engine:
         raise UserError(f"cannot use database URL {redact(url)}: {exc}") from exc
 
 
-def _say_waiting(url: str) -> None:
-    print(
-        f"waiting for database {redact(url)}: another process holds its lock "
-        f"(giving up after {SQLITE_TIMEOUT_SECONDS} s)",
-        file=sys.stderr,
-        flush=True,
-    )
+class _LockNotice:
+    """While a statement or COMMIT waits longer than LOCK_NOTICE_SECONDS, say so once on stderr."""
+
+    def __init__(self, database: str):
+        self.database = database
+
+    def __enter__(self) -> None:
+        self.timer = threading.Timer(LOCK_NOTICE_SECONDS, self._say_waiting)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.timer.cancel()
+
+    def _say_waiting(self) -> None:
+        print(
+            f"waiting for database sqlite:///{self.database}: another process holds its lock "
+            f"(giving up after {SQLITE_TIMEOUT_SECONDS} s)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
-def _start_lock_notice(conn: Any, *_args: Any) -> None:
-    if conn.dialect.name != "sqlite":
-        return
-    timer = threading.Timer(LOCK_NOTICE_SECONDS, _say_waiting, (str(conn.engine.url),))
-    timer.daemon = True
-    conn.info["ps_lock_notice"] = timer
-    timer.start()
+class _NoticingCursor(sqlite3.Cursor):
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        with _LockNotice(self.connection.database):  # type: ignore[attr-defined]
+            return super().execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        with _LockNotice(self.connection.database):  # type: ignore[attr-defined]
+            return super().executemany(sql, parameters)
 
 
-def _stop_lock_notice(conn: Any, *_args: Any) -> None:
-    timer = conn.info.pop("ps_lock_notice", None) if conn is not None else None
-    if timer is not None:
-        timer.cancel()
+class _NoticingConnection(sqlite3.Connection):
+    """A sqlite3 connection whose waits for another process's lock are not silent. A statement waits for it
+    (a write), and so does a COMMIT (for readers to finish): SQLAlchemy's cursor events see only the first."""
+
+    def __init__(self, database: str, *args: Any, **kwargs: Any):
+        super().__init__(database, *args, **kwargs)
+        self.database = database
+
+    def cursor(self, factory: Any = None) -> sqlite3.Cursor:  # type: ignore[override]
+        return super().cursor(factory or _NoticingCursor)
+
+    def commit(self) -> None:
+        with _LockNotice(self.database):
+            super().commit()
 
 
-# SQLite waits silently for another process's lock (up to SQLITE_TIMEOUT_SECONDS): a statement still running
-# after LOCK_NOTICE_SECONDS says so on stderr. On every engine, Optuna's storage included (its constructor
-# already runs statements).
-event.listen(Engine, "before_cursor_execute", _start_lock_notice)
-event.listen(Engine, "after_cursor_execute", _stop_lock_notice)
-event.listen(Engine, "handle_error", lambda context: _stop_lock_notice(context.connection))
+def _notice_sqlite_locks(dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> None:
+    if dialect.name == "sqlite" and dialect.driver == "pysqlite":
+        params["factory"] = _NoticingConnection
+
+
+# SQLite waits silently for another process's lock (up to SQLITE_TIMEOUT_SECONDS). On every engine: ours,
+# Optuna's storage (whose constructor already runs statements) and Alembic's.
+event.listen(Engine, "do_connect", _notice_sqlite_locks)
 
 
 def open_engine(url: str, create_if_empty: bool = True) -> Engine:
@@ -125,11 +153,11 @@ def open_engine(url: str, create_if_empty: bool = True) -> Engine:
     engine = _engine(url)
     try:
         with engine.connect() as conn:
-            current = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+            current = _current_revision(conn, url)
             # A database with no promptsearch tables yet (new, or holding only Optuna's) gets them.
             empty = not any(t.startswith("ps_") for t in inspect(conn).get_table_names())
     except DatabaseError as exc:  # OperationalError (cannot connect) included; "file is not a database"
-        raise UserError(f"cannot reach database {redact(url)}: {exc.orig}") from exc
+        raise UserError(f"cannot reach database {redact(url)}: {_one_line(exc.orig)}") from exc
     head = _head_revision()
     if current != head:
         if current is None and empty and create_if_empty:
@@ -146,6 +174,22 @@ def open_engine(url: str, create_if_empty: bool = True) -> Engine:
             )
     _refuse_damaged(engine, url)
     return engine
+
+
+def _one_line(error: object) -> str:
+    """A driver's message on one line (psycopg's span several)."""
+    return " ".join(str(error).split())
+
+
+def _current_revision(conn: Any, url: str) -> str | None:
+    """The promptsearch schema revision the database records (None: no promptsearch tables yet)."""
+    try:
+        return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+    except AlembicError as exc:  # several rows: a version table no migration writes
+        raise UserError(
+            f"database {redact(url)} is damaged: its table {VERSION_TABLE} records several schema revisions "
+            f"({exc}); restore it from a backup or use a new database"
+        ) from exc
 
 
 def _refuse_newer(url: str, current: str) -> None:
@@ -172,10 +216,14 @@ def missing_tables(engine: Engine) -> list[str]:
     return sorted(expected - present)
 
 
-def _refuse_damaged(engine: Engine, url: str) -> None:
-    if missing := missing_tables(engine):
+def _refuse_damaged(engine: Engine, url: str, optuna_only: bool = False) -> None:
+    """Refuse a database missing tables its schema says it has (`optuna_only`: Optuna's, whatever promptsearch
+    revision it is at: promptsearch's own come with its migrations)."""
+    missing = [t for t in missing_tables(engine) if not (optuna_only and t.startswith("ps_"))]
+    if missing:
+        schema = "it was set up" if optuna_only else f"its schema says {_head_revision()}"
         raise UserError(
-            f"database {redact(url)} is damaged: its schema says {_head_revision()} but table(s) "
+            f"database {redact(url)} is damaged: {schema} but table(s) "
             f"{', '.join(missing)} are missing; restore it from a backup or use a new database"
         )
 
@@ -184,13 +232,16 @@ def optuna_storage(
     url: str, heartbeat_interval: int | None = None, grace_period: int | None = None
 ) -> optuna.storages.RDBStorage:
     callback = RETRY_LOST_TRIAL if heartbeat_interval else None
-    return optuna.storages.RDBStorage(
-        url,
-        engine_kwargs=_storage_engine_kwargs(url),
-        heartbeat_interval=heartbeat_interval,
-        grace_period=grace_period,
-        heartbeat_stale_trial_callback=callback,
-    )
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=_storage_engine_kwargs(url),
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=callback,
+        )
+    except RuntimeError as exc:  # Optuna's own schema check: its message says which versions
+        raise UserError(f"database {redact(url)}: {exc}") from exc
 
 
 def _storage_engine_kwargs(url: str) -> dict[str, Any]:
@@ -204,16 +255,29 @@ def upgrade(url: str, revision: str = "head") -> str:
     engine = _engine(url)
     try:
         with engine.connect() as conn:
-            current = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+            current = _current_revision(conn, url)
     except DatabaseError as exc:
-        raise UserError(f"cannot reach database {redact(url)}: {exc.orig}") from exc
+        raise UserError(f"cannot reach database {redact(url)}: {_one_line(exc.orig)}") from exc
     if current is not None:
         _refuse_newer(url, current)
-    command.upgrade(_alembic_config(url), revision)
+        # Optuna's storage would recreate a dropped table of its own, empty, and report success
+        _refuse_damaged(engine, url, optuna_only=True)
+    try:
+        command.upgrade(_alembic_config(url), revision)
+    except DatabaseError as exc:  # e.g. a table that exists although the recorded revision says it does not
+        raise UserError(
+            f"database {redact(url)} is damaged: its tables do not match its recorded schema {current} "
+            f"({_one_line(exc.orig)}); restore it from a backup or use a new database"
+        ) from exc
     storage = optuna.storages.RDBStorage(url, engine_kwargs=_storage_engine_kwargs(url), skip_compatibility_check=True)
-    current, head = storage.get_current_version(), storage.get_head_version()
-    if current != head:
-        storage.upgrade()
+    try:
+        if storage.get_current_version() != storage.get_head_version():
+            storage.upgrade()
+    except AlembicError as exc:  # a revision of Optuna's schema this Optuna does not know
+        raise UserError(
+            f"database {redact(url)}: its Optuna tables were written by another Optuna than {optuna.__version__} "
+            f"({exc}); use that version, or a new database"
+        ) from exc
     if revision == "head":
         _refuse_damaged(engine, url)
     return _head_revision()
