@@ -7,8 +7,8 @@ InferenceRunner reaches as `endpoint` servers.
 `embedded_model()` dequantizes the GGUF once (~25-35 s) and caches a safetensors copy keyed by
 the GGUF's hash. `VllmServer` runs vLLM's OpenAI server (the CPU build from PyPI on CPU hosts, the GPU build
 elsewhere) on 127.0.0.1; sampling travels in each request, so one server serves every trial and setting of a
-worker. `ServerReplicas` runs several on one model, splitting the CPU cores between them (`serving_plan()`
-says how many). A server dies with the worker that started it.
+worker. `ServerReplicas` runs one or more on one model, splitting the CPU cores between them (`serving_plan()`
+says how many: one, measured best). A server dies with the worker that started it.
 """
 
 from __future__ import annotations
@@ -154,10 +154,10 @@ class ServerSettings:
         return "-".join(parts)
 
 
-# On 2 cores, two single-threaded servers (one bound to each core, half the requests each) served 162-186
-# tokens/s where one two-threaded server served 98-117: vLLM's CPU decode of a 135M model does not scale
-# across threads. More than two replicas are not measured and each costs ~2-4 GB.
-MAX_CPU_REPLICAS = 2
+# benchmarks/rephrase_throughput.py, 2 quiet cores, 32 requests in flight: one server on both cores (its threads
+# bound to them) served 184.6 completion tokens/s in 4.1 GB; two single-threaded servers, one per core, 154.6
+# tokens/s in 8.2 GB, and took longer to start (61 s against 47). So a worker runs one server on its cores.
+CPU_REPLICAS = 1
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ class ServingPlan:
         )
 
 
-def serving_plan(max_replicas: int = MAX_CPU_REPLICAS) -> ServingPlan:
+def serving_plan(max_replicas: int = CPU_REPLICAS) -> ServingPlan:
     """One server on a GPU; on CPU up to `max_replicas` servers, the cores this process may use split evenly."""
     import torch
 

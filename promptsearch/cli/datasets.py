@@ -89,7 +89,6 @@ def generate(
 ) -> None:
     """Generate a synthetic dataset from a recipe (or a space's template); resumable."""
     from promptsearch.corpus import input_corpus, scan_corpus
-    from promptsearch.embedded import serving_plan
     from promptsearch.generate import chosen_recipe, generate_dataset
     from promptsearch.logs import warnings_only
     from promptsearch.rephrase import GeneratorServers
@@ -116,8 +115,7 @@ def generate(
     columns = (TextColumn("generating"), MofNCompleteColumn(), TextColumn("documents"), TimeElapsedColumn())
     with (
         Progress(*columns, console=console) as progress,
-        # One embedded server: a local datatrove run shards its input by file, so a second replica would idle.
-        GeneratorServers(output / "logs", serving_plan(max_replicas=1)) as generators,
+        GeneratorServers(output / "logs") as generators,
     ):
         task = progress.add_task("generate", total=limit)
         generate_dataset(
