@@ -10,6 +10,7 @@ import optuna
 import pytest
 import yaml
 from conftest import run_cli, seeded_recipe, write_space
+from datatrove.pipeline.inference.run_inference import InferenceRunner
 
 from promptsearch import suite
 from promptsearch.ablation.bundle import STAGES, load_bundle, write_bundle
@@ -115,7 +116,7 @@ def test_full_21b_bundle_matches_the_paper(tmp_path: Path) -> None:
     assert bundle.environments == {name: str(tmp_path / f"venvs/{name}/bin/activate") for name in ENVIRONMENTS}
 
     rephrase = datatrove_executor(load_bundle(bundle.path), "rephrase", None)
-    runner = rephrase.pipeline[1]
+    runner = next(step for step in rephrase.pipeline if isinstance(step, InferenceRunner))
     assert runner.config.server_type == "vllm" and runner.config.model_name_or_path == generator.model
     assert bundle.documents == 19_531_250  # token target 10B / max_new_tokens 512
     assert rephrase.pipeline[0].limit == 195_313 and rephrase.tasks == 100  # the reader's limit is per task
