@@ -19,7 +19,7 @@ from promptsearch.embedded import VllmServer
 from promptsearch.store import Store
 
 
-def _space(tmp_path: Path, server: VllmServer | None, trials: int) -> Path:
+def _space(tmp_path: Path, server: VllmServer | None, trials: int, **overrides: object) -> Path:
     """No proxy: the measure stage's number recall is the objective, so a trial takes seconds."""
     return write_space(
         tmp_path / "space.yaml",
@@ -28,6 +28,7 @@ def _space(tmp_path: Path, server: VllmServer | None, trials: int) -> Path:
         best_of_n=[1],
         budget={"trials": trials},
         objectives=[{"metric": "measure.number_recall", "direction": "maximize"}],
+        **overrides,
     )
 
 
@@ -123,7 +124,13 @@ def test_scancelled_worker_loses_nothing(tmp_path: Path, pg_url: str, slurm: str
     """scancel one of two workers while both run a trial: its SIGTERM fails that trial at once and queues its re-run
     (the grace period of 10 minutes is never waited for), which the other worker runs with the same template and
     params; the study still ends with its 6 trials COMPLETE."""
-    _space(tmp_path, embedded_server, 6)
+    # Trials long enough (8 documents x up to 300 new tokens: ~15 s on vLLM) for both workers to be seen mid-trial;
+    # at 12 tokens on 2 documents a trial takes ~3 s and the study can end before the test sees them both busy.
+    long_trials = {
+        "source": {"format": "embedded", "path": "lee_background", "limit": 8, "max_chars": 600},
+        "sampling": {"temperature": {"low": 0.6, "high": 1.0}, "max_new_tokens": [300]},
+    }
+    _space(tmp_path, embedded_server, 6, **long_trials)
     beat = ("--heartbeat-seconds", "1", "--grace-seconds", "600")
     submitted = _start(tmp_path, pg_url, "--workers", "2", "--mem-per-cpu-gb", "2", "--time", "00:20:00", *beat)
     assert submitted.returncode == 0, submitted.stderr
