@@ -24,6 +24,7 @@ from promptsearch.endpoint import wait_for_endpoint
 from promptsearch.errors import UserError
 from promptsearch.propose.lm import ProposerLM
 from promptsearch.recipe import GeneratorSpec, Recipe, Sampling
+from promptsearch.rephrase import GeneratorServers
 from promptsearch.seeds import SEED_TEMPLATES
 from promptsearch.space import CorpusSpec, ProposerLMSpec
 from promptsearch.store import Store, upgrade
@@ -460,7 +461,7 @@ def test_the_proposer_endpoint_is_waited_for_within_its_bound(tmp_path: Path) ->
     spec = ProposerLMSpec(backend="endpoint", model="m", endpoint_url=url, ready_timeout_seconds=2)
     start = time.monotonic()
     with pytest.raises(UserError, match=rf"proposal.lm: nothing answers at {url} .*waited 2 s"):
-        ProposerLM(spec, tmp_path / "cache", tmp_path / "logs").lm()
+        ProposerLM(spec, tmp_path / "cache", GeneratorServers(tmp_path / "logs")).wait_ready()
     assert time.monotonic() - start < 10 and ProposerLMSpec().ready_timeout_seconds <= 60
 
 

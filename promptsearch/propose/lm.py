@@ -43,6 +43,12 @@ class ProposerLM:
     def name(self) -> str:
         return f"{self.model_id}@{self.revision}"
 
+    def wait_ready(self) -> None:
+        """Before a round: an endpoint is waited for within `ready_timeout_seconds` (dspy.LM would wait up to
+        `timeout_seconds` per call in silence on a URL that never answers); raises a `UserError` naming it."""
+        if self.spec.backend == "endpoint":
+            wait_for_endpoint(str(self.spec.endpoint_url), "proposal.lm", self.spec.ready_timeout_seconds)
+
     def lm(self) -> dspy.LM:
         """A `dspy.LM` on the server as it runs now (the generator's servers may have moved since the last round)."""
         spec = self.spec
@@ -50,8 +56,6 @@ class ProposerLM:
             base, served = self.generators.embedded_endpoint(EMBEDDED_PROPOSER)
         else:
             base, served = str(spec.endpoint_url), spec.model
-            # dspy.LM would wait up to timeout_seconds per call in silence on a URL that never answers
-            wait_for_endpoint(base, "proposal.lm", spec.ready_timeout_seconds)
         # DSPy's cache key covers the model string and request but not api_base: one cache folder per model
         # and revision keeps an endpoint serving a new revision under the same name from reading old answers.
         identity = hashlib.sha256(self.name.encode()).hexdigest()[:16]

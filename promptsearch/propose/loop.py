@@ -112,6 +112,7 @@ class ProposalLoop:
         jobs = self.jobs(study)
         if not jobs:
             return []
+        self.proposer.wait_ready()
         lm = self.proposer.lm()
         accepted = []
         for index, job in enumerate(jobs):
