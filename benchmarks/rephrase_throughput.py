@@ -42,7 +42,14 @@ from datatrove.pipeline.writers import JsonlWriter
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from promptsearch.corpus import read_corpus
-from promptsearch.embedded import ServerReplicas, ServingPlan, embedded_model, engine_version, serving_plan
+from promptsearch.embedded import (
+    ServerReplicas,
+    ServingPlan,
+    embedded_model,
+    engine_version,
+    free_port,
+    serving_plan,
+)
 from promptsearch.pipelines import run_inference_ranks
 from promptsearch.recipe import GeneratorSpec, Recipe, Sampling
 from promptsearch.rephrase import prompt_text
@@ -129,7 +136,7 @@ class TransformersServe:
         config = json.loads((model_dir / "generation_config.json").read_text())
         config |= {"do_sample": True, "temperature": SAMPLING.temperature, "top_p": SAMPLING.top_p, "top_k": None}
         (self.folder / "generation_config.json").write_text(json.dumps(config))
-        self.ports = [_free_port() for _ in range(replicas)]
+        self.ports = [free_port() for _ in range(replicas)]
         hub_cache = log_dir / "hf-hub"
         hub_cache.mkdir()
         env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub_cache), "OMP_NUM_THREADS": "1"}
@@ -159,14 +166,6 @@ class TransformersServe:
         for process in self.processes:
             process.terminate()
             process.wait()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_answering(url: str, timeout: float = 900) -> None:

@@ -80,7 +80,8 @@ def _dequantize(gguf: Path, target: Path) -> None:
         staging.rename(target)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -252,7 +253,7 @@ class VllmServer:
         """Start the process without waiting for it to answer."""
         if not (self.model_dir / "config.json").is_file():
             raise UserError(f"model folder {self.model_dir} has no config.json: vLLM cannot load it")
-        self.port = self.port or _free_port()
+        self.port = self.port or free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
