@@ -84,7 +84,7 @@ def test_three_workers_on_slurm_run_the_study_once(
         workers = refresh_workers(store, "tiny")
     logs = "\n".join(Path(w.log_path).read_text() for w in workers if Path(w.log_path).exists())
     assert all(w.state == "COMPLETED" for w in workers), [(w.job_id, w.state) for w in workers] + [logs[-3000:]]
-    trials = optuna.load_study(study_name="tiny", storage=pg_url).trials
+    trials = optuna.load_study(study_name="tiny", storage=store.optuna_storage()).trials
     assert len(trials) == 9 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials), logs[-3000:]
     assert len({t.number for t in trials}) == 9
     assert {t.user_attrs["slurm_job_id"] for t in trials} <= {w.job_id for w in workers}  # run inside the jobs
@@ -135,13 +135,14 @@ def test_scancelled_worker_loses_nothing(tmp_path: Path, pg_url: str, slurm: str
     submitted = _start(tmp_path, pg_url, "--workers", "2", "--mem-per-cpu-gb", "2", "--time", "00:20:00", *beat)
     assert submitted.returncode == 0, submitted.stderr
     store = Store.open(pg_url)
+    storage = store.optuna_storage()  # one engine for all the polling below: a new one per poll leaks connections
     workers = store.study_workers("tiny")
 
     def both_busy() -> list[optuna.trial.FrozenTrial]:
         deadline = time.monotonic() + 300
         running: list[optuna.trial.FrozenTrial] = []
         while time.monotonic() < deadline:  # both busy: the worker cancelled is mid-trial
-            trials = optuna.load_study(study_name="tiny", storage=pg_url).trials
+            trials = optuna.load_study(study_name="tiny", storage=storage).trials
             running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
             if len(running) == 2 and all("slurm_job_id" in t.user_attrs for t in running):
                 break
@@ -157,7 +158,7 @@ def test_scancelled_worker_loses_nothing(tmp_path: Path, pg_url: str, slurm: str
     assert subprocess.run(["scancel", workers[0].job_id], check=False).returncode == 0
     scancelled = time.monotonic()
     while time.monotonic() - scancelled < 60:
-        trial = optuna.load_study(study_name="tiny", storage=pg_url).trials[cancelled.number]
+        trial = optuna.load_study(study_name="tiny", storage=storage).trials[cancelled.number]
         if trial.state == optuna.trial.TrialState.FAIL:
             break
         time.sleep(0.3)
@@ -173,7 +174,7 @@ def test_scancelled_worker_loses_nothing(tmp_path: Path, pg_url: str, slurm: str
         f"worker cancelled (SIGTERM): trial #{cancelled.number} failed and is queued for a re-run"
         in Path(workers[0].log_path).read_text()
     )
-    trials = optuna.load_study(study_name="tiny", storage=pg_url).trials
+    trials = optuna.load_study(study_name="tiny", storage=storage).trials
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
     assert [t.number for t in failed] == [cancelled.number]
     reruns = [t for t in trials if t.system_attrs.get("failed_trial") == failed[0].number]
