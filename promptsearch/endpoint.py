@@ -2,18 +2,18 @@
 
 In: the URL, who needs it (for messages) and how long to wait. Out: nothing once something answers HTTP;
 a `UserError` naming the URL after the bound. A user never waits in silence: a wait longer than
-`NOTICE_SECONDS` says so on stderr.
+`NOTICE_SECONDS` says so on stderr, and again every few seconds until it ends.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Annotated
 
 from pydantic import Field
 
 from promptsearch.errors import UserError
+from promptsearch.logs import WaitNotice
 
 NOTICE_SECONDS = 5.0  # a wait for an endpoint longer than this says so on stderr
 
@@ -28,21 +28,17 @@ def wait_for_endpoint(url: str, owner: str, timeout_seconds: float) -> None:
     import httpx
 
     url = url.rstrip("/")
-    start = time.monotonic()
-    deadline = start + timeout_seconds
-    noticed = False
-    while True:
-        try:
-            httpx.get(f"{url}/v1/models", timeout=max(0.5, min(5.0, deadline - time.monotonic())))
-            return
-        except httpx.TransportError as exc:
-            problem = str(exc) or type(exc).__name__
-        if time.monotonic() >= deadline:
-            raise UserError(
-                f"{owner}: nothing answers at {url} ({problem}; waited "
-                f"{timeout_seconds:g} s, `ready_timeout_seconds` sets the wait)"
-            )
-        if not noticed and time.monotonic() - start >= NOTICE_SECONDS:
-            print(f"waiting for {owner} at {url} (up to {timeout_seconds:g} s)", file=sys.stderr, flush=True)
-            noticed = True
-        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    deadline = time.monotonic() + timeout_seconds
+    with WaitNotice(f"{owner} at {url}", f"up to {timeout_seconds:g} s", NOTICE_SECONDS):
+        while True:
+            try:
+                httpx.get(f"{url}/v1/models", timeout=max(0.5, min(5.0, deadline - time.monotonic())))
+                return
+            except httpx.TransportError as exc:
+                problem = str(exc) or type(exc).__name__
+            if time.monotonic() >= deadline:
+                raise UserError(
+                    f"{owner}: nothing answers at {url} ({problem}; waited "
+                    f"{timeout_seconds:g} s, `ready_timeout_seconds` sets the wait)"
+                )
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))

@@ -1,8 +1,9 @@
-"""Where library logs go when promptsearch runs from the command line.
+"""What the terminal shows when promptsearch runs from the command line.
 
 In: the run's working folder. Out: loguru, Optuna and asyncio log to `<workdir>/promptsearch.log`;
 the terminal keeps the progress bar and errors (`quiet_libraries`), or warnings (`warnings_only`, for
-commands that write no log file).
+commands that write no log file); a wait on something outside (a database lock, an endpoint) is never silent
+for more than a few seconds (`WaitNotice`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,38 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
+import time
 from pathlib import Path
+
+
+class WaitNotice:
+    """While the `with` block runs longer than `first_seconds`, say `waiting for <what>` on stderr, then
+    `still waiting …` every `every_seconds` with the time waited, so no wait is silent for longer than that."""
+
+    def __init__(self, what: str, limit: str, first_seconds: float, every_seconds: float = 5.0):
+        self.what = what
+        self.limit = limit
+        self.first_seconds = first_seconds
+        self.every_seconds = every_seconds
+        self._done = threading.Event()
+
+    def __enter__(self) -> WaitNotice:
+        self._start = time.monotonic()
+        self._thread = threading.Thread(target=self._say_waiting, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._done.set()
+
+    def _say_waiting(self) -> None:
+        if self._done.wait(self.first_seconds):
+            return
+        print(f"waiting for {self.what} ({self.limit})", file=sys.stderr, flush=True)
+        while not self._done.wait(self.every_seconds):
+            waited = time.monotonic() - self._start
+            print(f"still waiting for {self.what}: {waited:.0f} s ({self.limit})", file=sys.stderr, flush=True)
 
 
 def quiet_libraries(workdir: Path) -> None:

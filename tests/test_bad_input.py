@@ -404,7 +404,7 @@ def _locked_database(tmp_path: Path, reader: bool = False) -> tuple[str, sqlite3
 
 
 @pytest.mark.parametrize("reader", [False, True], ids=["statement waits", "commit waits"])
-def test_a_locked_database_says_it_is_waiting_within_5_s(
+def test_a_locked_database_is_never_silent_for_5_s(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reader: bool
 ) -> None:
     url, lock = _locked_database(tmp_path, reader)
@@ -424,9 +424,11 @@ def test_a_locked_database_says_it_is_waiting_within_5_s(
         assert create_study(space, url).study_name == "tiny"  # it waited, then went on
     finally:
         release.join()
-    waits = [t - start for t, text in said if "waiting for database" in text]
-    assert waits and waits[0] < 5, said
-    assert time.monotonic() - start >= 7
+    end = time.monotonic()
+    assert end - start >= 7
+    waits = [t for t, text in said if "waiting for database" in text]  # then "still waiting for database …"
+    assert waits and waits[0] - start < 5, said
+    assert all(later - earlier <= 5.5 for earlier, later in zip([start, *waits], [*waits, end])), said
 
 
 def test_a_locked_database_is_reported_on_the_terminal(tmp_path: Path) -> None:

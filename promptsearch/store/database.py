@@ -9,8 +9,6 @@ Passwords never reach a message: `redact` masks them.
 from __future__ import annotations
 
 import sqlite3
-import sys
-import threading
 import warnings
 from functools import cache
 from pathlib import Path
@@ -27,6 +25,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError
 
 from promptsearch.errors import UserError
+from promptsearch.logs import WaitNotice
 from promptsearch.resources import bundled_dir
 
 VERSION_TABLE = "promptsearch_alembic_version"  # Optuna's own migrations use `alembic_version`
@@ -78,36 +77,19 @@ def _engine(url: str) -> Engine:
         raise UserError(f"cannot use database URL {redact(url)}: {exc}") from exc
 
 
-class _LockNotice:
-    """While a statement or COMMIT waits longer than LOCK_NOTICE_SECONDS, say so once on stderr."""
-
-    def __init__(self, database: str):
-        self.database = database
-
-    def __enter__(self) -> None:
-        self.timer = threading.Timer(LOCK_NOTICE_SECONDS, self._say_waiting)
-        self.timer.daemon = True
-        self.timer.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.timer.cancel()
-
-    def _say_waiting(self) -> None:
-        print(
-            f"waiting for database sqlite:///{self.database}: another process holds its lock "
-            f"(giving up after {SQLITE_TIMEOUT_SECONDS} s)",
-            file=sys.stderr,
-            flush=True,
-        )
+def _lock_notice(database: str) -> WaitNotice:
+    """A statement or COMMIT that waits for another process's lock says so on stderr while it waits."""
+    what = f"database sqlite:///{database}: another process holds its lock"
+    return WaitNotice(what, f"giving up after {SQLITE_TIMEOUT_SECONDS} s", LOCK_NOTICE_SECONDS)
 
 
 class _NoticingCursor(sqlite3.Cursor):
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
-        with _LockNotice(self.connection.database):  # type: ignore[attr-defined]
+        with _lock_notice(self.connection.database):  # type: ignore[attr-defined]
             return super().execute(sql, parameters)
 
     def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
-        with _LockNotice(self.connection.database):  # type: ignore[attr-defined]
+        with _lock_notice(self.connection.database):  # type: ignore[attr-defined]
             return super().executemany(sql, parameters)
 
 
@@ -123,7 +105,7 @@ class _NoticingConnection(sqlite3.Connection):
         return super().cursor(factory or _NoticingCursor)
 
     def commit(self) -> None:
-        with _LockNotice(self.database):
+        with _lock_notice(self.database):
             super().commit()
 
 
