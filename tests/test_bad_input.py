@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DATA, REPO, run_cli, write_space
+from conftest import DATA, REPO, run_cli, seeded_recipe, write_space
 
 from promptsearch.corpus import read_corpus
 from promptsearch.endpoint import wait_for_endpoint
@@ -428,7 +428,7 @@ def test_a_locked_database_is_never_silent_for_5_s(
     assert end - start >= 7
     waits = [t for t, text in said if "waiting for database" in text]  # then "still waiting for database …"
     assert waits and waits[0] - start < 5, said
-    assert all(later - earlier <= 5.5 for earlier, later in zip([start, *waits], [*waits, end])), said
+    assert all(later - earlier <= 5.5 for earlier, later in zip([start, *waits], [*waits, end], strict=True)), said
 
 
 def test_a_locked_database_is_reported_on_the_terminal(tmp_path: Path) -> None:
@@ -638,3 +638,33 @@ def test_a_half_created_study_points_to_study_delete(tmp_path: Path) -> None:
     assert "promptsearch study delete tiny" in result.stderr and "KeyError" not in result.stderr
     deleted = run_cli("study", "delete", "tiny", "--yes", "--db", url, cwd=tmp_path)
     assert deleted.returncode == 0, deleted.stderr
+
+
+def test_a_nan_metric_fails_the_trial_in_one_line_and_stores_none_of_its_stage(tmp_path: Path) -> None:
+    """A proxy whose training diverged gives NaN: the trial fails with one line naming the metric and the knob,
+    and neither the metrics table nor the dashboard's user attrs get a NaN (SQLite would refuse it mid-write)."""
+    import optuna
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from promptsearch.trial import Corpora, TrialContext, WorkerResources
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    create_study(write_space(tmp_path / "space.yaml", None), url)
+    store = Store.open(url)
+    trial = optuna.load_study(study_name="tiny", storage=store.optuna_storage()).ask()
+    generator = GeneratorSpec(name="g", backend="embedded", model="embedded")
+    resources = WorkerResources(GeneratorServers(tmp_path), None, [], FileSystemArtifactStore(str(tmp_path)))
+    context = TrialContext(
+        "tiny", trial, seeded_recipe(store, "faq", generator), "faq", Corpora([], [], []), store, resources, tmp_path
+    )
+    context.record("measure", {"number_recall": 0.5})
+    with pytest.raises(UserError) as raised:
+        context.record("proxy", {"knowledge_bpb": 1.7, "heldout_bpb": float("nan")})
+    assert str(raised.value) == (
+        f"trial {trial.number}: proxy gave NaN for heldout_bpb "
+        "(its training diverged: lower the proxy profile's train.learning_rate)"
+    )
+    assert store.trial_metrics("tiny", trial.number) == {"measure.number_recall": 0.5}
+    assert not any(name.startswith("proxy.") for name in trial.user_attrs) and context.metrics == {
+        "measure.number_recall": 0.5
+    }
