@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -38,6 +40,15 @@ def _start(tmp_path: Path, url: str, *flags: str) -> subprocess.CompletedProcess
     return run_cli(
         "study", "start", space, "--executor", "slurm", "--db", url, "--workdir", workdir, *flags, cwd=tmp_path
     )
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_outlives_its_test() -> Iterator[None]:
+    """A failed test leaves its worker jobs running; on a shared PostgreSQL they would join the next test's study
+    (same name, recreated schema) and take its CPUs."""
+    yield
+    if shutil.which("scancel"):
+        subprocess.run(["scancel", "--name", ",".join(f"ps-worker-tiny-{i}" for i in range(3))], check=False)
 
 
 def test_sqlite_is_refused_with_the_reason(tmp_path: Path) -> None:
