@@ -4,7 +4,9 @@ In: an Optuna study (from `study.open_study`) and its `Store`; `study_list` need
 Out: typed rows, numbers left unformatted — `StudyStatus` (a `TrialStatusRow` per trial: template, knobs,
 objective values, distance to the best in noise floors, key metrics, seconds and a note; the token total
 and the time by stage; the full-ablation summary), a `StudyListRow` per study, and `StudyTemplates` (each
-template of the pool with its trials, best value, proposal and place in the lineage). Stage metrics come
+template of the pool with its trials, best value, proposal and place in the lineage), and `SuiteSignal` (per
+benchmark-suite score, its spread over the trials against the proxy's noise floor; `resolve_suite_objective`
+picks `proxy.suite_objective`'s tasks by it at `study create`). Stage metrics come
 from the metrics table (`Store.study_metrics`), trial bookkeeping (`seconds.<stage>`, `template_id`,
 `pruned_reason`) from Optuna's user attrs. The CLI turns these rows into tables.
 """
@@ -269,6 +271,7 @@ def running_stages(study: optuna.Study) -> str:
 # The SNR `study status` lists tasks above when the space sets no `suite_objective.min_snr`: a recipe spread of
 # twice the seed noise, the margin below which the exported cards call differences not meaningful.
 DEFAULT_MIN_SNR = 2.0
+SuiteRowKind = Literal["task", "category", "aggregate"]  # aggregate: macro and micro
 SUITE_PREFIX = "proxy.suite."  # a trial's final suite scores; `proxy.rung<r>.…` holds the lower rungs' and checkpoints'
 
 
@@ -277,7 +280,7 @@ class SuiteSignalRow:
     """One suite score of a study: how much it moves between recipes against how much between training seeds."""
 
     name: str  # a task's requested name (arc_cf:easy), a category (GK), or macro / micro
-    kind: Literal["task", "category", "aggregate"]
+    kind: SuiteRowKind
     category: str | None  # a task's category and a category row's own; None for macro and micro
     metric: str  # prob_norm_token, acc_norm_token, gold_bpb
     signal: float | None  # std of its final value over the study's COMPLETE trials; None below 2 trials
@@ -328,6 +331,7 @@ def suite_signal(study: optuna.Study, store: Store) -> SuiteSignal | None:
         values = [f[key] for f in finals if key in f]
         signal = statistics.stdev(values) if len(values) >= 2 else None
         noise = None if calibration is None else calibration.stds.get(key)
+        kind: SuiteRowKind
         if name in category_of:
             kind, category = "task", category_of[name]
         elif name in CATEGORIES:

@@ -132,6 +132,14 @@ def test_suite_objective_tasks_are_chosen_once_at_create_and_recorded(tmp_path: 
     assert suite_signal(source, store).tasks_at_least(METRIC, 1.5) == TASKS  # type: ignore[union-attr]
     assert suite_objective_selection(optuna.load_study(study_name="picked", storage=url)) == selection
     assert read_status(picked, store).suite_objective == selection
+    _complete(picked, store, _scores(FINALS, 0), TrialState.COMPLETE)
+    printed = run_cli("study", "status", "picked", "--db", url, cwd=tmp_path)
+    assert printed.returncode == 0, printed.stderr
+    out = " ".join(printed.stdout.split())  # Rich wraps lines to the terminal's width
+    assert "suite signal-to-noise (1 complete trials; noise: proxy-suite, 3 seeds)" in out
+    assert "tasks with SNR >= 1.5 on prob_norm_token: none" in out  # one trial: no spread to measure yet
+    expected = "proxy.suite_objective: macro prob_norm_token over arc_cf:easy, piqa_cf (chosen: all, SNR >= 1.5 on"
+    assert expected in out and "study source)" in out
 
     # The objective is the macro over the chosen tasks only: arc (GK) and piqa (RES), openbookqa left out.
     stage = build_stages(study_space(picked), selection.tasks)[-1]
