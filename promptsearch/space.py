@@ -531,6 +531,9 @@ def _file_checks(space: SearchSpace, base: Path, document: YamlDocument) -> list
                     check_task_names(profile.suite.tasks)
                 except UserError as exc:
                     problems.append((loc, f"{path.name}: suite.tasks: {exc}"))
+            if loc != ("proxy",) and space.uses_suite_objective and profile.suite is None:
+                # the rung's checkpoints report the objective to the pruner and to the next rung's promotion
+                problems.append((loc, f"{path.name} scores no suite (no `suite:`), which proxy.suite_objective needs"))
             if loc == ("proxy",):
                 tasks = {t.name for t in profile.lighteval_tasks}
                 for name in space.proxy_weights:

@@ -491,7 +491,8 @@ def _run_processes(name: str, options: RunOptions) -> None:
 
 def objective_noise(study: optuna.Study, store: Store) -> dict[str, float]:
     """The noise floor (std over training seeds) of each proxy objective, from the latest calibration of
-    the study's proxy profile; `proxy.score` combines its parts' stds as if independent."""
+    the study's proxy profile; `proxy.score` combines its parts' stds as if independent, and
+    `proxy.suite_objective` is recomputed on each seed's run over the study's chosen tasks."""
     space = study_space(study)
     calibration = proxy_calibration(space, store)
     if calibration is None:
@@ -499,6 +500,13 @@ def objective_noise(study: optuna.Study, store: Store) -> dict[str, float]:
     stds = {f"proxy.{k}": v for k, v in calibration.stds.items()}
     parts = [(w * calibration.stds[k]) ** 2 for k, w in space.proxy_weights.items() if k in calibration.stds]
     stds["proxy.score"] = sum(parts) ** 0.5
+    if (selection := suite_objective_selection(study)) is not None:
+        # Imported here: the suite's table imports lighteval, which only studies scoring the suite need.
+        from promptsearch.suite import suite_objective
+
+        per_seed = [suite_objective(run, selection.choice.metric, selection.tasks) for run in calibration.runs]
+        if None not in per_seed:  # a calibration made before the profile scored the suite has no suite scores
+            stds["proxy.suite_objective"] = statistics.stdev(v for v in per_seed if v is not None)
     return {o.metric: stds[o.metric] for o in space.objectives if o.metric in stds}
 
 

@@ -12,14 +12,14 @@ import yaml
 from conftest import DATA, run_cli, seeded_recipe, write_space
 from optuna.trial import TrialState, create_trial
 
-from promptsearch.errors import UserError
+from promptsearch.errors import SpaceError, UserError
 from promptsearch.export import export_recipes
 from promptsearch.proxy_profile import load_proxy_profile
 from promptsearch.queries import study_status as read_status
 from promptsearch.queries import suite_signal
 from promptsearch.recipe import GeneratorSpec
 from promptsearch.store import Store
-from promptsearch.study import create_study, record_noise_floor, study_space, suite_objective_selection
+from promptsearch.study import create_study, objective_noise, record_noise_floor, study_space, suite_objective_selection
 from promptsearch.suite import aggregate_tasks
 from promptsearch.trial import ProxyStage, build_stages
 
@@ -132,6 +132,8 @@ def test_suite_objective_tasks_are_chosen_once_at_create_and_recorded(tmp_path: 
     assert suite_signal(source, store).tasks_at_least(METRIC, 1.5) == TASKS  # type: ignore[union-attr]
     assert suite_objective_selection(optuna.load_study(study_name="picked", storage=url)) == selection
     assert read_status(picked, store).suite_objective == selection
+    # its noise floor: the macro over the chosen tasks on each calibration seed, (arc + piqa) / 2 = 0.45, 0.46, 0.47
+    assert objective_noise(picked, store)["proxy.suite_objective"] == pytest.approx(0.01)
     _complete(picked, store, _scores(FINALS, 0), TrialState.COMPLETE)
     printed = run_cli("study", "status", "picked", "--db", url, cwd=tmp_path)
     assert printed.returncode == 0, printed.stderr
@@ -182,6 +184,18 @@ def test_suite_objective_mistakes_are_one_line_errors(tmp_path: Path, profile: P
     assert "'few' has 1 complete trial(s) with suite scores" in create("fewer", {**snr, "snr_study": "few"})
     error = create("strict", {**snr, "min_snr": 50.0})
     assert "suite_objective leaves no task: none of arc_cf:easy, openbookqa_cf, piqa_cf" in error
+    ladder = _space(
+        tmp_path,
+        profile,
+        "ladder",
+        objectives=objective,
+        suite_objective={},
+        proxy_ladder=[str(DATA / "proxy-micro.yaml")],
+    )
+    with pytest.raises(SpaceError) as err:
+        create_study(ladder, url)
+    [message] = err.value.messages
+    assert message.startswith("proxy_ladder[0]: proxy-micro.yaml scores no suite (no `suite:`), which proxy.suite_obj")
     lost = _space(tmp_path, profile, "lost", objectives=objective, suite_objective={**snr, "snr_study": "missing"})
     with pytest.raises(UserError, match="no study named 'missing'"):
         create_study(lost, url)
