@@ -138,6 +138,7 @@ Quality-classifier scores were stored but not optimized: they do not predict tra
 
 
 def _na(number: float | None, digits: int) -> str:
+    """`number` with `digits` decimals, or '-' when there is none."""
     return "-" if number is None else f"{number:.{digits}f}"
 
 
@@ -150,10 +151,10 @@ def _suite_section(signal: dict[str, Any] | None, selection: dict[str, Any] | No
         metric, tasks = selection["choice"]["metric"], ", ".join(selection["tasks"])
         lines.append(f"`proxy.suite_objective`: macro `{metric}` over {tasks}.")
     if signal is not None:
-        seeds = signal["calibration_seeds"]
+        seeds, profile = signal["calibration_seeds"], signal["profile"]
+        noise = f"std over {seeds} training seeds of `{profile}`" if seeds else f"no calibration of `{profile}` yet"
         lines += [
-            f"Signal: std over the study's {signal['trials']} complete trials; noise: std over "
-            f"{'no calibration yet' if seeds is None else f'{seeds} training seeds'} of `{signal['profile']}`.",
+            f"Signal: std over the study's {signal['trials']} complete trials; noise: {noise}.",
             "",
             "| task | category | metric | signal | noise | SNR |",
             "|---|---|---|---|---|---|",
