@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -103,8 +103,8 @@ class StudyStatus:
     source_skipped: dict[str, int]  # reason → source documents the trials skipped (see `source_skipped`)
     suite_signal: SuiteSignal | None  # per suite score, its spread over the trials against the noise floor
     suite_objective: SuiteObjectiveSelection | None  # the tasks `proxy.suite_objective` reads, if an objective
-    snr_metric: str  # the metric and threshold of `snr_tasks`: the space's `suite_objective` (default:
-    snr_threshold: float  # prob_norm_token, DEFAULT_MIN_SNR)
+    snr_metric: str  # the metric of `snr_tasks`: the space's `suite_objective.metric` (default prob_norm_token)
+    snr_threshold: float  # the SNR of `snr_tasks`: the space's `suite_objective.min_snr` (default DEFAULT_MIN_SNR)
     snr_tasks: list[str]  # the tasks whose SNR on `snr_metric` is >= `snr_threshold`
 
     @property
@@ -339,8 +339,8 @@ def suite_signal(study: optuna.Study, store: Store) -> SuiteSignal | None:
         else:
             kind, category = "aggregate", None
         snr = signal / noise if signal is not None and noise else None
-        rows.append(SuiteSignalRow(name, kind, category, metric, signal, noise, snr))  # type: ignore[arg-type]
-    kinds = ("task", "category", "aggregate")
+        rows.append(SuiteSignalRow(name, kind, category, metric, signal, noise, snr))
+    kinds = get_args(SuiteRowKind)
     rows.sort(key=lambda r: (r.metric, kinds.index(r.kind), CATEGORIES.index(r.category) if r.category else 0, r.name))
     return SuiteSignal(
         study=study.study_name,

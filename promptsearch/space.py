@@ -340,6 +340,8 @@ class SearchSpace(StrictModel):
       `proxy.run_proxy`'s training data;
     - `measure`: `trial.MeasureStage` (thresholds become Optuna constraints);
     - `proxy_weights`: `proxy.weighted_score`; `proxy`, `proxy_ladder`: `trial.ProxyStage`;
+    - `suite_objective`: its tasks chosen by `queries.resolve_suite_objective` at `study.create_study`, then
+      scored as `proxy.suite_objective` by `trial.ProxyStage.combined`;
     - `pruner`: `pruning.build_pruner`; `promotion`: `promote.promote`; `proposal`: `propose.ProposalLoop`;
     - `human_review`: `dashboard.queue_for_review`; `budget`: `study.run_worker`'s callbacks;
     - `cluster`: the worker jobs of `cluster.submit_workers` (`study start --executor slurm`).
@@ -428,6 +430,7 @@ class SearchSpace(StrictModel):
 
     @property
     def uses_suite_objective(self) -> bool:
+        """An objective is `proxy.suite_objective` (its tasks are then resolved at `study create`)."""
         return any(o.metric == "proxy.suite_objective" for o in self.objectives)
 
     @model_validator(mode="after")
