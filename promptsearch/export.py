@@ -11,6 +11,7 @@ its environment variable. `diff_recipes` compares two recipe files setting by se
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 from pathlib import Path
@@ -25,9 +26,10 @@ from promptsearch.cost import cost_per_million_tokens
 from promptsearch.dashboard import review_ratings
 from promptsearch.errors import UserError
 from promptsearch.objectives import maximizes, objective_names
+from promptsearch.queries import suite_signal
 from promptsearch.recipe import Recipe, trial_recipe
 from promptsearch.store import Store
-from promptsearch.study import objective_noise
+from promptsearch.study import objective_noise, suite_objective_selection
 
 _VERSIONED = ("promptsearch", "optuna", "datatrove", "transformers", "torch", "sqlalchemy", "vllm", "nanotron")
 
@@ -58,11 +60,17 @@ def recipe_document(study: optuna.Study, store: Store, trial: FrozenTrial) -> di
     recipe = trial_recipe(trial)
     names = objective_names(study)
     metrics = store.trial_metrics(study.study_name, trial.number)
+    signal = suite_signal(study, store)
+    selection = suite_objective_selection(study)
     return {
         "study": study.study_name,
         "trial": trial.number,
         "objectives": {n: v for n, v in zip(names, trial.values or [], strict=True)},
         "noise_floor": objective_noise(study, store),
+        # the tasks `proxy.suite_objective` read, as `study create` chose them
+        "suite_objective": None if selection is None else selection.model_dump(mode="json"),
+        # per suite score: its spread over the study's trials, the noise floor and their ratio (`queries.SuiteSignal`)
+        "suite_signal": None if signal is None else dataclasses.asdict(signal),
         "recipe": recipe.model_dump(mode="json"),
         "metrics": {k: v for k, v in metrics.items() if not k.startswith("ablation.")},
         # full-ablation scores, once `promptsearch ablation ingest` has stored them
@@ -84,6 +92,7 @@ def dataset_card(document: dict[str, Any]) -> str:
     )
     interesting = ("measure.unique_prefix_ratio_10", "measure.number_recall", "measure.format_validity")
     measured = "\n".join(f"- `{k}`: {metrics[k]:.3f}" for k in interesting if k in metrics)
+    suite = _suite_section(document["suite_signal"], document["suite_objective"])
     body = f"""
 # Synthetic pretraining data: `{recipe.template_name}` rephrasings
 
@@ -113,6 +122,7 @@ Source documents rephrased by `{g.model}` ({g.backend}) with the `{recipe.templa
 
 Proxy scores come from a small model trained on the mixture; they rank recipes coarsely and are not
 benchmark results. Differences below about twice the noise floor are not meaningful.
+{suite}
 
 ## Limitations
 Rephrasings can drop or invent facts (see number recall above) and inherit the generator's style.
@@ -125,6 +135,36 @@ Quality-classifier scores were stored but not optimized: they do not predict tra
         tags=["synthetic", "rephrased", "pretraining", "promptsearch"],
     )
     return str(card)
+
+
+def _na(number: float | None, digits: int) -> str:
+    """`number` with `digits` decimals, or '-' when there is none."""
+    return "-" if number is None else f"{number:.{digits}f}"
+
+
+def _suite_section(signal: dict[str, Any] | None, selection: dict[str, Any] | None) -> str:
+    """The card's per-task signal-to-noise table and the tasks of `proxy.suite_objective` ('' without a suite)."""
+    if signal is None and selection is None:
+        return ""
+    lines = ["", "## Benchmark suite: signal and noise"]
+    if selection is not None:
+        metric, tasks = selection["choice"]["metric"], ", ".join(selection["tasks"])
+        lines.append(f"`proxy.suite_objective`: macro `{metric}` over {tasks}.")
+    if signal is not None:
+        seeds, profile = signal["calibration_seeds"], signal["profile"]
+        noise = f"std over {seeds} training seeds of `{profile}`" if seeds else f"no calibration of `{profile}` yet"
+        lines += [
+            f"Signal: std over the study's {signal['trials']} complete trials; noise: {noise}.",
+            "",
+            "| task | category | metric | signal | noise | SNR |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['name']} | {r['category'] or '-'} | {r['metric']} | {_na(r['signal'], 4)} | {_na(r['noise'], 4)} "
+            f"| {_na(r['snr'], 2)} |"
+            for r in signal["rows"]
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def export_recipes(

@@ -18,6 +18,8 @@ from promptsearch.resources import bundled_dir
 
 # What every proxy run scores (`promptsearch.proxy`); `proxy_weights` in a space combine them.
 PROXY_SCORES = ("heldout_bpb", "knowledge_bpb", "knowledge_prob", "knowledge_acc")
+# What the suite's tasks report (`suite._metrics`; the generative tasks have no `acc_norm_token`).
+SuiteMetric = Literal["prob_norm_token", "acc_norm_token", "gold_bpb"]
 
 
 class TokenizerSpec(StrictModel):

@@ -22,7 +22,13 @@ from promptsearch.config import SEED_LIMIT, StrictModel, YamlDocument, http_url_
 from promptsearch.endpoint import ReadyTimeoutSeconds
 from promptsearch.errors import SpaceError, UserError
 from promptsearch.pipelines import SlurmJob
-from promptsearch.proxy_profile import PROXY_SCORES, load_proxy_profile, proxy_profile_path
+from promptsearch.proxy_profile import (
+    PROXY_SCORES,
+    SuiteEvalSpec,
+    SuiteMetric,
+    load_proxy_profile,
+    proxy_profile_path,
+)
 from promptsearch.pruning import PrunerSpec, check_pruner
 from promptsearch.recipe import GeneratorSpec, Recipe, Sampling, SelectionRule, TemplateLike
 from promptsearch.templates import TemplatePoolSpec, load_template_file
@@ -37,6 +43,7 @@ OBJECTIVE_METRICS = {
     "proxy.knowledge_bpb": "bits per byte of the proxy model on the rephrased documents themselves (lower is better)",
     "proxy.knowledge_prob": "prob_norm_token of the gold answer on cloze items from the rephrased documents",
     "proxy.knowledge_acc": "accuracy on cloze items from the rephrased documents",
+    "proxy.suite_objective": "FinePhrase's macro of a suite metric over the tasks `suite_objective` chose",
     "measure.unique_prefix_ratio_10": "unique 10-character openings / outputs (template collapse)",
     "measure.number_recall": "share of the source's numbers that reappear in the output",
     "measure.entity_recall": "share of the source's capitalized entities that reappear in the output",
@@ -293,6 +300,33 @@ class PromotionSpec(StrictModel):
     profile: str = Field("full-21b", description="the ablation profile in proxies/ (or a YAML path)")
 
 
+class SuiteObjectiveSpec(StrictModel):
+    """How the benchmark suite's tasks enter `proxy.suite_objective`: FinePhrase's macro (the mean of the category
+    means) of `metric` over the chosen tasks. `tasks`: `all` (the proxy profile's `suite.tasks`) or some of them;
+    `min_snr` keeps only those whose signal-to-noise ratio, measured on the study `snr_study` (the spread of its
+    complete trials over its proxy's noise floor: `queries.suite_signal`), is at least `min_snr`. Resolved once, at
+    `study create` (`queries.resolve_suite_objective`), and stored with the study."""
+
+    metric: SuiteMetric = "prob_norm_token"
+    tasks: Literal["all"] | list[str] = Field("all", min_length=1)
+    min_snr: float | None = Field(None, gt=0)
+    snr_study: str | None = Field(None, pattern=STUDY_NAME)
+
+    @model_validator(mode="after")
+    def _snr_pair(self) -> SuiteObjectiveSpec:
+        if (self.min_snr is None) != (self.snr_study is None):
+            raise ValueError("min_snr and snr_study go together: the SNR threshold is measured on snr_study")
+        return self
+
+
+class SuiteObjectiveSelection(StrictModel):
+    """What `study create` resolved a space's `suite_objective` to, stored with the study: the objective then reads
+    the same tasks for the whole study."""
+
+    choice: SuiteObjectiveSpec
+    tasks: list[str] = Field(min_length=1)
+
+
 class SearchSpace(StrictModel):
     """One study's search space; see `search_spaces/quickstart.yaml` for an annotated example.
 
@@ -306,6 +340,8 @@ class SearchSpace(StrictModel):
       `proxy.run_proxy`'s training data;
     - `measure`: `trial.MeasureStage` (thresholds become Optuna constraints);
     - `proxy_weights`: `proxy.weighted_score`; `proxy`, `proxy_ladder`: `trial.ProxyStage`;
+    - `suite_objective`: its tasks chosen by `queries.resolve_suite_objective` at `study.create_study`, then
+      scored as `proxy.suite_objective` by `trial.ProxyStage.combined`;
     - `pruner`: `pruning.build_pruner`; `promotion`: `promote.promote`; `proposal`: `propose.ProposalLoop`;
     - `human_review`: `dashboard.queue_for_review`; `budget`: `study.run_worker`'s callbacks;
     - `cluster`: the worker jobs of `cluster.submit_workers` (`study start --executor slurm`).
@@ -332,6 +368,9 @@ class SearchSpace(StrictModel):
         "knowledge_acc, lighteval.<task>.<metric> (a task of the proxy profile)",
     )
     proxy: str | None = Field(None, description="a profile in proxies/ or a YAML path; null leaves it out")
+    suite_objective: SuiteObjectiveSpec | None = Field(
+        None, description="the suite tasks and metric of the objective proxy.suite_objective (needs the proxy's suite)"
+    )
     proxy_ladder: list[str] = Field(
         default_factory=list,
         description="cheaper proxy profiles run before `proxy`, in order; a trial must survive each to go on",
@@ -385,7 +424,14 @@ class SearchSpace(StrictModel):
             raise ValueError("a proxy.* objective needs a proxy profile (proxy: cpu-tiny)")
         if self.proxy is None and self.proxy_ladder:
             raise ValueError("proxy_ladder lists the rungs below `proxy`, which is missing")
+        if self.suite_objective is None and self.uses_suite_objective:
+            raise ValueError("the objective proxy.suite_objective needs a `suite_objective:` block")
         return self
+
+    @property
+    def uses_suite_objective(self) -> bool:
+        """An objective is `proxy.suite_objective` (its tasks are then resolved at `study create`)."""
+        return any(o.metric == "proxy.suite_objective" for o in self.objectives)
 
     @model_validator(mode="after")
     def _pruner_fits_objectives(self) -> SearchSpace:
@@ -488,6 +534,9 @@ def _file_checks(space: SearchSpace, base: Path, document: YamlDocument) -> list
                     check_task_names(profile.suite.tasks)
                 except UserError as exc:
                     problems.append((loc, f"{path.name}: suite.tasks: {exc}"))
+            if loc != ("proxy",) and space.uses_suite_objective and profile.suite is None:
+                # the rung's checkpoints report the objective to the pruner and to the next rung's promotion
+                problems.append((loc, f"{path.name} scores no suite (no `suite:`), which proxy.suite_objective needs"))
             if loc == ("proxy",):
                 tasks = {t.name for t in profile.lighteval_tasks}
                 for name in space.proxy_weights:
@@ -497,7 +546,33 @@ def _file_checks(space: SearchSpace, base: Path, document: YamlDocument) -> list
                         )
                     if name.startswith("suite.") and profile.suite is None:
                         problems.append((("proxy_weights", name), f"{path.name} scores no suite (no `suite:`)"))
+                if space.suite_objective is not None:
+                    problems += _suite_objective_problems(space.suite_objective, profile.suite, path.name)
     return [document.located(loc, msg) for loc, msg in problems]
+
+
+def _suite_objective_problems(
+    choice: SuiteObjectiveSpec, suite: SuiteEvalSpec | None, profile: str
+) -> list[tuple[tuple[Any, ...], str]]:
+    """`suite_objective` against the proxy profile (`profile`, its file name): it needs a suite, and its tasks are
+    the suite's."""
+    if suite is None:
+        return [(("suite_objective",), f"{profile} scores no suite (no `suite:`)")]
+    if choice.tasks == "all":
+        return []
+    from promptsearch.suite import request_names  # imports lighteval, as the profile's suite check above
+
+    known = request_names()
+    return [
+        (
+            ("suite_objective", "tasks", i),
+            f"unknown suite task {task!r} (known: {', '.join(known)})"
+            if task not in known
+            else f"{task!r} is not one of {profile}'s suite.tasks ({', '.join(suite.tasks)})",
+        )
+        for i, task in enumerate(choice.tasks)
+        if task not in suite.tasks
+    ]
 
 
 def load_space(path: str | Path) -> SearchSpace:

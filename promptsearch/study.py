@@ -41,7 +41,7 @@ from promptsearch.proxy_profile import ProxyProfile, load_proxy_profile, proxy_p
 from promptsearch.pruning import build_pruner
 from promptsearch.recipe import trial_recipe
 from promptsearch.rephrase import GeneratorServers
-from promptsearch.space import SearchSpace, load_space, study_name_problem
+from promptsearch.space import SearchSpace, SuiteObjectiveSelection, load_space, study_name_problem
 from promptsearch.store import Store, redact
 from promptsearch.store.database import RETRY_LOST_TRIAL
 from promptsearch.store.models import ProxyCalibrationRow
@@ -49,6 +49,7 @@ from promptsearch.templates import template_pool
 from promptsearch.trial import Corpora, TrialContext, WorkerResources, build_stages, run_trial
 
 SPACE_ATTR = "space"
+SUITE_OBJECTIVE_ATTR = "suite_objective"  # the `SuiteObjectiveSelection` resolved at `study create`
 # Heartbeats, the stale-trial retry callback and metric names are marked experimental in Optuna 5;
 # they are what studies here rely on, so the warnings only add noise.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -113,6 +114,13 @@ def study_space(study: optuna.Study) -> SearchSpace:
     return SearchSpace.model_validate(attrs[SPACE_ATTR])
 
 
+def suite_objective_selection(study: optuna.Study) -> SuiteObjectiveSelection | None:
+    """The suite tasks `proxy.suite_objective` reads in this study, as `study create` resolved them (None when no
+    objective is `proxy.suite_objective`)."""
+    stored = study.user_attrs.get(SUITE_OBJECTIVE_ATTR)
+    return None if stored is None else SuiteObjectiveSelection.model_validate(stored)
+
+
 def trial_mixture(study: optuna.Study, store: Store, number: int | None = None) -> Mixture:
     """A finished trial's proxy mixture (default: the best trial's), rebuilt from its stored outputs: what
     `proxy calibrate --study` trains with several seeds to measure the noise around a real recipe."""
@@ -146,6 +154,12 @@ def create_study(space_file: Path, db_url: str, name: str | None = None) -> optu
     storage = store.optuna_storage()
     if space.name in {s.study_name for s in storage.get_all_studies()}:
         raise UserError(f"study {space.name!r} already exists in {redact(db_url)}; start it or delete it first")
+    selection = None
+    if space.uses_suite_objective:
+        # Imported here: `queries` reads studies through this module.
+        from promptsearch.queries import resolve_suite_objective
+
+        selection = resolve_suite_objective(space, store)
     study = optuna.create_study(
         study_name=space.name,
         storage=storage,
@@ -156,6 +170,8 @@ def create_study(space_file: Path, db_url: str, name: str | None = None) -> optu
     try:
         study.set_metric_names([o.metric for o in space.objectives])
         study.set_user_attr(SPACE_ATTR, space.model_dump(mode="json"))
+        if selection is not None:
+            study.set_user_attr(SUITE_OBJECTIVE_ATTR, selection.model_dump(mode="json"))
         origin = {t.name: "seed" if t.name in space.templates.seeds else "file" for t in pool}
         ids = [store.add_template(t.name, t.family, t.text, t.text_hash, origin[t.name]) for t in pool]
         study.set_user_attr("template_ids", ids)
@@ -229,7 +245,8 @@ class _Objective:
             artifacts=artifact_store(options.workdir),
         )
         self.options = options
-        self.stages = build_stages(self.space)
+        selection = suite_objective_selection(study)
+        self.stages = build_stages(self.space, None if selection is None else selection.tasks)
         source = read_corpus(self.space.source)
         self.corpora = Corpora(
             source=source.documents,
@@ -474,17 +491,30 @@ def _run_processes(name: str, options: RunOptions) -> None:
 
 def objective_noise(study: optuna.Study, store: Store) -> dict[str, float]:
     """The noise floor (std over training seeds) of each proxy objective, from the latest calibration of
-    the study's proxy profile; `proxy.score` combines its parts' stds as if independent."""
+    the study's proxy profile; `proxy.score` combines its parts' stds as if independent, and
+    `proxy.suite_objective` is recomputed on each seed's run over the study's chosen tasks."""
     space = study_space(study)
-    if space.proxy is None:
-        return {}
-    calibration = store.latest_calibration(load_proxy_profile(Path(space.proxy)).name)
+    calibration = proxy_calibration(space, store)
     if calibration is None:
         return {}
     stds = {f"proxy.{k}": v for k, v in calibration.stds.items()}
     parts = [(w * calibration.stds[k]) ** 2 for k, w in space.proxy_weights.items() if k in calibration.stds]
     stds["proxy.score"] = sum(parts) ** 0.5
+    if (selection := suite_objective_selection(study)) is not None:
+        # Imported here: the suite's table imports lighteval, which only studies scoring the suite need.
+        from promptsearch.suite import suite_objective
+
+        per_seed = [suite_objective(run, selection.choice.metric, selection.tasks) for run in calibration.runs]
+        if None not in per_seed:  # a calibration made before the profile scored the suite has no suite scores
+            stds["proxy.suite_objective"] = statistics.stdev(v for v in per_seed if v is not None)
     return {o.metric: stds[o.metric] for o in space.objectives if o.metric in stds}
+
+
+def proxy_calibration(space: SearchSpace, store: Store) -> ProxyCalibrationRow | None:
+    """The latest calibration of the space's proxy profile (`record_noise_floor`); None without a proxy or one."""
+    if space.proxy is None:
+        return None
+    return store.latest_calibration(load_proxy_profile(Path(space.proxy)).name)
 
 
 def calibration_setup(

@@ -460,19 +460,28 @@ def check_task_names(names: Collection[str]) -> None:
         raise UserError(f"unknown suite task(s) {', '.join(unknown)} (known: {', '.join(known)})")
 
 
+def request_categories() -> dict[str, str]:
+    """Requested task name (`request_names()`) → its category (GK, RC, RES, NLU, MATH, TABLE)."""
+    return {task.request_name: task.category for task in SUITE}
+
+
 def suite_scores(results: dict[str, dict[str, float]]) -> dict[str, float]:
     """FinePhrase's aggregation of per-task results (lighteval task name, e.g. `mmlu_redux_cf:anatomy` → metric →
-    value): `suite.<task>.<metric>` per requested task (MMLU's subjects averaged, as lighteval's `_average`),
-    `suite.<category>.<metric>` the mean of its tasks, `suite.macro.<metric>` the mean of the category means and
-    `suite.micro.<metric>` the mean of the tasks. A metric counts only the tasks that report it (the generative
-    tasks have no accuracy)."""
+    value): `suite.<task>.<metric>` per requested task (MMLU's subjects averaged, as lighteval's `_average`), then
+    `aggregate_tasks`'s category, macro and micro scores."""
     by_name = {task.name: task for task in SUITE}
     per_task: dict[str, dict[str, list[float]]] = {}
     for name, metrics in results.items():
         for metric, value in metrics.items():
             per_task.setdefault(by_name[name].request_name, {}).setdefault(metric, []).append(value)
-    tasks = {name: {m: sum(v) / len(v) for m, v in metrics.items()} for name, metrics in per_task.items()}
-    category_of = {task.request_name: task.category for task in SUITE}
+    return aggregate_tasks({name: {m: sum(v) / len(v) for m, v in ms.items()} for name, ms in per_task.items()})
+
+
+def aggregate_tasks(tasks: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Requested task name → metric → value, to `suite.<task>.<metric>` per task, `suite.<category>.<metric>` the
+    mean of its tasks, `suite.macro.<metric>` the mean of the category means and `suite.micro.<metric>` the mean of
+    the tasks. A metric counts only the tasks that report it (the generative tasks have no accuracy)."""
+    category_of = request_categories()
     scores = {f"suite.{name}.{m}": value for name, metrics in tasks.items() for m, value in metrics.items()}
     for metric in sorted({m for metrics in tasks.values() for m in metrics}):
         values = {name: metrics[metric] for name, metrics in tasks.items() if metric in metrics}
@@ -484,6 +493,13 @@ def suite_scores(results: dict[str, dict[str, float]]) -> dict[str, float]:
         scores[f"suite.macro.{metric}"] = sum(means.values()) / len(means)
         scores[f"suite.micro.{metric}"] = sum(values.values()) / len(values)
     return scores
+
+
+def suite_objective(scores: dict[str, float], metric: str, tasks: Collection[str]) -> float | None:
+    """`proxy.suite_objective`: FinePhrase's macro (`aggregate_tasks`) of `metric` over `tasks` only, from a run's
+    `suite.<task>.<metric>` scores; None when none of the tasks reports `metric` (a run without the suite)."""
+    chosen = {task: {metric: scores[key]} for task in tasks if (key := f"suite.{task}.{metric}") in scores}
+    return aggregate_tasks(chosen)[f"suite.macro.{metric}"] if chosen else None
 
 
 def evaluate_suite(checkpoint: Path, spec: SuiteEvalSpec, out_dir: Path, device: str) -> dict[str, float]:

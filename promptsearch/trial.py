@@ -200,9 +200,12 @@ class ProxyStage:
 
     name = "proxy"
 
-    def __init__(self, rungs: list[ProxyProfile], space: SearchSpace):
+    def __init__(self, rungs: list[ProxyProfile], space: SearchSpace, suite_tasks: list[str] | None = None):
         self.rungs = rungs
         self.weights = space.proxy_weights
+        # `proxy.suite_objective`'s metric and the tasks `study create` resolved for it
+        choice = space.suite_objective
+        self.suite_objective = None if suite_tasks is None or choice is None else (choice.metric, suite_tasks)
         self.objectives = space.objectives
         self.wilcoxon = wilcoxon_pairing(space.pruner, space.objectives[0])
         self.last_step = sum(profile.eval_checkpoints for profile in rungs)
@@ -245,12 +248,12 @@ class ProxyStage:
         if (previous := ctx.store.proxy_run(key)) is not None:
             # Training is deterministic given its inputs: an identical mixture reuses the earlier run,
             # which reports its final scores at the rung's last checkpoint only.
-            scores = {**previous.scores, "score": weighted_score(previous.scores, self.weights)}
+            scores = self.combined(previous.scores)
             self._report(ctx, first_step + profile.eval_checkpoints, scores, None)
             return scores, previous.train_tokens, 1
 
         def on_checkpoint(checkpoint: EvalCheckpoint) -> None:
-            scores = {**checkpoint.scores, "score": weighted_score(checkpoint.scores, self.weights)}
+            scores = self.combined(checkpoint.scores)
             recorded = scores | {"train_tokens": checkpoint.train_tokens}
             ctx.record("proxy", {f"rung{rung}.ck{checkpoint.index}.{k}": v for k, v in recorded.items()})
             self._report(ctx, first_step + checkpoint.index, scores, checkpoint)
@@ -283,7 +286,19 @@ class ProxyStage:
         curve = ctx.workdir / f"proxy_curve_rung{rung}.png"
         title = f"trial {ctx.trial.number}: proxy {profile.name}"
         save_proxy_curve(ctx.trial, ctx.resources.artifacts, curve, title, result)
-        return {**result.scores, "score": weighted_score(result.scores, self.weights)}, result.train_tokens, 0
+        return self.combined(result.scores), result.train_tokens, 0
+
+    def combined(self, scores: dict[str, float]) -> dict[str, float]:
+        """A run's scores with those made of them: `score` (`proxy_weights`) and, in a study whose objective is
+        `proxy.suite_objective`, `suite_objective` (when the run scored the suite: a rung below may not)."""
+        out = {**scores, "score": weighted_score(scores, self.weights)}
+        if self.suite_objective is not None:
+            from promptsearch.suite import suite_objective  # imports lighteval; the run that scored the suite did
+
+            metric, tasks = self.suite_objective
+            if (value := suite_objective(scores, metric, tasks)) is not None:
+                out["suite_objective"] = value
+        return out
 
     def _report(
         self, ctx: TrialContext, step: int, scores: dict[str, float], checkpoint: EvalCheckpoint | None
@@ -317,10 +332,11 @@ class ProxyStage:
             raise optuna.TrialPruned(reason)
 
 
-def build_stages(space: SearchSpace) -> list[Stage]:
+def build_stages(space: SearchSpace, suite_tasks: list[str] | None = None) -> list[Stage]:
+    """The stages a trial runs; `suite_tasks`: the tasks of `proxy.suite_objective` resolved at `study create`."""
     stages: list[Stage] = [RephraseStage(), MeasureStage(space.measure.prune)]
     if rungs := space.proxy_profiles():
-        stages.append(ProxyStage([load_proxy_profile(Path(p)) for p in rungs], space))
+        stages.append(ProxyStage([load_proxy_profile(Path(p)) for p in rungs], space, suite_tasks))
     return stages
 
 

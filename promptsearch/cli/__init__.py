@@ -33,6 +33,7 @@ from promptsearch.cli.common import (
     err_console,
     fmt,
     table,
+    value,
     values,
 )
 from promptsearch.cli.datasets import generate, metrics
@@ -315,9 +316,30 @@ def study_status(study: str, db: DbOption = DEFAULT_URL) -> None:
         console.print(f"noise floor (std over training seeds): {floor}")
     elif status.needs_calibration:
         console.print(f"no noise floor yet: run `promptsearch proxy calibrate --study {study}`")
+    _print_suite_signal(status)
     _print_ablations(status)
     for line in describe_workers(store, study, loaded):  # workers on Slurm (study start --executor slurm)
         console.print(line, highlight=False)
+
+
+def _print_suite_signal(status: StudyStatus) -> None:
+    """Per suite score, its spread over the trials against the noise floor; the tasks above the SNR threshold and
+    the tasks `proxy.suite_objective` reads."""
+    if (signal := status.suite_signal) is not None:
+        rows = [(r.name, fmt(r.category), r.metric, value(r.signal), value(r.noise), fmt(r.snr)) for r in signal.rows]
+        seeds = "no calibration" if signal.calibration_seeds is None else f"{signal.calibration_seeds} seeds"
+        title = f"suite signal-to-noise ({signal.trials} complete trials; noise: {signal.profile}, {seeds})"
+        table(("task", "category", "metric", "signal (std)", "noise (std)", "SNR"), rows, title=title)
+        above = ", ".join(status.snr_tasks) or "none"
+        console.print(f"tasks with SNR >= {status.snr_threshold:g} on {status.snr_metric}: {above}", highlight=False)
+    if (selection := status.suite_objective) is not None:
+        choice = selection.choice
+        snr = "" if choice.snr_study is None else f", SNR >= {choice.min_snr:g} on study {choice.snr_study}"
+        console.print(
+            f"proxy.suite_objective: macro {choice.metric} over {', '.join(selection.tasks)} "
+            f"(chosen: {choice.tasks if choice.tasks == 'all' else ', '.join(choice.tasks)}{snr})",
+            highlight=False,
+        )
 
 
 def _print_ablations(status: StudyStatus) -> None:
