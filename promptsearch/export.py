@@ -26,10 +26,9 @@ from promptsearch.cost import cost_per_million_tokens
 from promptsearch.dashboard import review_ratings
 from promptsearch.errors import UserError
 from promptsearch.objectives import maximizes, objective_names
-from promptsearch.queries import suite_signal
 from promptsearch.recipe import Recipe, trial_recipe
 from promptsearch.store import Store
-from promptsearch.study import objective_noise, suite_objective_selection
+from promptsearch.study import objective_noise, suite_objective_selection, suite_signal
 
 _VERSIONED = ("promptsearch", "optuna", "datatrove", "transformers", "torch", "sqlalchemy", "vllm", "nanotron")
 
@@ -69,7 +68,7 @@ def recipe_document(study: optuna.Study, store: Store, trial: FrozenTrial) -> di
         "noise_floor": objective_noise(study, store),
         # the tasks `proxy.suite_objective` read, as `study create` chose them
         "suite_objective": None if selection is None else selection.model_dump(mode="json"),
-        # per suite score: its spread over the study's trials, the noise floor and their ratio (`queries.SuiteSignal`)
+        # per suite score: its spread over the study's trials, the noise floor and their ratio (`study.SuiteSignal`)
         "suite_signal": None if signal is None else dataclasses.asdict(signal),
         "recipe": recipe.model_dump(mode="json"),
         "metrics": {k: v for k, v in metrics.items() if not k.startswith("ablation.")},

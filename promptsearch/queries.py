@@ -4,7 +4,7 @@ In: an Optuna study (from `study.open_study`) and its `Store`; `study_list` need
 Out: typed rows, numbers left unformatted — `StudyStatus` (a `TrialStatusRow` per trial: template, knobs,
 objective values, distance to the best in noise floors, key metrics, seconds and a note; the token total
 and the time by stage; the full-ablation summary), a `StudyListRow` per study, and `StudyTemplates` (each
-template of the pool with its trials, best value, proposal and place in the lineage), and `SuiteSignal` (per
+template of the pool with its trials, best value, proposal and place in the lineage), and `study.SuiteSignal` (per
 benchmark-suite score, its spread over the trials against the proxy's noise floor; `resolve_suite_objective`
 picks `proxy.suite_objective`'s tasks by it at `study create`). Stage metrics come
 from the metrics table (`Store.study_metrics`), trial bookkeeping (`seconds.<stage>`, `template_id`,
@@ -14,29 +14,26 @@ from the metrics table (`Store.study_metrics`), trial bookkeeping (`seconds.<sta
 from __future__ import annotations
 
 import datetime as dt
-import statistics
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from promptsearch.dashboard import review_study_name
-from promptsearch.errors import UserError
 from promptsearch.objectives import best_value, objective_names
-from promptsearch.proxy_profile import load_proxy_profile
-from promptsearch.space import SearchSpace, SuiteObjectiveSelection
+from promptsearch.space import SuiteObjectiveSelection
 from promptsearch.store import Store
 from promptsearch.store.models import ProposalRow, TemplateRow
 from promptsearch.study import (
+    DEFAULT_MIN_SNR,
+    SuiteSignal,
     objective_noise,
-    open_study,
-    proxy_calibration,
     study_space,
     suite_objective_selection,
+    suite_signal,
 )
 
 # ------------------------------------------------------------------------------------------ status
@@ -264,124 +261,6 @@ def running_stages(study: optuna.Study) -> str:
     """What the running trials are doing, e.g. `#3 rephrase, #4 proxy` (or `idle`)."""
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     return ", ".join(f"#{t.number} {t.user_attrs.get('stage', 'starting')}" for t in running) or "idle"
-
-
-# ------------------------------------------------------------------------------------ suite signal
-
-# The SNR `study status` lists tasks above when the space sets no `suite_objective.min_snr`: a recipe spread of
-# twice the seed noise, the margin below which the exported cards call differences not meaningful.
-DEFAULT_MIN_SNR = 2.0
-SuiteRowKind = Literal["task", "category", "aggregate"]  # aggregate: macro and micro
-SUITE_PREFIX = "proxy.suite."  # a trial's final suite scores; `proxy.rung<r>.…` holds the lower rungs' and checkpoints'
-
-
-@dataclass(frozen=True)
-class SuiteSignalRow:
-    """One suite score of a study: how much it moves between recipes against how much between training seeds."""
-
-    name: str  # a task's requested name (arc_cf:easy), a category (GK), or macro / micro
-    kind: SuiteRowKind
-    category: str | None  # a task's category and a category row's own; None for macro and micro
-    metric: str  # prob_norm_token, acc_norm_token, gold_bpb
-    signal: float | None  # std of its final value over the study's COMPLETE trials; None below 2 trials
-    noise: float | None  # its std over training seeds, from the latest calibration of the study's proxy profile
-    snr: float | None  # signal / noise; None without either (or with a zero noise)
-
-
-@dataclass(frozen=True)
-class SuiteSignal:
-    study: str
-    profile: str  # the proxy profile whose calibration gives the noise
-    trials: int  # COMPLETE trials with suite scores (the signal's sample)
-    calibration_seeds: int | None  # seeds of that calibration; None: the profile has none yet
-    rows: list[SuiteSignalRow]  # per metric: the tasks by category, then the categories, macro and micro
-
-    def tasks_at_least(self, metric: str, min_snr: float) -> list[str]:
-        """The tasks (not categories, macro or micro) whose SNR on `metric` is at least `min_snr`."""
-        return [
-            r.name
-            for r in self.rows
-            if r.kind == "task" and r.metric == metric and r.snr is not None and r.snr >= min_snr
-        ]
-
-
-def suite_signal(study: optuna.Study, store: Store) -> SuiteSignal | None:
-    """Per suite score (task, category, macro, micro; each metric) of the study: signal = the std of its final value
-    over the COMPLETE trials, noise = its std in the latest calibration of the study's proxy profile, and their
-    ratio. None when no complete trial has suite scores."""
-    complete = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-    finals = [
-        {k.removeprefix("proxy."): v for k, v in metrics.items() if k.startswith(SUITE_PREFIX)}
-        for number, metrics in store.study_metrics(study.study_name).items()
-        if number in complete
-    ]
-    finals = [f for f in finals if f]
-    if not finals:
-        return None
-    # Imported only now: the suite's table imports lighteval, which a study without suite scores never needs.
-    from promptsearch.suite import CATEGORIES, request_categories
-
-    category_of = request_categories()
-    space = study_space(study)
-    assert space.proxy is not None  # suite scores come from a proxy profile
-    calibration = proxy_calibration(space, store)
-    rows = []
-    for key in {k for f in finals for k in f}:
-        _, name, metric = key.split(".")  # suite.<name>.<metric>: task names hold ':' and '_', never '.'
-        values = [f[key] for f in finals if key in f]
-        signal = statistics.stdev(values) if len(values) >= 2 else None
-        noise = None if calibration is None else calibration.stds.get(key)
-        kind: SuiteRowKind
-        if name in category_of:
-            kind, category = "task", category_of[name]
-        elif name in CATEGORIES:
-            kind, category = "category", name
-        else:
-            kind, category = "aggregate", None
-        snr = signal / noise if signal is not None and noise else None
-        rows.append(SuiteSignalRow(name, kind, category, metric, signal, noise, snr))
-    kinds = get_args(SuiteRowKind)
-    rows.sort(key=lambda r: (r.metric, kinds.index(r.kind), CATEGORIES.index(r.category) if r.category else 0, r.name))
-    return SuiteSignal(
-        study=study.study_name,
-        profile=load_proxy_profile(Path(space.proxy)).name,
-        trials=len(finals),
-        calibration_seeds=None if calibration is None else calibration.seeds,
-        rows=rows,
-    )
-
-
-def resolve_suite_objective(space: SearchSpace, store: Store) -> SuiteObjectiveSelection:
-    """The tasks `proxy.suite_objective` will read for a new study of `space`: its `suite_objective.tasks` (`all`:
-    the proxy profile's `suite.tasks`), kept, with `min_snr`, where their SNR on `snr_study` (`suite_signal`) is
-    at least `min_snr`. Raises `UserError` when `snr_study` cannot measure SNR or no task is left."""
-    choice = space.suite_objective
-    assert choice is not None and space.proxy is not None  # the space's validators: the objective needs both
-    suite = load_proxy_profile(Path(space.proxy)).suite
-    assert suite is not None  # `load_space` checked that the profile scores the suite
-    tasks = suite.tasks if choice.tasks == "all" else choice.tasks
-    if choice.snr_study is not None and choice.min_snr is not None:
-        source, _ = open_study(choice.snr_study, store.url)
-        signal = suite_signal(source, store)
-        if signal is None or signal.trials < 2:
-            trials = 0 if signal is None else signal.trials
-            raise UserError(
-                f"suite_objective.snr_study {choice.snr_study!r} has {trials} complete trial(s) with suite scores; "
-                "its SNR needs at least 2"
-            )
-        if signal.calibration_seeds is None:
-            raise UserError(
-                f"suite_objective.snr_study {choice.snr_study!r} has no calibration of its proxy profile "
-                f"{signal.profile}: run `promptsearch proxy calibrate --study {choice.snr_study}` first"
-            )
-        above = signal.tasks_at_least(choice.metric, choice.min_snr)
-        if not (kept := [t for t in tasks if t in above]):
-            raise UserError(
-                f"suite_objective leaves no task: none of {', '.join(tasks)} has an SNR on {choice.metric} of at "
-                f"least {choice.min_snr} in study {choice.snr_study!r}"
-            )
-        tasks = kept
-    return SuiteObjectiveSelection(choice=choice, tasks=list(tasks))
 
 
 # -------------------------------------------------------------------------------------------- list

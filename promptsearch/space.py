@@ -31,6 +31,7 @@ from promptsearch.proxy_profile import (
 )
 from promptsearch.pruning import PrunerSpec, check_pruner
 from promptsearch.recipe import GeneratorSpec, Recipe, Sampling, SelectionRule, TemplateLike
+from promptsearch.suite import check_task_names, request_names
 from promptsearch.templates import TemplatePoolSpec, load_template_file
 
 if TYPE_CHECKING:
@@ -304,8 +305,8 @@ class SuiteObjectiveSpec(StrictModel):
     """How the benchmark suite's tasks enter `proxy.suite_objective`: FinePhrase's macro (the mean of the category
     means) of `metric` over the chosen tasks. `tasks`: `all` (the proxy profile's `suite.tasks`) or some of them;
     `min_snr` keeps only those whose signal-to-noise ratio, measured on the study `snr_study` (the spread of its
-    complete trials over its proxy's noise floor: `queries.suite_signal`), is at least `min_snr`. Resolved once, at
-    `study create` (`queries.resolve_suite_objective`), and stored with the study."""
+    complete trials over its proxy's noise floor: `study.suite_signal`), is at least `min_snr`. Resolved once, at
+    `study create` (`study.resolve_suite_objective`), and stored with the study."""
 
     metric: SuiteMetric = "prob_norm_token"
     tasks: Literal["all"] | list[str] = Field("all", min_length=1)
@@ -340,7 +341,7 @@ class SearchSpace(StrictModel):
       `proxy.run_proxy`'s training data;
     - `measure`: `trial.MeasureStage` (thresholds become Optuna constraints);
     - `proxy_weights`: `proxy.weighted_score`; `proxy`, `proxy_ladder`: `trial.ProxyStage`;
-    - `suite_objective`: its tasks chosen by `queries.resolve_suite_objective` at `study.create_study`, then
+    - `suite_objective`: its tasks chosen by `study.resolve_suite_objective` at `study.create_study`, then
       scored as `proxy.suite_objective` by `trial.ProxyStage.combined`;
     - `pruner`: `pruning.build_pruner`; `promotion`: `promote.promote`; `proposal`: `propose.ProposalLoop`;
     - `human_review`: `dashboard.queue_for_review`; `budget`: `study.run_worker`'s callbacks;
@@ -527,9 +528,6 @@ def _file_checks(space: SearchSpace, base: Path, document: YamlDocument) -> list
                 problems.extend((loc, f"{path.name}: {m}") for m in exc.messages)
                 continue
             if profile.suite is not None:
-                # Only here: the suite's table imports lighteval, which every other command can do without.
-                from promptsearch.suite import check_task_names
-
                 try:
                     check_task_names(profile.suite.tasks)
                 except UserError as exc:
@@ -560,8 +558,6 @@ def _suite_objective_problems(
         return [(("suite_objective",), f"{profile} scores no suite (no `suite:`)")]
     if choice.tasks == "all":
         return []
-    from promptsearch.suite import request_names  # imports lighteval, as the profile's suite check above
-
     known = request_names()
     return [
         (

@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
@@ -45,6 +46,7 @@ from promptsearch.space import SearchSpace, SuiteObjectiveSelection, load_space,
 from promptsearch.store import Store, redact
 from promptsearch.store.database import RETRY_LOST_TRIAL
 from promptsearch.store.models import ProxyCalibrationRow
+from promptsearch.suite import CATEGORIES, request_categories, suite_objective
 from promptsearch.templates import template_pool
 from promptsearch.trial import Corpora, TrialContext, WorkerResources, build_stages, run_trial
 
@@ -156,9 +158,6 @@ def create_study(space_file: Path, db_url: str, name: str | None = None) -> optu
         raise UserError(f"study {space.name!r} already exists in {redact(db_url)}; start it or delete it first")
     selection = None
     if space.uses_suite_objective:
-        # Imported here: `queries` reads studies through this module.
-        from promptsearch.queries import resolve_suite_objective
-
         selection = resolve_suite_objective(space, store)
     study = optuna.create_study(
         study_name=space.name,
@@ -501,9 +500,6 @@ def objective_noise(study: optuna.Study, store: Store) -> dict[str, float]:
     parts = [(w * calibration.stds[k]) ** 2 for k, w in space.proxy_weights.items() if k in calibration.stds]
     stds["proxy.score"] = sum(parts) ** 0.5
     if (selection := suite_objective_selection(study)) is not None:
-        # Imported here: the suite's table imports lighteval, which only studies scoring the suite need.
-        from promptsearch.suite import suite_objective
-
         per_seed = [suite_objective(run, selection.choice.metric, selection.tasks) for run in calibration.runs]
         if None not in per_seed:  # a calibration made before the profile scored the suite has no suite scores
             stds["proxy.suite_objective"] = statistics.stdev(v for v in per_seed if v is not None)
@@ -566,3 +562,118 @@ def delete_study(name: str, db_url: str) -> None:
 def open_study(name: str, db_url: str) -> tuple[optuna.Study, Store]:
     store = Store.open(db_url, create_if_empty=False)
     return _load(store, name), store
+
+
+# ------------------------------------------------------------------------------------ suite signal
+
+# The SNR `study status` lists tasks above when the space sets no `suite_objective.min_snr`: a recipe spread of
+# twice the seed noise, the margin below which the exported cards call differences not meaningful.
+DEFAULT_MIN_SNR = 2.0
+SuiteRowKind = Literal["task", "category", "aggregate"]  # aggregate: macro and micro
+SUITE_PREFIX = "proxy.suite."  # a trial's final suite scores; `proxy.rung<r>.…` holds the lower rungs' and checkpoints'
+
+
+@dataclass(frozen=True)
+class SuiteSignalRow:
+    """One suite score of a study: how much it moves between recipes against how much between training seeds."""
+
+    name: str  # a task's requested name (arc_cf:easy), a category (GK), or macro / micro
+    kind: SuiteRowKind
+    category: str | None  # a task's category and a category row's own; None for macro and micro
+    metric: str  # prob_norm_token, acc_norm_token, gold_bpb
+    signal: float | None  # std of its final value over the study's COMPLETE trials; None below 2 trials
+    noise: float | None  # its std over training seeds, from the latest calibration of the study's proxy profile
+    snr: float | None  # signal / noise; None without either (or with a zero noise)
+
+
+@dataclass(frozen=True)
+class SuiteSignal:
+    study: str
+    profile: str  # the proxy profile whose calibration gives the noise
+    trials: int  # COMPLETE trials with suite scores (the signal's sample)
+    calibration_seeds: int | None  # seeds of that calibration; None: the profile has none yet
+    rows: list[SuiteSignalRow]  # per metric: the tasks by category, then the categories, macro and micro
+
+    def tasks_at_least(self, metric: str, min_snr: float) -> list[str]:
+        """The tasks (not categories, macro or micro) whose SNR on `metric` is at least `min_snr`."""
+        return [
+            r.name
+            for r in self.rows
+            if r.kind == "task" and r.metric == metric and r.snr is not None and r.snr >= min_snr
+        ]
+
+
+def suite_signal(study: optuna.Study, store: Store) -> SuiteSignal | None:
+    """Per suite score (task, category, macro, micro; each metric) of the study: signal = the std of its final value
+    over the COMPLETE trials, noise = its std in the latest calibration of the study's proxy profile, and their
+    ratio. None when no complete trial has suite scores."""
+    complete = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    finals = [
+        {k.removeprefix("proxy."): v for k, v in metrics.items() if k.startswith(SUITE_PREFIX)}
+        for number, metrics in store.study_metrics(study.study_name).items()
+        if number in complete
+    ]
+    finals = [f for f in finals if f]
+    if not finals:
+        return None
+    category_of = request_categories()
+    space = study_space(study)
+    assert space.proxy is not None  # suite scores come from a proxy profile
+    calibration = proxy_calibration(space, store)
+    rows = []
+    for key in {k for f in finals for k in f}:
+        _, name, metric = key.split(".")  # suite.<name>.<metric>: task names hold ':' and '_', never '.'
+        values = [f[key] for f in finals if key in f]
+        signal = statistics.stdev(values) if len(values) >= 2 else None
+        noise = None if calibration is None else calibration.stds.get(key)
+        kind: SuiteRowKind
+        if name in category_of:
+            kind, category = "task", category_of[name]
+        elif name in CATEGORIES:
+            kind, category = "category", name
+        else:
+            kind, category = "aggregate", None
+        snr = signal / noise if signal is not None and noise else None
+        rows.append(SuiteSignalRow(name, kind, category, metric, signal, noise, snr))
+    kinds = get_args(SuiteRowKind)
+    rows.sort(key=lambda r: (r.metric, kinds.index(r.kind), CATEGORIES.index(r.category) if r.category else 0, r.name))
+    return SuiteSignal(
+        study=study.study_name,
+        profile=load_proxy_profile(Path(space.proxy)).name,
+        trials=len(finals),
+        calibration_seeds=None if calibration is None else calibration.seeds,
+        rows=rows,
+    )
+
+
+def resolve_suite_objective(space: SearchSpace, store: Store) -> SuiteObjectiveSelection:
+    """The tasks `proxy.suite_objective` will read for a new study of `space`: its `suite_objective.tasks` (`all`:
+    the proxy profile's `suite.tasks`), kept, with `min_snr`, where their SNR on `snr_study` (`suite_signal`) is
+    at least `min_snr`. Raises `UserError` when `snr_study` cannot measure SNR or no task is left."""
+    choice = space.suite_objective
+    assert choice is not None and space.proxy is not None  # the space's validators: the objective needs both
+    suite = load_proxy_profile(Path(space.proxy)).suite
+    assert suite is not None  # `load_space` checked that the profile scores the suite
+    tasks = suite.tasks if choice.tasks == "all" else choice.tasks
+    if choice.snr_study is not None and choice.min_snr is not None:
+        source, _ = open_study(choice.snr_study, store.url)
+        signal = suite_signal(source, store)
+        if signal is None or signal.trials < 2:
+            trials = 0 if signal is None else signal.trials
+            raise UserError(
+                f"suite_objective.snr_study {choice.snr_study!r} has {trials} complete trial(s) with suite scores; "
+                "its SNR needs at least 2"
+            )
+        if signal.calibration_seeds is None:
+            raise UserError(
+                f"suite_objective.snr_study {choice.snr_study!r} has no calibration of its proxy profile "
+                f"{signal.profile}: run `promptsearch proxy calibrate --study {choice.snr_study}` first"
+            )
+        above = signal.tasks_at_least(choice.metric, choice.min_snr)
+        if not (kept := [t for t in tasks if t in above]):
+            raise UserError(
+                f"suite_objective leaves no task: none of {', '.join(tasks)} has an SNR on {choice.metric} of at "
+                f"least {choice.min_snr} in study {choice.snr_study!r}"
+            )
+        tasks = kept
+    return SuiteObjectiveSelection(choice=choice, tasks=list(tasks))

