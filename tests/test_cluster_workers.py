@@ -110,8 +110,8 @@ def test_three_workers_on_slurm_run_the_study_once(
 
 
 @pytest.mark.postgres
-def test_study_stop_cancels_the_workers(tmp_path: Path, pg_url: str, slurm: str) -> None:
-    _space(tmp_path, None, 50)
+def test_study_stop_cancels_the_workers(tmp_path: Path, pg_url: str, slurm: str, embedded_server: VllmServer) -> None:
+    _space(tmp_path, embedded_server, 50)  # the shared server: no worker spends a minute starting its own
     submitted = _start(tmp_path, pg_url, "--workers", "2", "--time", "00:10:00")
     assert submitted.returncode == 0, submitted.stderr
     ids = [w.job_id for w in Store.open(pg_url).study_workers("tiny")]
@@ -134,14 +134,14 @@ def test_study_stop_cancels_the_workers(tmp_path: Path, pg_url: str, slurm: str)
 def test_scancelled_worker_loses_nothing(tmp_path: Path, pg_url: str, slurm: str, embedded_server: VllmServer) -> None:
     """scancel one of two workers while both run a trial: its SIGTERM fails that trial at once and queues its re-run
     (the grace period of 10 minutes is never waited for), which the other worker runs with the same template and
-    params; the study still ends with its 6 trials COMPLETE."""
-    # Trials long enough (8 documents x up to 300 new tokens: ~15 s on vLLM) for both workers to be seen mid-trial;
+    params; the study still ends with its 4 trials COMPLETE."""
+    # Trials long enough (6 documents x up to 200 new tokens: ~10 s on vLLM) for both workers to be seen mid-trial;
     # at 12 tokens on 2 documents a trial takes ~3 s and the study can end before the test sees them both busy.
     long_trials = {
-        "source": {"format": "embedded", "path": "lee_background", "limit": 8, "max_chars": 600},
-        "sampling": {"temperature": {"low": 0.6, "high": 1.0}, "max_new_tokens": [300]},
+        "source": {"format": "embedded", "path": "lee_background", "limit": 6, "max_chars": 600},
+        "sampling": {"temperature": {"low": 0.6, "high": 1.0}, "max_new_tokens": [200]},
     }
-    _space(tmp_path, embedded_server, 6, **long_trials)
+    _space(tmp_path, embedded_server, 4, **long_trials)
     beat = ("--heartbeat-seconds", "1", "--grace-seconds", "600")
     submitted = _start(tmp_path, pg_url, "--workers", "2", "--mem-per-cpu-gb", "2", "--time", "00:20:00", *beat)
     assert submitted.returncode == 0, submitted.stderr
@@ -193,8 +193,8 @@ def test_scancelled_worker_loses_nothing(tmp_path: Path, pg_url: str, slurm: str
     assert reruns[0].params == failed[0].params
     assert reruns[0].user_attrs["template_id"] == failed[0].user_attrs["template_id"]
     assert reruns[0].user_attrs["slurm_job_id"] == workers[1].job_id
-    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 6
-    assert len(trials) == 7  # the 6 of the budget, plus the one that failed with its worker
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 4
+    assert len(trials) == 5  # the 4 of the budget, plus the one that failed with its worker
 
 
 @pytest.mark.postgres
