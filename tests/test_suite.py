@@ -8,7 +8,7 @@ import pytest
 
 from promptsearch import suite
 from promptsearch.errors import UserError
-from promptsearch.lighteval_tasks import keep_every_choice_row
+from promptsearch.lighteval_tasks import fit_continuations, keep_every_choice_row
 
 OFFLINE = [
     "arc_cf:easy",
@@ -137,3 +137,23 @@ def test_suite_scores_aggregate_as_finephrase() -> None:
     assert "suite.gsm8k_cf.acc_norm_token" not in scores and "suite.MATH.acc_norm_token" not in scores
     with pytest.raises(UserError, match=r"^unknown suite task\(s\) arc:easy \(known: arc_cf:easy, mmlu_redux_cf,"):
         suite.check_task_names(["arc_cf:easy", "arc:easy"])
+
+
+def test_a_gold_answer_longer_than_the_model_keeps_its_first_tokens() -> None:
+    """lighteval 0.13 slices a continuation's logits from a negative index when it has `max_length` tokens or more
+    (a crash, or the wrong positions scored): `fit_continuations` keeps its first `max_length - 1` tokens, so one
+    context token is left to predict them; shorter answers are untouched."""
+    from types import SimpleNamespace
+
+    from lighteval.models.transformers.transformers_model import TransformersModel
+
+    fit_continuations()
+    model = SimpleNamespace(
+        max_length=4,
+        add_special_tokens=False,
+        tokenizer=SimpleNamespace(eos_token_id=None),
+        tok_encode=lambda text, add_special_tokens=False: [ord(c) for c in text],  # one token per character
+    )
+    contexts, continuations = TransformersModel.tok_encode_pair(model, "Q:", [" abcdef", " x"], pairwise=True)
+    assert contexts == [[ord("Q"), ord(":")]] * 2
+    assert continuations == [[ord(c) for c in " ab"], [ord(c) for c in " x"]]
