@@ -72,7 +72,7 @@ def test_a_task_without_offline_data_fails_with_one_line(offline: None) -> None:
     from lighteval.tasks.lighteval_task import LightevalTask
 
     task = next(t for t in suite.SUITE if t.name == "treb_qa")
-    with pytest.raises(suite.SuiteTaskUnavailable) as failure:
+    with pytest.raises(suite.SuiteTaskUnavailableError) as failure:
         LightevalTask(suite.task_config(task, offline=True)).eval_docs()
     assert str(failure.value) == (
         "treb_qa: cannot be evaluated offline: no offline copy of lighteval/treb_table_retrieval "
