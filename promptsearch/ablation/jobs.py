@@ -93,8 +93,13 @@ def evaluate(bundle: Bundle) -> Path:
     step = (bundle.checkpoints / "latest.txt").read_text().strip()
     checkpoint = bundle.checkpoints / step / "hf_model"
     settings = bundle.profile.evaluation
+    import torch
+
     # A CPU Slurm node (CI's) has no internet, and the Hub probe would cost seconds to find out
     os.environ.setdefault("PROMPTSEARCH_SUITE_SOURCE", "offline")
+    # torch starts a thread per core, which contend with the node's other jobs: scoring the suite took 31 s
+    # instead of 5 s on 2 busy cores. Use the CPUs Slurm gave the job.
+    torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))
     spec = SuiteEvalSpec(
         tasks=[task.name for task in settings.tasks],
         num_fewshot=settings.num_fewshot,
