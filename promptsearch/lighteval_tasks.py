@@ -124,8 +124,8 @@ def fit_continuations() -> None:
     """lighteval 0.13 left-truncates each request (context + continuation) to the model's `max_length` tokens,
     which is right for a long context but not for a continuation of `max_length` tokens or more: its
     transformers backend then slices the continuation's logits from a negative index and fails on the shape
-    mismatch (or, for one logit row, scores the wrong positions). A small proxy's `max_length` is its training
-    sequence length, shorter than many gold answers (GSM8K's worked solutions, DROP's spans). Keep each
+    mismatch (`The size of tensor a (16) must match the size of tensor b (112)`). A small proxy's `max_length`
+    is its training sequence length, shorter than many gold answers (GSM8K's worked solutions, DROP's spans). Keep each
     continuation's first `max_length - 1` tokens, so at least one context token predicts them: its probability
     and accuracy are those of the answer's beginning (`gold_bpb` still divides by the whole answer's bytes)."""
     from lighteval.models.transformers.transformers_model import TransformersModel

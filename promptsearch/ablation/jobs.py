@@ -90,11 +90,11 @@ def evaluate(bundle: Bundle) -> Path:
     """lighteval itself, on a CPU node: the profile's tasks of promptsearch's suite (`suite.evaluate_suite`, the
     proxy's code path) on the final checkpoint, in one pipeline run, from the offline copies. Out: lighteval's
     results JSON under `eval/results/`; a task whose offline data is missing fails the job with one line."""
+    import torch
+
     step = (bundle.checkpoints / "latest.txt").read_text().strip()
     checkpoint = bundle.checkpoints / step / "hf_model"
     settings = bundle.profile.evaluation
-    import torch
-
     # A CPU Slurm node (CI's) has no internet, and the Hub probe would cost seconds to find out
     os.environ.setdefault("PROMPTSEARCH_SUITE_SOURCE", "offline")
     # torch starts a thread per core, which contend with the node's other jobs: scoring the suite took 31 s
