@@ -120,6 +120,30 @@ def keep_every_choice_row() -> None:
     backend.pad_sequence = pad_sequence
 
 
+def fit_continuations() -> None:
+    """lighteval 0.13 left-truncates each request (context + continuation) to the model's `max_length` tokens,
+    which is right for a long context but not for a continuation of `max_length` tokens or more: its
+    transformers backend then slices the continuation's logits from a negative index and fails on the shape
+    mismatch (`The size of tensor a (16) must match the size of tensor b (112)`). A small proxy's `max_length`
+    is its training sequence length, shorter than many gold answers (GSM8K's worked solutions, DROP's spans). Keep each
+    continuation's first `max_length - 1` tokens, so at least one context token predicts them: its probability
+    and accuracy are those of the answer's beginning (`gold_bpb` still divides by the whole answer's bytes)."""
+    from lighteval.models.transformers.transformers_model import TransformersModel
+
+    original = TransformersModel.tok_encode_pair
+    if getattr(original, "fits_continuations", False):
+        return
+
+    def tok_encode_pair(
+        self: Any, context: str, continuations: list[str], pairwise: bool = False
+    ) -> tuple[list[list[int]], list[list[int]]]:
+        contexts, encoded = original(self, context, continuations, pairwise=pairwise)
+        return contexts, [tokens[: self.max_length - 1] for tokens in encoded]
+
+    tok_encode_pair.fits_continuations = True  # type: ignore[attr-defined]
+    TransformersModel.tok_encode_pair = tok_encode_pair  # type: ignore[method-assign]
+
+
 def gold_bpb_metric() -> Any:
     """The gold continuation's bits per byte, -log2 P(gold | query) / its UTF-8 bytes (leading space included):
     OLMES's `bpb`, the continuous metric DataDecide found predictive at small scale; lower is better."""
@@ -203,10 +227,12 @@ def run_pipeline(
     device: str,
     max_samples: int | None,
     local_only: bool,
+    max_length: int | None = None,
 ) -> dict[str, dict[str, float]]:
     """lighteval's Pipeline on `checkpoint` for `requests` (task, few-shot count), the tasks it does not know
-    given as `configs` (`local_only`: all of them, their data on disk, no network); results (lighteval's JSON
-    under `out_dir` too) by task name, without the stderr rows."""
+    given as `configs` (`local_only`: all of them, their data on disk, no network), each request cut to
+    `max_length` tokens (default: the model's `max_position_embeddings`; `fit_continuations`); results
+    (lighteval's JSON under `out_dir` too) by task name, without the stderr rows."""
     import datasets
 
     # The CLI's progress bar owns the terminal: no datasets or tqdm bars (lighteval's come from tqdm).
@@ -216,6 +242,7 @@ def run_pipeline(
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     _offline_lighteval(local_only)
     keep_every_choice_row()  # `gold_scored` needs one token row per choice
+    fit_continuations()
     from lighteval.logging.evaluation_tracker import EvaluationTracker
     from lighteval.models.transformers.transformers_model import TransformersModelConfig
     from lighteval.pipeline import ParallelismManager, Pipeline, PipelineParameters
@@ -230,7 +257,9 @@ def run_pipeline(
             max_samples=max_samples,
         ),
         evaluation_tracker=EvaluationTracker(output_dir=str(out_dir), save_details=False),
-        model_config=TransformersModelConfig(model_name=str(checkpoint), dtype="float32", device=device, batch_size=8),
+        model_config=TransformersModelConfig(
+            model_name=str(checkpoint), dtype="float32", device=device, batch_size=8, max_length=max_length
+        ),
     )
     pipeline.evaluate()
     pipeline.save_and_push_results()

@@ -28,6 +28,7 @@ import gzip
 import json
 import os
 import re
+import shutil
 import socket
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
@@ -370,10 +371,21 @@ def _local_folder(task: SuiteTask, root: Path) -> Path:
     from promptsearch.lighteval_tasks import write_jsonl
 
     folder = wheel_cache("suite") / task.name.replace(":", "__")
-    if not (folder / ".complete").exists():
-        for split, rows in offline_rows(task, root).items():
-            write_jsonl(folder / f"{split}.jsonl", rows)
-        (folder / ".complete").touch()
+    if (folder / ".complete").exists():
+        return folder
+    # Written aside and renamed into place: jobs or workers starting together (two ablation chains' evaluate
+    # jobs) would otherwise read a file another one is rewriting. The first rename wins; the others find it.
+    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    for split, rows in offline_rows(task, root).items():
+        write_jsonl(partial / f"{split}.jsonl", rows)
+    (partial / ".complete").touch()
+    try:
+        partial.rename(folder)
+    except OSError:
+        if not (folder / ".complete").exists():
+            raise
+        shutil.rmtree(partial, ignore_errors=True)
     return folder
 
 
@@ -386,8 +398,9 @@ def _unavailable_folder(task: SuiteTask) -> Path:
     return folder
 
 
-class SuiteTaskUnavailable(RuntimeError):
-    pass
+class SuiteTaskUnavailableError(RuntimeError):
+    """A requested task has no data here. Named `*Error`: `ablation status` takes the last `...Error: ...` line of
+    a failed job's log as its one-line reason (`ablation.slurm.failure_line`)."""
 
 
 # --- lighteval ----------------------------------------------------------------------------------------------
@@ -412,7 +425,7 @@ def _doc_prompt(task: SuiteTask, unavailable: str | None) -> Callable[[dict[str,
 
     def prompt(line: dict[str, Any], task_name: str) -> Any:
         if unavailable:
-            raise SuiteTaskUnavailable(f"{task.name}: cannot be evaluated offline: {unavailable}")
+            raise SuiteTaskUnavailableError(f"{task.name}: cannot be evaluated offline: {unavailable}")
         cloze = task.prompt(line)
         if cloze is None:
             return None
@@ -512,15 +525,19 @@ def suite_objective(scores: dict[str, float], metric: str, tasks: Collection[str
     return aggregate_tasks(chosen)[f"suite.macro.{metric}"] if chosen else None
 
 
-def evaluate_suite(checkpoint: Path, spec: SuiteEvalSpec, out_dir: Path, device: str) -> dict[str, float]:
+def evaluate_suite(
+    checkpoint: Path, spec: SuiteEvalSpec, out_dir: Path, device: str, max_length: int | None = None
+) -> dict[str, float]:
     """The spec's tasks (the Hub when reachable, else the offline copies) on a Hugging Face-format `checkpoint`
-    through lighteval: per task, per category, macro and micro (`suite_scores`)."""
+    through lighteval in one pipeline run (`max_length`: `run_pipeline`'s): per task, per category, macro and
+    micro (`suite_scores`); lighteval's own results JSON under `out_dir`."""
     from promptsearch.lighteval_tasks import run_pipeline
 
     offline = not hub_reachable()
     configs = tasks_table(offline, spec.tasks)
     requests = [(config.name, spec.num_fewshot) for config in configs]
-    return suite_scores(run_pipeline(checkpoint, configs, requests, out_dir, device, spec.max_samples, offline))
+    results = run_pipeline(checkpoint, configs, requests, out_dir, device, spec.max_samples, offline, max_length)
+    return suite_scores(results)
 
 
 def __getattr__(name: str) -> Any:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -16,7 +19,7 @@ from promptsearch import suite
 from promptsearch.ablation.bundle import STAGES, load_bundle, write_bundle
 from promptsearch.ablation.executors import datatrove_executor
 from promptsearch.ablation.nanotron import NanotronConfig
-from promptsearch.ablation.profile import ablation_profile_path, load_ablation_profile
+from promptsearch.ablation.profile import AblationProfile, ablation_profile_path, load_ablation_profile
 from promptsearch.ablation.results import rank_agreement
 from promptsearch.ablation.slurm import TERMINAL_STATES, refresh, submit
 from promptsearch.cost import actual_gpu_hours, cost_comparison, format_prediction, predict_ablation, slurm_seconds
@@ -30,6 +33,8 @@ from promptsearch.store.models import AblationRow, ProxyCalibrationRow
 from promptsearch.study import create_study, study_space
 
 ENVIRONMENTS = ("rephrase", "tokenize", "train", "evaluate")
+# what cpu-smoke's evaluate job scores: the suite's offline tasks → category
+SMOKE_SUITE = {task.name: task.category for task in load_ablation_profile("cpu-smoke").evaluation.tasks}
 
 
 def cluster_profile(folder: Path) -> Path:
@@ -109,6 +114,10 @@ def test_full_21b_bundle_matches_the_paper(tmp_path: Path) -> None:
     assert f"--custom-tasks {suite.module_path()} " in evaluate
     assert f"source {tmp_path / 'venvs/train/bin/activate'}\n(cd" in evaluate
     assert f"source {tmp_path / 'venvs/evaluate/bin/activate'}\nsrun -n 1 lighteval accelerate" in evaluate
+    assert ",max_length" not in evaluate  # lighteval's default: the converted model's max_position_embeddings
+    longer = profile.model_copy(update={"evaluation": profile.evaluation.model_copy(update={"max_length": 8192})})
+    longer_bundle = write_bundle("finephrase", 3, recipe, corpora, longer, tmp_path / "longer")
+    assert ',batch_size=16,max_length=8192"' in (longer_bundle.path / "evaluate.sbatch").read_text()
     train = (bundle.path / "train.sbatch").read_text()
     assert "#SBATCH --nodes=8" in train and "#SBATCH --gres=gpu:8" in train and "#SBATCH --exclusive" in train
     assert "srun --ntasks-per-node=1 bash -c" in train and "torchrun --nproc_per_node 8" in train
@@ -166,6 +175,16 @@ def test_suite_resolves_every_request_of_a_full_21b_bundle(tmp_path: Path, monke
     assert all({"prob_norm_token", "gold_bpb"} <= names for names in metrics.values())
     assert metrics["arc_cf:easy"] == {"prob_norm_token", "acc_norm_token", "gold_bpb"}
     assert metrics["gsm8k_cf"] == {"prob_norm_token", "gold_bpb"}  # generative: no accuracy
+
+
+def test_cpu_smoke_evaluates_suite_tasks_only() -> None:
+    """Its evaluate job runs promptsearch's suite in-process: any other task name is refused when loading."""
+    data = load_ablation_profile("cpu-smoke").model_dump(mode="json")
+    data["evaluation"]["tasks"].append({"name": "source_cloze", "category": "knowledge"})
+    with pytest.raises(
+        ValueError, match=r"cpu-smoke evaluates the suite's tasks \(arc_cf:easy, .*\) only \(got \['source_cloze'\]\)"
+    ):
+        AblationProfile.model_validate(data)
 
 
 def test_cluster_profile_without_environments_is_refused(tmp_path: Path) -> None:
@@ -393,6 +412,7 @@ def test_cpu_smoke_chain_on_slurm(slurm: str, promoted_study: dict) -> None:
         for stage, waits_for in STAGES.items():  # each job waits (afterok) for the jobs it reads from
             assert jobs[stage].depends_on == ":".join(jobs[s].job_id for s in waits_for)
 
+    evaluate_seconds = []
     for trial in promoted_study["trials"]:
         status = _cli(promoted_study, "ablation", "status", "tiny", str(trial), "--wait", "--timeout", "500")
         assert status.returncode == 0, status.stdout + status.stderr
@@ -404,6 +424,7 @@ def test_cpu_smoke_chain_on_slurm(slurm: str, promoted_study: dict) -> None:
         assert set(cost["actual"]) == set(STAGES)
         assert all(a["gpus"] == 0 and a["gpu_hours"] == 0 for a in cost["actual"].values())
         assert sum(a["seconds"] for a in cost["actual"].values()) > 0
+        evaluate_seconds.append(cost["actual"]["evaluate"]["seconds"])
         assert "GPU-hours" in status.stdout and "total" in status.stdout
     chain_seconds = time.monotonic() - started
 
@@ -414,10 +435,21 @@ def test_cpu_smoke_chain_on_slurm(slurm: str, promoted_study: dict) -> None:
         row = store.ablation("tiny", trial)
         assert row.state == "INGESTED"
         results = row.results or {}
-        assert set(results["tasks"]) == {"source_cloze", "heldout_cloze"}
-        assert results["macro"] == pytest.approx(sum(results["categories"].values()) / 2)
-        assert 0 < results["micro"] < 1
-        assert store.trial_metrics("tiny", trial)["ablation.cpu-smoke.macro"] == results["macro"]
+        # lighteval scored the offline suite (prob_norm_token), and every level was stored
+        assert set(results["tasks"]) == set(SMOKE_SUITE) and set(results["categories"]) == set(SMOKE_SUITE.values())
+        assert len(results["tasks"]) >= 9 and len(results["categories"]) >= 5
+        values = [*results["tasks"].values(), *results["categories"].values(), results["macro"], results["micro"]]
+        assert all(math.isfinite(v) and 0 <= v <= 1 for v in values)
+        assert results["macro"] == pytest.approx(statistics.fmean(results["categories"].values()))
+        assert results["micro"] == pytest.approx(statistics.fmean(results["tasks"].values()))
+        lighteval = json.loads(Path(results["results_file"]).read_text())["results"]
+        assert {"arc_cf:easy|0", "mmlu_redux_cf:_average|0", "gsm8k_cf|0"} <= set(lighteval)
+        metrics = store.trial_metrics("tiny", trial)
+        assert metrics["ablation.cpu-smoke.macro"] == results["macro"]
+        assert metrics["ablation.cpu-smoke.micro"] == results["micro"]
+        for task, category in SMOKE_SUITE.items():
+            assert metrics[f"ablation.cpu-smoke.task.{task}"] == results["tasks"][task]
+            assert metrics[f"ablation.cpu-smoke.category.{category}"] == results["categories"][category]
         attrs = optuna.load_study(study_name="tiny", storage=promoted_study["url"]).user_attrs
         assert attrs[f"ablation.cpu-smoke.trial-{trial}"]["macro"] == results["macro"]
 
@@ -428,6 +460,7 @@ def test_cpu_smoke_chain_on_slurm(slurm: str, promoted_study: dict) -> None:
     calibration = store.latest_ablation_calibrations("proxy-micro")[0]
     assert calibration.trials == 2 and calibration.pairwise_accuracy in (0.0, 1.0, None)
     print(f"cpu-smoke chains of 2 trials: submitted to all COMPLETED in {chain_seconds:.0f} s")
+    print(f"evaluate jobs (Slurm elapsed): {', '.join(f'{s:.0f} s' for s in evaluate_seconds)}")
     print(status.stdout)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from promptsearch import suite
 from promptsearch.errors import UserError
-from promptsearch.lighteval_tasks import keep_every_choice_row
+from promptsearch.lighteval_tasks import fit_continuations, keep_every_choice_row
 
 OFFLINE = [
     "arc_cf:easy",
@@ -72,7 +72,7 @@ def test_a_task_without_offline_data_fails_with_one_line(offline: None) -> None:
     from lighteval.tasks.lighteval_task import LightevalTask
 
     task = next(t for t in suite.suite_tasks() if t.name == "treb_qa")
-    with pytest.raises(suite.SuiteTaskUnavailable) as failure:
+    with pytest.raises(suite.SuiteTaskUnavailableError) as failure:
         LightevalTask(suite.task_config(task, offline=True)).eval_docs()
     assert str(failure.value) == (
         "treb_qa: cannot be evaluated offline: no offline copy of lighteval/treb_table_retrieval "
@@ -137,3 +137,23 @@ def test_suite_scores_aggregate_as_finephrase() -> None:
     assert "suite.gsm8k_cf.acc_norm_token" not in scores and "suite.MATH.acc_norm_token" not in scores
     with pytest.raises(UserError, match=r"^unknown suite task\(s\) arc:easy \(known: arc_cf:easy, mmlu_redux_cf,"):
         suite.check_task_names(["arc_cf:easy", "arc:easy"])
+
+
+def test_a_gold_answer_longer_than_the_model_keeps_its_first_tokens() -> None:
+    """lighteval 0.13 slices a continuation's logits from a negative index when it has `max_length` tokens or more
+    (a crash, or the wrong positions scored): `fit_continuations` keeps its first `max_length - 1` tokens, so one
+    context token is left to predict them; shorter answers are untouched."""
+    from types import SimpleNamespace
+
+    from lighteval.models.transformers.transformers_model import TransformersModel
+
+    fit_continuations()
+    model = SimpleNamespace(
+        max_length=4,
+        add_special_tokens=False,
+        tokenizer=SimpleNamespace(eos_token_id=None),
+        tok_encode=lambda text, add_special_tokens=False: [ord(c) for c in text],  # one token per character
+    )
+    contexts, continuations = TransformersModel.tok_encode_pair(model, "Q:", [" abcdef", " x"], pairwise=True)
+    assert contexts == [[ord("Q"), ord(":")]] * 2
+    assert continuations == [[ord(c) for c in " ab"], [ord(c) for c in " x"]]

@@ -237,6 +237,8 @@ def _evaluate_body(bundle: Bundle) -> str:
     e = bundle.profile.evaluation
     custom = f" --custom-tasks {shlex.quote(e.custom_tasks)}" if e.custom_tasks else ""
     model_args = f"model_name=$CKPT/hf_model,dtype={bundle.profile.model.dtype},batch_size={e.batch_size}"
+    if e.max_length:
+        model_args += f",max_length={e.max_length}"
     return "\n".join(
         [
             # nanotron writes the last saved step to latest.txt; conversion needs nanotron's own environment

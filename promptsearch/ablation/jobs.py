@@ -4,8 +4,9 @@
 
 In: a bundle folder (`bundle.yaml`, `nanotron.yaml`, the tokenized folders, then the checkpoint).
 Out: `train` writes an HF checkpoint at `checkpoints/<step>/hf_model` and `checkpoints/latest.txt`
-(nanotron's layout after conversion); `evaluate` runs lighteval itself on local cloze tasks, which
-writes `eval/results/<model>/results_<ts>.json`, the file `ablation ingest` reads from either runtime.
+(nanotron's layout after conversion); `evaluate` runs lighteval itself on the benchmark suite's offline
+tasks (`promptsearch.suite`), which writes `eval/results/<model>/results_<ts>.json`, the file
+`ablation ingest` reads from either runtime.
 
 `train` stands in for nanotron (the proxy trainer), so that the whole submit → track → ingest path
 runs for real on a CPU Slurm node. The rephrase stage needs no stand-in: datatrove starts vLLM's CPU build
@@ -14,6 +15,7 @@ on the embedded model (`promptsearch.ablation.executors`); nor does evaluation: 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -22,11 +24,9 @@ import yaml
 from promptsearch.ablation.bundle import Bundle, load_bundle
 from promptsearch.ablation.nanotron import NanotronConfig
 from promptsearch.ablation.results import results_file
-from promptsearch.cloze import build_cloze_items
-from promptsearch.corpus import read_corpus
-from promptsearch.lighteval_tasks import evaluate_checkpoint, write_task_file
 from promptsearch.proxy import train_llama
-from promptsearch.proxy_profile import LightevalTaskSpec, ProxyModelSpec, ProxyTrainSpec
+from promptsearch.proxy_profile import ProxyModelSpec, ProxyTrainSpec, SuiteEvalSpec
+from promptsearch.suite import evaluate_suite
 
 
 def train(bundle: Bundle) -> Path:
@@ -87,24 +87,25 @@ def train(bundle: Bundle) -> Path:
 
 
 def evaluate(bundle: Bundle) -> Path:
-    """lighteval itself, on a CPU node: each task's cloze items (from the source or held-out documents)
-    as a local lighteval task, scored by the harness the cluster's evaluate job uses."""
+    """lighteval itself, on a CPU node: the profile's tasks of promptsearch's suite (`suite.evaluate_suite`, the
+    proxy's code path) on the final checkpoint, in one pipeline run, from the offline copies. Out: lighteval's
+    results JSON under `eval/results/`; a task whose offline data is missing fails the job with one line."""
+    import torch
+
     step = (bundle.checkpoints / "latest.txt").read_text().strip()
     checkpoint = bundle.checkpoints / step / "hf_model"
     settings = bundle.profile.evaluation
-    corpora = {
-        "source_cloze": bundle.source.model_copy(update={"limit": bundle.documents}),
-        "heldout_cloze": bundle.heldout,
-    }
-    tasks = []
-    for task in settings.tasks:
-        texts = [d.text for d in read_corpus(corpora[task.name]).documents]
-        items = build_cloze_items(texts, seed=bundle.recipe.seed)
-        if not items:  # a score of 0 would look like a result
-            raise SystemExit(f"task {task.name}: no cloze items from {len(texts)} document(s); it needs 4 or more")
-        path = write_task_file(bundle.eval_dir / "tasks" / task.name, items)
-        tasks.append(LightevalTaskSpec(name=task.name, kind="file", path=str(path), fewshot=settings.num_fewshot))
-    evaluate_checkpoint(checkpoint, tasks, [], bundle.eval_dir, "cpu", bundle.recipe.seed, settings.max_samples)
+    # A CPU Slurm node (CI's) has no internet, and the Hub probe would cost seconds to find out
+    os.environ.setdefault("PROMPTSEARCH_SUITE_SOURCE", "offline")
+    # torch starts a thread per core, which contend with the node's other jobs: scoring the suite took 31 s
+    # instead of 5 s on 2 busy cores. Use the CPUs Slurm gave the job.
+    torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))
+    spec = SuiteEvalSpec(
+        tasks=[task.name for task in settings.tasks],
+        num_fewshot=settings.num_fewshot,
+        max_samples=settings.max_samples,
+    )
+    evaluate_suite(checkpoint, spec, bundle.eval_dir, "cpu", settings.max_length)
     out = results_file(bundle.eval_dir)
     print(f"wrote {out}")
     return out

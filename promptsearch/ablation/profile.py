@@ -23,6 +23,7 @@ from promptsearch.proxy_profile import DecoderShape
 from promptsearch.resources import bundled_dir
 from promptsearch.space import CorpusSpec
 from promptsearch.suite import module_path as suite_module_path
+from promptsearch.suite import request_names as suite_request_names
 
 
 class Environments(StrictModel):
@@ -149,7 +150,7 @@ class TrainingSettings(StrictModel):
 
 class EvalTask(StrictModel):
     name: str = Field(
-        description="the lighteval task requested (cpu-smoke: source_cloze or heldout_cloze); a superset name "
+        description="the lighteval task requested (cpu-smoke: a task of promptsearch's suite); a superset name "
         "such as `mmlu_redux_cf` requests every `mmlu_redux_cf:*` task"
     )
     category: str
@@ -181,6 +182,12 @@ class EvaluationSettings(StrictModel):
     num_fewshot: int = Field(3, ge=0)
     max_samples: int = Field(1000, ge=1)
     batch_size: int = Field(16, ge=1)
+    max_length: int | None = Field(
+        None,
+        ge=2,
+        description="lighteval's max_length: tokens per request (context + answer), the context cut from the left "
+        "beyond it; default: the model's max_position_embeddings (its training sequence length)",
+    )
     custom_tasks: str | None = Field(
         default_factory=suite_module_path,
         description="lighteval --custom-tasks module (a .py file) defining the tasks; relative to the profile's "
@@ -213,9 +220,6 @@ class CostSettings(StrictModel):
     )
 
 
-SMOKE_TASKS = ("source_cloze", "heldout_cloze")
-
-
 class AblationProfile(StrictModel):
     kind: Literal["ablation"]
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -232,8 +236,10 @@ class AblationProfile(StrictModel):
     @model_validator(mode="after")
     def _runtime(self) -> AblationProfile:
         if self.runtime == "cpu-smoke":
-            if unknown := [t.name for t in self.evaluation.tasks if t.name not in SMOKE_TASKS]:
-                raise ValueError(f"cpu-smoke evaluates {', '.join(SMOKE_TASKS)} only (got {unknown})")
+            # its evaluate job runs promptsearch's suite in-process (`jobs.evaluate`), not a custom_tasks module
+            known = suite_request_names()
+            if unknown := [t.name for t in self.evaluation.tasks if t.name not in known]:
+                raise ValueError(f"cpu-smoke evaluates the suite's tasks ({', '.join(known)}) only (got {unknown})")
         elif self.tokenize.tokenizer == "bpe":
             raise ValueError("a cluster profile needs a real tokenizer (tokenize.tokenizer), not bpe")
         return self
