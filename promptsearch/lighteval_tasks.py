@@ -127,7 +127,9 @@ def fit_continuations() -> None:
     mismatch (`The size of tensor a (16) must match the size of tensor b (112)`). A small proxy's `max_length`
     is its training sequence length, shorter than many gold answers (GSM8K's worked solutions, DROP's spans). Keep each
     continuation's first `max_length - 1` tokens, so at least one context token predicts them: its probability
-    and accuracy are those of the answer's beginning (`gold_bpb` still divides by the whole answer's bytes)."""
+    and accuracy are those of the answer's beginning (`gold_bpb` still divides by the whole answer's bytes).
+    No upstream report of this case was found; the nearest is huggingface/lighteval#892 ("truncation likely
+    buggy"). Remove this when lighteval truncates the context only."""
     from lighteval.models.transformers.transformers_model import TransformersModel
 
     original = TransformersModel.tok_encode_pair
