@@ -145,6 +145,9 @@ class ServerSettings:
             # per step of a whole context) avoids the rewind.
             "enable_chunked_prefill": False,
             "max_num_batched_tokens": self.max_model_len,
+            # One replica is one worker: in the engine's own process (vLLM's default on a GPU), not a process of
+            # its own, which on CPU vLLM starts by default (`mp`) at the cost of another import of vLLM and torch.
+            "distributed_executor_backend": "uni",
             **dict(self.flags),
         }
 
@@ -237,6 +240,10 @@ class VllmServer:
             "TORCHINDUCTOR_CACHE_DIR": str(cache_root() / "torchinductor"),
             "VLLM_CACHE_ROOT": str(cache_root() / "vllm"),
             "VLLM_NO_USAGE_STATS": "1",
+            # The engine core runs inside the API server's process instead of a third one (with `uni` below: one
+            # process instead of three, each importing vLLM and torch). Side by side on 2 quiet cores, 64 FAQ
+            # prompts, 32 in flight: ready in 31 s against 60 s, 91-115 completion tokens/s against 87-102.
+            "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
         }
         if s.cores is not None:
             env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in s.cores)
