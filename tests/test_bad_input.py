@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import http.server
+import importlib.metadata
 import io
 import json
 import socket
@@ -542,11 +543,14 @@ def _database(tmp_path: Path, change: str) -> str:
     return f"sqlite:///{path}"
 
 
+OPTUNA = importlib.metadata.version("optuna")  # the runtime's version, which both refusals name
 DATABASES = [
     ("not sqlite", "not sqlite", "cannot reach database", "file is not a database"),
     ("dropped tables", "DROP TABLE ps_trial_metrics;", "is damaged", "ps_trial_metrics are missing"),
     ("dropped Optuna table", "DROP TABLE trials;", "is damaged", "table(s) trials are missing"),
     ("newer schema", "UPDATE promptsearch_alembic_version SET version_num = '0099';", "a newer promptsearch", "0099"),
+    # Optuna's own migration environment printed Alembic's INFO lines before the error (store.database)
+    ("newer Optuna schema", "UPDATE alembic_version SET version_num = 'v9.9.9.z';", "error: database", OPTUNA),
     (
         "two schema rows",
         "INSERT INTO promptsearch_alembic_version VALUES ('0001');",

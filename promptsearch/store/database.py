@@ -8,8 +8,11 @@ Passwords never reach a message: `redact` masks them.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -232,6 +235,20 @@ def _storage_engine_kwargs(url: str) -> dict[str, Any]:
     return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
 
 
+@contextmanager
+def _no_alembic_ini_logging() -> Iterator[None]:
+    """Optuna's migration environment (optuna/storages/_rdb/alembic/env.py) applies its alembic.ini logging
+    config when the root logger has no handler, which prints Alembic's INFO lines on stderr before any error: a
+    refused database would no longer be one line. A handler that drops everything, only meanwhile."""
+    root = logging.getLogger()
+    handler = logging.NullHandler()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+
+
 def upgrade(url: str, revision: str = "head") -> str:
     """Create or migrate the project tables (Alembic) and Optuna's tables; return the head revision."""
     engine = _engine(url)
@@ -254,7 +271,8 @@ def upgrade(url: str, revision: str = "head") -> str:
     storage = optuna.storages.RDBStorage(url, engine_kwargs=_storage_engine_kwargs(url), skip_compatibility_check=True)
     try:
         if storage.get_current_version() != storage.get_head_version():
-            storage.upgrade()
+            with _no_alembic_ini_logging():
+                storage.upgrade()
     except AlembicError as exc:  # a revision of Optuna's schema this Optuna does not know
         raise UserError(
             f"database {redact(url)}: its Optuna tables were written by another Optuna than {optuna.__version__} "
