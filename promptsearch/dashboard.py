@@ -107,6 +107,14 @@ def review_study_name(study_name: str) -> str:
     return f"{study_name}-review"
 
 
+def save_note(target: optuna.Study | optuna.Trial | optuna.trial.FrozenTrial, text: str) -> None:
+    """`optuna_dashboard.save_note`, imported only when a note is written: importing optuna_dashboard (its web
+    app) takes 2-3 s, which every command and worker that reads `promptsearch.study` paid."""
+    from optuna_dashboard import save_note as dashboard_save_note
+
+    dashboard_save_note(target, text)
+
+
 def queue_for_review(
     study: optuna.Study,
     store: Store,
@@ -119,7 +127,7 @@ def queue_for_review(
     Optuna refuses to change a finished trial (the dashboard's user-attr form fails on one), so the rating
     lives in a review study whose RUNNING trials the dashboard's objective form completes.
     """
-    from optuna_dashboard import ObjectiveSliderWidget, register_objective_form_widgets, save_note
+    from optuna_dashboard import ObjectiveSliderWidget, register_objective_form_widgets
 
     if trial.state != TrialState.COMPLETE or "artifact.samples.md" not in trial.user_attrs:
         return

@@ -29,11 +29,10 @@ from typing import Literal, get_args
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
-from optuna_dashboard import save_note
 from sqlalchemy.engine import make_url
 
 from promptsearch.corpus import check_space_corpora, read_corpus
-from promptsearch.dashboard import queue_for_review, review_study_name, study_note, trial_note
+from promptsearch.dashboard import queue_for_review, review_study_name, save_note, study_note, trial_note
 from promptsearch.errors import UserError
 from promptsearch.measure import Embedder, QualityClassifier
 from promptsearch.objectives import FINISHED
