@@ -243,8 +243,7 @@ class _Objective:
             artifacts=artifact_store(options.workdir),
         )
         self.options = options
-        selection = suite_objective_selection(study)
-        self.stages = build_stages(self.space, None if selection is None else selection.tasks)
+        self.stages = build_stages(self.space, suite_objective_selection(study))
         source = read_corpus(self.space.source)
         self.corpora = Corpora(
             source=source.documents,

@@ -33,7 +33,7 @@ from promptsearch.proxy_profile import PROXY_SCORES, ProxyProfile, load_proxy_pr
 from promptsearch.pruning import dominating_trial, wilcoxon_pairing
 from promptsearch.recipe import Recipe
 from promptsearch.rephrase import GeneratorServers, rephrase
-from promptsearch.space import PruneThresholds, SearchSpace
+from promptsearch.space import PruneThresholds, SearchSpace, SuiteObjectiveSelection
 from promptsearch.store import Store
 from promptsearch.store.models import ProxyRunRow
 from promptsearch.suite import suite_objective
@@ -201,12 +201,12 @@ class ProxyStage:
 
     name = "proxy"
 
-    def __init__(self, rungs: list[ProxyProfile], space: SearchSpace, suite_tasks: list[str] | None = None):
+    def __init__(
+        self, rungs: list[ProxyProfile], space: SearchSpace, suite_objective: SuiteObjectiveSelection | None = None
+    ):
         self.rungs = rungs
         self.weights = space.proxy_weights
-        # `proxy.suite_objective`'s metric and the tasks `study create` resolved for it
-        choice = space.suite_objective
-        self.suite_objective = None if suite_tasks is None or choice is None else (choice.metric, suite_tasks)
+        self.suite_objective = suite_objective  # `proxy.suite_objective`'s metric and tasks, as `study create` chose
         self.objectives = space.objectives
         self.wilcoxon = wilcoxon_pairing(space.pruner, space.objectives[0])
         self.last_step = sum(profile.eval_checkpoints for profile in rungs)
@@ -294,8 +294,8 @@ class ProxyStage:
         `proxy.suite_objective`, `suite_objective` (when the run scored the suite: a rung below may not)."""
         out = {**scores, "score": weighted_score(scores, self.weights)}
         if self.suite_objective is not None:
-            metric, tasks = self.suite_objective
-            if (value := suite_objective(scores, metric, tasks)) is not None:
+            chosen = self.suite_objective
+            if (value := suite_objective(scores, chosen.choice.metric, chosen.tasks)) is not None:
                 out["suite_objective"] = value
         return out
 
@@ -331,11 +331,11 @@ class ProxyStage:
             raise optuna.TrialPruned(reason)
 
 
-def build_stages(space: SearchSpace, suite_tasks: list[str] | None = None) -> list[Stage]:
-    """The stages a trial runs; `suite_tasks`: the tasks of `proxy.suite_objective` resolved at `study create`."""
+def build_stages(space: SearchSpace, suite_objective: SuiteObjectiveSelection | None = None) -> list[Stage]:
+    """The stages a trial runs; `suite_objective`: what `study create` resolved the space's `suite_objective` to."""
     stages: list[Stage] = [RephraseStage(), MeasureStage(space.measure.prune)]
     if rungs := space.proxy_profiles():
-        stages.append(ProxyStage([load_proxy_profile(Path(p)) for p in rungs], space, suite_tasks))
+        stages.append(ProxyStage([load_proxy_profile(Path(p)) for p in rungs], space, suite_objective))
     return stages
 
 

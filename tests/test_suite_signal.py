@@ -150,7 +150,7 @@ def test_suite_objective_tasks_are_chosen_once_at_create_and_recorded(tmp_path: 
     assert expected in out and "study source)" in out
 
     # The objective is the macro over the chosen tasks only: arc (GK) and piqa (RES), openbookqa left out.
-    stage = build_stages(study_space(picked), selection.tasks)[-1]
+    stage = build_stages(study_space(picked), selection)[-1]
     assert isinstance(stage, ProxyStage)
     run = {"heldout_bpb": 1.0, "knowledge_bpb": 1.0} | _scores(FINALS, 0)
     assert stage.combined(run)["suite_objective"] == pytest.approx((0.30 + 0.50) / 2)
