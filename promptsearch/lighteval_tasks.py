@@ -14,11 +14,13 @@ per byte, lower is better).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import os
 import shutil
+import threading
 import types
 from pathlib import Path
 from typing import Any
@@ -221,6 +223,24 @@ def write_task_file(folder: Path, items: list[ClozeItem]) -> Path:
     return write_jsonl(folder / "test.jsonl", rows)
 
 
+_PREPARED = threading.Lock()
+
+
+def prepare_lighteval(local_only: bool) -> None:
+    """Import lighteval (seconds) with the workarounds above in place, each applied once: `run_pipeline` calls
+    it, and a worker calls it early (`suite.preload`), in a background thread, while its generator server starts."""
+    import datasets
+
+    with _PREPARED:
+        datasets.disable_progress_bars()  # the CLI's progress display owns the terminal
+        if local_only:
+            os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        _offline_lighteval(local_only)
+        keep_every_choice_row()  # `gold_scored` needs one token row per choice
+        fit_continuations()
+        import lighteval.pipeline  # noqa: F401  # the slow part, so that run_pipeline's import finds it loaded
+
+
 def run_pipeline(
     checkpoint: Path,
     configs: list[Any],
@@ -235,36 +255,38 @@ def run_pipeline(
     given as `configs` (`local_only`: all of them, their data on disk, no network), each request cut to
     `max_length` tokens (default: the model's `max_position_embeddings`; `fit_continuations`); results
     (lighteval's JSON under `out_dir` too) by task name, without the stderr rows."""
-    import datasets
-
-    # The CLI's progress bar owns the terminal: no datasets or tqdm bars (lighteval's come from tqdm).
-    datasets.disable_progress_bars()
-    os.environ["TQDM_DISABLE"] = "1"
-    if local_only:
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    _offline_lighteval(local_only)
-    keep_every_choice_row()  # `gold_scored` needs one token row per choice
-    fit_continuations()
+    prepare_lighteval(local_only)
     from lighteval.logging.evaluation_tracker import EvaluationTracker
     from lighteval.models.transformers.transformers_model import TransformersModelConfig
     from lighteval.pipeline import ParallelismManager, Pipeline, PipelineParameters
 
     module = types.ModuleType("promptsearch_lighteval_tasks")
     module.TASKS_TABLE = configs  # type: ignore[attr-defined]
-    pipeline = Pipeline(
-        tasks=",".join(f"{name}|{fewshot}" for name, fewshot in requests),
-        pipeline_parameters=PipelineParameters(
-            launcher_type=ParallelismManager.ACCELERATE,
-            custom_tasks_directory=module,  # type: ignore[arg-type]  # the registry also takes a module
-            max_samples=max_samples,
-        ),
-        evaluation_tracker=EvaluationTracker(output_dir=str(out_dir), save_details=False),
-        model_config=TransformersModelConfig(
-            model_name=str(checkpoint), dtype="float32", device=device, batch_size=8, max_length=max_length
-        ),
-    )
-    pipeline.evaluate()
-    pipeline.save_and_push_results()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # lighteval draws tqdm bars (one with `disable=False` written in, so TQDM_DISABLE cannot help) and warns per
+    # task and per run on stderr: in the CLI they would tear its progress display, so they go to a log file.
+    with open(out_dir / "lighteval.log", "a") as log, contextlib.redirect_stderr(log):
+        pipeline = Pipeline(
+            tasks=",".join(f"{name}|{fewshot}" for name, fewshot in requests),
+            pipeline_parameters=PipelineParameters(
+                launcher_type=ParallelismManager.ACCELERATE,
+                custom_tasks_directory=module,  # type: ignore[arg-type]  # the registry also takes a module
+                max_samples=max_samples,
+            ),
+            evaluation_tracker=EvaluationTracker(output_dir=str(out_dir), save_details=False),
+            model_config=TransformersModelConfig(
+                model_name=str(checkpoint),
+                dtype="float32",
+                device=device,
+                batch_size=8,
+                max_length=max_length,
+                # lighteval's sample cache is keyed by the checkpoint's path, and a rerun (a trial, a calibration seed)
+                # writes a new model at the same path: kept per run, it can never answer for another model.
+                cache_dir=str(out_dir / "sample_cache"),
+            ),
+        )
+        pipeline.evaluate()
+        pipeline.save_and_push_results()
     results = pipeline.get_results()["results"]
     by_task = {}
     for name, fewshot in requests:
