@@ -47,7 +47,7 @@ from promptsearch.store.database import RETRY_LOST_TRIAL
 from promptsearch.store.models import ProxyCalibrationRow
 from promptsearch.suite import CATEGORIES, request_categories, suite_objective
 from promptsearch.templates import template_pool
-from promptsearch.trial import Corpora, TrialContext, WorkerResources, build_stages, run_trial
+from promptsearch.trial import Corpora, ProxyStage, TrialContext, WorkerResources, build_stages, run_trial
 
 SPACE_ATTR = "space"
 SUITE_OBJECTIVE_ATTR = "suite_objective"  # the `SuiteObjectiveSelection` resolved at `study create`
@@ -258,6 +258,23 @@ class _Objective:
     def trial_dir(self, number: int) -> Path:
         return self.options.workdir / self.study.study_name / f"trial-{number}"
 
+    def preload(self) -> None:
+        """Load what the first trial would load only after the generator server is up (the embedding model;
+        optuna_dashboard, for the notes written after each trial; lighteval when a proxy rung scores the benchmark
+        suite: seconds each) on the core the server's start leaves idle. Run in a background thread; a failure
+        here is left to the trial, which meets it again and reports it in one line."""
+        try:
+            import optuna_dashboard  # noqa: F401  # see `dashboard.save_note`
+
+            if self.resources.embedder is not None:
+                self.resources.embedder.load()
+            if any(isinstance(stage, ProxyStage) and stage.scores_suite for stage in self.stages):
+                from promptsearch.suite import preload
+
+                preload()
+        except Exception:  # see the docstring
+            pass
+
     def __call__(self, trial: optuna.Trial) -> list[float]:
         self.store.start_trial_slot(self.study.study_name, self.slot, trial.number)
         self.trial_number = trial.number
@@ -355,6 +372,7 @@ def run_worker(name: str, options: RunOptions, worker_index: int = 0) -> None:
         if len(space.generators) == 1:  # the one every trial uses: it loads while the worker sets up
             generators.prestart(space.generators[0])
         objective = _Objective(study, store, generators, options)
+        threading.Thread(target=objective.preload, name="preload", daemon=True).start()
         # Proposals run after a trial, before the next slot's `_fill_queue`: a round's new templates run next.
         proposals: list[Callable[[optuna.Study, FrozenTrial], None]] = []
         if space.proposal.enabled:

@@ -525,6 +525,13 @@ def suite_objective(scores: dict[str, float], metric: str, tasks: Collection[str
     return aggregate_tasks(chosen)[f"suite.macro.{metric}"] if chosen else None
 
 
+def preload() -> None:
+    """Import lighteval as `evaluate_suite` will (the Hub or the offline copies), ahead of the first evaluation."""
+    from promptsearch.lighteval_tasks import prepare_lighteval
+
+    prepare_lighteval(not hub_reachable())
+
+
 def evaluate_suite(
     checkpoint: Path, spec: SuiteEvalSpec, out_dir: Path, device: str, max_length: int | None = None
 ) -> dict[str, float]:

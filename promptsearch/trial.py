@@ -210,6 +210,7 @@ class ProxyStage:
         self.objectives = space.objectives
         self.wilcoxon = wilcoxon_pairing(space.pruner, space.objectives[0])
         self.last_step = sum(profile.eval_checkpoints for profile in rungs)
+        self.scores_suite = any(profile.suite is not None for profile in rungs)  # through lighteval
 
     def input_key(self, ctx: TrialContext, profile: ProxyProfile) -> str:
         parts = [
