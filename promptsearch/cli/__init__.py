@@ -122,7 +122,7 @@ def proxy_calibrate(
     with console.status(f"training {loaded.name} with {seeds} seeds"):
         runs = calibrate(mixture, loaded, workdir.resolve() / "calibration" / loaded.name, seeds)
     row = record_noise_floor(store, loaded, runs)
-    rows = [(name, f"{row.means[name]:.4f}", f"{row.stds[name]:.4f}") for name in row.means]
+    rows = [(name, value(row.means[name]), value(row.stds[name])) for name in row.means]
     table(("score", "mean", "std (noise floor)"), rows, title=f"{loaded.name}: {seeds} seeds")
 
 
@@ -312,7 +312,7 @@ def study_status(study: str, db: DbOption = DEFAULT_URL) -> None:
     if skipped := describe_skipped(status.source_skipped):
         console.print(skipped)
     if status.noise:
-        floor = ", ".join(f"{n} {s:.4f}" for n, s in status.noise.items())
+        floor = ", ".join(f"{n} {value(s)}" for n, s in status.noise.items())
         console.print(f"noise floor (std over training seeds): {floor}")
     elif status.needs_calibration:
         console.print(f"no noise floor yet: run `promptsearch proxy calibrate --study {study}`")

@@ -44,13 +44,16 @@ def fmt(value: object) -> str:
 
 
 def value(number: float | None) -> str:
-    """An objective value or score: four decimals, or '-' when there is none."""
-    return "-" if number is None else f"{number:.4f}"
+    """An objective value or score: four decimals, three significant digits below 0.01 (a tiny proxy's gold
+    probabilities are ~0.001 and their noise ~0.00003), or '-' when there is none."""
+    if number is None:
+        return "-"
+    return f"{number:.3g}" if 0 < abs(number) < 0.01 else f"{number:.4f}"
 
 
 def values(numbers: Sequence[float] | None, count: int) -> list[str]:
     """A trial's objective values, or one '-' per objective when it has none."""
-    return [f"{v:.4f}" for v in numbers] if numbers else ["-"] * count
+    return [value(v) for v in numbers] if numbers else ["-"] * count
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[str]], title: str | None = None) -> None:
