@@ -263,6 +263,9 @@ def run_pipeline(
     module = types.ModuleType("promptsearch_lighteval_tasks")
     module.TASKS_TABLE = configs  # type: ignore[attr-defined]
     out_dir.mkdir(parents=True, exist_ok=True)
+    # lighteval's sample cache is keyed by the checkpoint's path and the model config, and a rerun (a trial, a
+    # calibration seed) writes a new model at the same path: emptied first, it can never answer for another model.
+    shutil.rmtree(out_dir / "sample_cache", ignore_errors=True)
     # lighteval draws tqdm bars (one with `disable=False` written in, so TQDM_DISABLE cannot help) and warns per
     # task and per run on stderr: in the CLI they would tear its progress display, so they go to a log file.
     with open(out_dir / "lighteval.log", "a") as log, contextlib.redirect_stderr(log):
@@ -280,9 +283,7 @@ def run_pipeline(
                 device=device,
                 batch_size=8,
                 max_length=max_length,
-                # lighteval's sample cache is keyed by the checkpoint's path, and a rerun (a trial, a calibration seed)
-                # writes a new model at the same path: kept per run, it can never answer for another model.
-                cache_dir=str(out_dir / "sample_cache"),
+                cache_dir=str(out_dir / "sample_cache"),  # emptied above
             ),
         )
         pipeline.evaluate()
