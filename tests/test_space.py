@@ -126,7 +126,9 @@ def test_sciq_source_and_suite_weights_are_checked_against_the_profile(tmp_path:
     """The SciQ passages are a source a space can name; suite task names and `suite.*` weights are checked
     against the proxy profile when the space is loaded, before any trial trains."""
     space = yaml.safe_load((REPO / "search_spaces" / "quickstart.yaml").read_text())
+    space.pop("suite_objective")  # its tasks are the bundled profile's; this test writes its own profile
     space |= {
+        "objectives": [{"metric": "proxy.score", "direction": "maximize"}],
         "source": {"format": "embedded", "path": "sciq", "limit": 12},
         "proxy_weights": {"knowledge_bpb": -1.0, "suite.macro.gold_bpb": -1.0},
         "proxy": "profile.yaml",
