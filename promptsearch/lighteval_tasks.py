@@ -263,9 +263,6 @@ def run_pipeline(
     module = types.ModuleType("promptsearch_lighteval_tasks")
     module.TASKS_TABLE = configs  # type: ignore[attr-defined]
     out_dir.mkdir(parents=True, exist_ok=True)
-    # lighteval's sample cache is keyed by the checkpoint's path and the model config, and a rerun (a trial, a
-    # calibration seed) writes a new model at the same path: emptied first, it can never answer for another model.
-    shutil.rmtree(out_dir / "sample_cache", ignore_errors=True)
     # lighteval draws tqdm bars (one with `disable=False` written in, so TQDM_DISABLE cannot help) and warns per
     # task and per run on stderr: in the CLI they would tear its progress display, so they go to a log file.
     with open(out_dir / "lighteval.log", "a") as log, contextlib.redirect_stderr(log):
@@ -283,9 +280,14 @@ def run_pipeline(
                 device=device,
                 batch_size=8,
                 max_length=max_length,
-                cache_dir=str(out_dir / "sample_cache"),  # emptied above
             ),
         )
+        # lighteval 0.13 caches each sample's result under `cache_dir / model_name / hash(model config)`: for a local
+        # checkpoint, its absolute path discards `cache_dir` and the key is the path, not the weights (the design of
+        # huggingface/lighteval#239 checks a Hub commit, which a local folder lacks). Every trial and calibration
+        # seed writes its model at a path an earlier run used, and would be scored with that run's results; its
+        # `cached` wrapper runs uncached when the model has no cache.
+        pipeline.model._cache = None
         pipeline.evaluate()
         pipeline.save_and_push_results()
     results = pipeline.get_results()["results"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from promptsearch import suite
 from promptsearch.errors import UserError
@@ -157,3 +158,34 @@ def test_a_gold_answer_longer_than_the_model_keeps_its_first_tokens() -> None:
     contexts, continuations = TransformersModel.tok_encode_pair(model, "Q:", [" abcdef", " x"], pairwise=True)
     assert contexts == [[ord("Q"), ord(":")]] * 2
     assert continuations == [[ord(c) for c in " ab"], [ord(c) for c in " x"]]
+
+
+def test_a_new_model_at_the_same_path_is_scored_afresh(tmp_path: Path) -> None:
+    """lighteval's sample cache is keyed by the checkpoint's path: a trial or calibration seed that writes its
+    model where an earlier run's was, evaluated into the same folder, must get its own scores, not the earlier
+    model's (they did before `run_pipeline` emptied the cache)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from promptsearch.embedded import embedded_model
+    from promptsearch.proxy_profile import SuiteEvalSpec
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model().path)
+    checkpoint, out_dir = tmp_path / "checkpoint", tmp_path / "eval"
+    spec = SuiteEvalSpec(tasks=["arc_cf:easy"], num_fewshot=0, max_samples=4)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=32,
+        max_position_embeddings=256,
+        initializer_range=1.0,  # far from uniform predictions, so that two seeds' models score apart
+    )
+    scores = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        LlamaForCausalLM(config).save_pretrained(checkpoint)
+        tokenizer.save_pretrained(checkpoint)
+        scores.append(suite.evaluate_suite(checkpoint, spec, out_dir, "cpu")["suite.arc_cf:easy.gold_bpb"])
+    assert scores[0] != scores[1]
