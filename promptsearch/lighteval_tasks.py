@@ -275,11 +275,7 @@ def run_pipeline(
             ),
             evaluation_tracker=EvaluationTracker(output_dir=str(out_dir), save_details=False),
             model_config=TransformersModelConfig(
-                model_name=str(checkpoint),
-                dtype="float32",
-                device=device,
-                batch_size=8,
-                max_length=max_length,
+                model_name=str(checkpoint), dtype="float32", device=device, batch_size=8, max_length=max_length
             ),
         )
         # lighteval 0.13 caches each sample's result under `cache_dir / model_name / hash(model config)`: for a local
